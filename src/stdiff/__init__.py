@@ -1,0 +1,36 @@
+"""stdiff: histology-conditioned diffusion super-resolution of spatial transcriptomics.
+
+Submodules are imported lazily so that ``import stdiff`` stays cheap (no torch,
+no spatialdata until they are needed)::
+
+    import stdiff as sd
+
+    sd.tl.superresolve(sdata, genes=["ERBB2", "KRT19"])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("pp", "tl", "pl", "datasets", "models", "benchmark")
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import datasets, models, pl, pp, tl
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'stdiff' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBMODULES])
+
+
+__all__ = ["datasets", "models", "pl", "pp", "tl", "__version__"]

@@ -1,0 +1,225 @@
+"""SpatialData glue: coordinate systems, element lookup, transforms and image resampling.
+
+Everything here works in the physical units of the chosen coordinate system (stdiff assumes
+micrometres) and goes through spatialdata's own transformations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._utils import logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    import spatialdata as sd_mod
+
+RGB_NAMES = ("r", "g", "b")
+
+
+def stdiff_outputs(sdata: sd_mod.SpatialData) -> set[str]:
+    """Names of elements written by :func:`stdiff.tl.superresolve` (excluded from auto-detection)."""
+    out: set[str] = set()
+    for key in (sdata.attrs or {}).get("stdiff", {}) or {}:
+        out |= {key, f"{key}_std"}
+    return out
+
+
+def resolve_coordinate_system(
+    sdata: sd_mod.SpatialData, coordinate_system: str | None, elements: Sequence[str] = ()
+) -> str:
+    """Validate ``coordinate_system`` (or pick the only one) and check ``elements`` are in it."""
+    from spatialdata.transformations import get_transformation
+
+    available = list(sdata.coordinate_systems)
+    if coordinate_system is None:
+        if len(available) == 1:
+            coordinate_system = available[0]
+        else:
+            raise ValueError(
+                f"The SpatialData has coordinate systems {available}; pass coordinate_system= "
+                "with the one (in micrometres) that the image and the expression share."
+            )
+    elif coordinate_system not in available:
+        raise ValueError(
+            f"Unknown coordinate_system={coordinate_system!r}; the SpatialData has {available}. "
+            "Pass one of those (it must be in micrometres)."
+        )
+    for name in elements:
+        if name is None:
+            continue
+        transforms = get_transformation(sdata[name], get_all=True)
+        if coordinate_system not in transforms:
+            raise ValueError(
+                f"Element {name!r} has no transformation to coordinate system {coordinate_system!r} "
+                f"(it has {list(transforms)}). Register it with "
+                "spatialdata.transformations.set_transformation or choose another coordinate_system."
+            )
+    return coordinate_system
+
+
+def affine_to_cs(element: Any, coordinate_system: str) -> np.ndarray:
+    """3×3 affine (x, y) of ``element``'s intrinsic coordinates → ``coordinate_system``."""
+    from spatialdata.transformations import get_transformation
+
+    t = get_transformation(element, to_coordinate_system=coordinate_system)
+    return np.asarray(t.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=np.float64)
+
+
+def image_levels(element: Any) -> list[Any]:
+    """The levels of an image element (scale0 first) as ``xarray.DataArray`` objects."""
+    if hasattr(element, "children") and len(getattr(element, "children", {})):
+        levels = []
+        for key in sorted(element.children, key=lambda k: int(str(k).replace("scale", ""))):
+            node = element[key]
+            levels.append(next(iter(node.ds.data_vars.values())))
+        return levels
+    return [element]
+
+
+def channel_names(element: Any) -> list[str]:
+    """Channel (``c``) coordinate values of an image element, as strings."""
+    level = image_levels(element)[0]
+    return [str(c) for c in level.coords["c"].values]
+
+
+def is_rgb(element: Any) -> bool:
+    """Whether an image element is an RGB picture (3 channels named r, g, b, or uint8 with 3 channels)."""
+    names = [c.lower() for c in channel_names(element)]
+    if names == list(RGB_NAMES):
+        return True
+    level = image_levels(element)[0]
+    return len(names) == 3 and level.dtype == np.uint8
+
+
+def find_image(sdata: sd_mod.SpatialData, image_key: str | None, *, exclude: set[str] = frozenset()) -> str:
+    """Pick the histology image: ``image_key`` if given, else the only non-gene image."""
+    images = list(sdata.images)
+    if image_key is not None:
+        if image_key not in images:
+            raise KeyError(f"image_key={image_key!r} is not an image of this SpatialData; images are {images}.")
+        return image_key
+    candidates = [k for k in images if k not in exclude and k not in stdiff_outputs(sdata)]
+    rgb = [k for k in candidates if is_rgb(sdata[k])]
+    if len(rgb) == 1:
+        return rgb[0]
+    small = [k for k in candidates if len(channel_names(sdata[k])) <= 3]
+    if len(small) == 1:
+        return small[0]
+    raise ValueError(
+        f"Cannot tell which image is the histology (H&E) image among {candidates or images}; pass image_key=."
+    )
+
+
+def element_bounds(sdata: sd_mod.SpatialData, key: str, coordinate_system: str) -> tuple[float, float, float, float]:
+    """(xmin, ymin, xmax, ymax) of an image element's pixel edges in ``coordinate_system``."""
+    level = image_levels(sdata[key])[0]
+    h, w = level.shape[-2:]
+    A = affine_to_cs(sdata[key], coordinate_system)
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=float).T
+    xy = A @ corners
+    return float(xy[0].min()), float(xy[1].min()), float(xy[0].max()), float(xy[1].max())
+
+
+def resample_image(
+    element: Any,
+    coordinate_system: str,
+    *,
+    origin: tuple[float, float],
+    pixel_um: float,
+    shape: tuple[int, int],
+    fill: float | None = None,
+    order: int = 1,
+) -> np.ndarray:
+    """Resample an image element onto an axis-aligned grid of ``shape`` with ``pixel_um`` spacing.
+
+    The grid's pixel ``(i, j)`` spans ``[origin + (j, i) * pixel_um, origin + (j+1, i+1) * pixel_um)``
+    in ``coordinate_system``. The coarsest pyramid level that is still finer than the grid is used,
+    block-averaged first when it is much finer (anti-aliasing). Pixels outside the image get
+    ``fill`` (white for uint8 RGB, 0 otherwise). Returns ``(c, H, W)`` with the input dtype.
+    """
+    from scipy import ndimage
+
+    levels = image_levels(element)
+    A0 = affine_to_cs(element, coordinate_system)
+    src_um0 = float(np.sqrt(abs(np.linalg.det(A0[:2, :2]))))
+    h0, w0 = levels[0].shape[-2:]
+    best, best_ds = levels[0], 1.0
+    for lev in levels[1:]:
+        ds = h0 / lev.shape[-2]
+        if src_um0 * ds <= pixel_um * 1.001:
+            best, best_ds = lev, ds
+    arr = np.asarray(best.data if hasattr(best, "data") else best)
+    if hasattr(arr, "compute"):
+        arr = arr.compute()
+    arr = np.asarray(arr)
+    dtype = arr.dtype
+    if fill is None:
+        fill = 255.0 if (dtype == np.uint8 and arr.shape[0] == 3) else 0.0
+    ratio = pixel_um / (src_um0 * best_ds)
+    block = int(np.floor(ratio)) if ratio >= 1.5 else 1
+    if block > 1:
+        c, h, w = arr.shape
+        hh, ww = h // block, w // block
+        arr = arr[:, : hh * block, : ww * block].reshape(c, hh, block, ww, block).mean(axis=(2, 4))
+    scale_lvl = best_ds * block  # scale0 pixels per pixel of ``arr``
+    Ainv = np.linalg.inv(A0)
+    H, W = shape
+    out = np.empty((arr.shape[0], H, W), dtype=np.float32)
+    src = arr.astype(np.float32, copy=False)
+    jj = np.arange(W, dtype=np.float64)
+    for r0 in range(0, H, 256):
+        rows = np.arange(r0, min(H, r0 + 256), dtype=np.float64)
+        X, Y = np.meshgrid(origin[0] + (jj + 0.5) * pixel_um, origin[1] + (rows + 0.5) * pixel_um)
+        pts = np.stack([X.ravel(), Y.ravel(), np.ones(X.size)])
+        intr = Ainv @ pts  # scale0 intrinsic (x, y); pixel k spans [k, k+1)
+        col = intr[0] / scale_lvl - 0.5
+        row = intr[1] / scale_lvl - 0.5
+        for ch in range(src.shape[0]):
+            vals = ndimage.map_coordinates(src[ch], [row, col], order=order, mode="constant", cval=np.nan)
+            vals = np.where(np.isnan(vals), fill, vals)
+            out[ch, r0 : r0 + len(rows)] = vals.reshape(len(rows), W)
+    if dtype == np.uint8:
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out.astype(dtype, copy=False)
+
+
+def grid_transform(origin: tuple[float, float], pixel_um: float):
+    """spatialdata transformation of an axis-aligned grid (pixel → coordinate system)."""
+    from spatialdata.transformations import Scale, Sequence, Translation
+
+    return Sequence(
+        [Scale([pixel_um, pixel_um], axes=("y", "x")), Translation([origin[0], origin[1]], axes=("x", "y"))]
+    )
+
+
+def composed_transform(
+    sdata: sd_mod.SpatialData,
+    image_key: str,
+    coordinate_system: str,
+    *,
+    origin: tuple[float, float],
+    pixel_um: float,
+) -> dict[str, Any]:
+    """Transformations of a grid, composed from the image's own, for every coordinate system it is in.
+
+    The grid is defined in ``coordinate_system`` (``origin``, ``pixel_um``). Its pixels are first
+    mapped into the image's pixels (an affine), then through the image's own transformation, so the
+    grid overlays the image exactly in every coordinate system the image belongs to.
+    """
+    from spatialdata.transformations import Affine, Sequence, get_transformation
+
+    G = np.array([[pixel_um, 0.0, origin[0]], [0.0, pixel_um, origin[1]], [0.0, 0.0, 1.0]])
+    to_img = np.linalg.inv(affine_to_cs(sdata[image_key], coordinate_system)) @ G
+    transforms = get_transformation(sdata[image_key], get_all=True)
+    return {
+        cs: Sequence([Affine(to_img, input_axes=("x", "y"), output_axes=("x", "y")), t])
+        for cs, t in transforms.items()
+    }
+
+
+def log_shapes(name: str, **arrays: np.ndarray) -> None:
+    """Debug-log array shapes."""
+    logger.debug("%s: %s", name, {k: getattr(v, "shape", None) for k, v in arrays.items()})

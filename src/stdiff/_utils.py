@@ -1,0 +1,54 @@
+"""Small shared helpers: logging, data directory, device and seed handling."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+logger = logging.getLogger("stdiff")
+
+DATA_DIR_ENV = "STDIFF_DATA_DIR"
+
+
+def data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """Return the local data directory: the argument, else ``$STDIFF_DATA_DIR``, else ``None``."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return None
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"`` into CUDA when available, else CPU; validate anything else."""
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"Unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'.") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available; use device='cpu'.")
+    return dev
+
+
+def torch_generator(seed: int | None, device: Any = "cpu") -> torch.Generator:
+    """A seeded :class:`torch.Generator` on ``device`` (a fresh random seed when ``seed`` is None)."""
+    import torch
+
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(int(seed))
+    return gen

@@ -1,0 +1,8 @@
+"""Datasets as :class:`spatialdata.SpatialData`: real sections and a synthetic tissue with known truth."""
+
+from ._her2st import HER2ST_SECTIONS, her2st
+from ._merfish import merfish_mouse_brain_mini
+from ._synthetic import synthetic_tissue
+from ._visium import visium_mouse_brain_mini
+
+__all__ = ["HER2ST_SECTIONS", "her2st", "merfish_mouse_brain_mini", "synthetic_tissue", "visium_mouse_brain_mini"]

@@ -1,0 +1,143 @@
+"""Co-expression gene-correlation graph and graph convolution over genes (Diff-ST §2.4).
+
+Nodes are genes; an edge joins two genes whose co-expression (Pearson correlation over the
+training data's tissue pixels) is at least ``threshold``, keeping at most ``top_k`` neighbours per
+gene; the edge weight is the correlation. Inside the denoiser every HR pixel carries a small
+feature vector per gene, and graph convolutions (torch-geometric's ``DenseGCNConv``, batched over
+pixels) mix them along the graph, so all genes are reconstructed jointly by one model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class GeneGraph:
+    """A weighted, undirected gene graph (``edge_index`` / ``edge_weight`` in PyG layout)."""
+
+    genes: list[str]
+    edge_index: np.ndarray  # (2, E) int
+    edge_weight: np.ndarray  # (E,) float
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of genes."""
+        return len(self.genes)
+
+    def adjacency(self) -> np.ndarray:
+        """Dense ``(G, G)`` weighted adjacency (no self-loops)."""
+        a = np.zeros((self.num_nodes, self.num_nodes), dtype=np.float32)
+        a[self.edge_index[0], self.edge_index[1]] = self.edge_weight
+        return a
+
+    def edges(self) -> set[tuple[str, str]]:
+        """Edges as unordered gene-name pairs."""
+        return {
+            tuple(sorted((self.genes[i], self.genes[j])))  # type: ignore[misc]
+            for i, j in self.edge_index.T
+            if i != j
+        }
+
+    def to_dict(self) -> dict:
+        """Plain-Python representation (for checkpoints)."""
+        return {"genes": list(self.genes), "edge_index": self.edge_index.tolist(), "edge_weight": self.edge_weight.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GeneGraph:
+        """Inverse of :meth:`to_dict`."""
+        ei = np.asarray(d["edge_index"], dtype=np.int64).reshape(2, -1)
+        return cls(genes=list(d["genes"]), edge_index=ei, edge_weight=np.asarray(d["edge_weight"], dtype=np.float32))
+
+
+def coexpression_graph(
+    expression: np.ndarray, genes: list[str], *, threshold: float = 0.2, top_k: int | None = 8
+) -> GeneGraph:
+    """Build the co-expression graph from ``expression`` of shape ``(G, n_observations)``.
+
+    Parameters
+    ----------
+    expression
+        Normalised expression, one row per gene (pixels or spots as columns).
+    genes
+        Gene names.
+    threshold
+        Minimum Pearson correlation for an edge.
+    top_k
+        Keep at most this many strongest neighbours per gene (then symmetrise); ``None`` keeps all.
+
+    Returns
+    -------
+    The :class:`GeneGraph`; edge weights are the correlations.
+    """
+    from torch_geometric.utils import dense_to_sparse
+
+    x = np.asarray(expression, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != len(genes):
+        raise ValueError(f"expression must be (n_genes={len(genes)}, n_obs); got {x.shape}.")
+    x = x - x.mean(axis=1, keepdims=True)
+    norm = np.sqrt((x**2).sum(axis=1))
+    norm[norm == 0] = 1.0
+    corr = (x @ x.T) / np.outer(norm, norm)
+    np.fill_diagonal(corr, 0.0)
+    adj = np.where(corr >= threshold, corr, 0.0)
+    if top_k is not None and top_k < len(genes):
+        keep = np.zeros_like(adj, dtype=bool)
+        order = np.argsort(-adj, axis=1)[:, :top_k]
+        rows = np.repeat(np.arange(len(genes)), order.shape[1])
+        keep[rows, order.ravel()] = True
+        adj = np.where(keep | keep.T, adj, 0.0)
+    edge_index, edge_weight = dense_to_sparse(torch.as_tensor(adj, dtype=torch.float32))
+    return GeneGraph(genes=list(genes), edge_index=edge_index.numpy(), edge_weight=edge_weight.numpy())
+
+
+class GeneGraphHead(nn.Module):
+    """Output head: pixel features → per-gene features → GCN over the gene graph → one value per gene.
+
+    Parameters
+    ----------
+    in_channels
+        Channels of the decoder's last feature map.
+    n_genes
+        Number of genes (graph nodes).
+    gene_dim
+        Feature size per gene and pixel.
+    layers
+        Graph-convolution layers.
+    adjacency
+        ``(G, G)`` weighted adjacency; ``None`` (ablation) makes genes independent in the head.
+    """
+
+    def __init__(
+        self, in_channels: int, n_genes: int, gene_dim: int, layers: int, adjacency: np.ndarray | None
+    ) -> None:
+        super().__init__()
+        self.n_genes, self.gene_dim = n_genes, gene_dim
+        self.to_genes = nn.Conv2d(in_channels, n_genes * gene_dim, 1)
+        self.gene_embedding = nn.Parameter(torch.zeros(1, n_genes, gene_dim))
+        nn.init.normal_(self.gene_embedding, std=0.02)
+        if adjacency is not None:
+            from torch_geometric.nn import DenseGCNConv
+
+            self.register_buffer("adjacency", torch.as_tensor(adjacency, dtype=torch.float32))
+            self.convs = nn.ModuleList([DenseGCNConv(gene_dim, gene_dim) for _ in range(layers)])
+        else:
+            self.adjacency = None
+            self.convs = nn.ModuleList([nn.Linear(gene_dim, gene_dim) for _ in range(layers)])
+        self.act = nn.SiLU()
+        self.out = nn.Linear(gene_dim, 1)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` → ``(B, G, H, W)``."""
+        b, _, h, w = feats.shape
+        g, d = self.n_genes, self.gene_dim
+        z = self.to_genes(feats).view(b, g, d, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, g, d)
+        z = z + self.gene_embedding
+        for conv in self.convs:
+            upd = conv(z, self.adjacency) if self.adjacency is not None else conv(z)
+            z = z + self.act(upd)
+        return self.out(z).view(b, h, w, g).permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,6 @@
+"""Preprocessing: rasterise SpatialData onto LR / HR / histology grids and cut paired tiles."""
+
+from ._normalize import Normalizer
+from ._tiling import Section, Tiles, aggregate, fit_normalizer, make_tiles, rasterize, tile_positions
+
+__all__ = ["Normalizer", "Section", "Tiles", "aggregate", "fit_normalizer", "make_tiles", "rasterize", "tile_positions"]
