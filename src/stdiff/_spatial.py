@@ -99,7 +99,9 @@ def find_image(sdata: sd_mod.SpatialData, image_key: str | None, *, exclude: set
     images = list(sdata.images)
     if image_key is not None:
         if image_key not in images:
-            raise KeyError(f"image_key={image_key!r} is not an image of this SpatialData; images are {images}.")
+            raise KeyError(
+                f"image_key={image_key!r} is not an image of this SpatialData; images are {images}."
+            )
         return image_key
     candidates = [k for k in images if k not in exclude and k not in stdiff_outputs(sdata)]
     rgb = [k for k in candidates if is_rgb(sdata[k])]
@@ -113,7 +115,9 @@ def find_image(sdata: sd_mod.SpatialData, image_key: str | None, *, exclude: set
     )
 
 
-def element_bounds(sdata: sd_mod.SpatialData, key: str, coordinate_system: str) -> tuple[float, float, float, float]:
+def element_bounds(
+    sdata: sd_mod.SpatialData, key: str, coordinate_system: str
+) -> tuple[float, float, float, float]:
     """(xmin, ymin, xmax, ymax) of an image element's pixel edges in ``coordinate_system``."""
     level = image_levels(sdata[key])[0]
     h, w = level.shape[-2:]
@@ -187,7 +191,7 @@ def resample_image(
 
 
 def grid_transform(origin: tuple[float, float], pixel_um: float):
-    """spatialdata transformation of an axis-aligned grid (pixel → coordinate system)."""
+    """Spatialdata transformation of an axis-aligned grid (pixel → coordinate system)."""
     from spatialdata.transformations import Scale, Sequence, Translation
 
     return Sequence(

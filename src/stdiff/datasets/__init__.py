@@ -5,4 +5,10 @@ from ._merfish import merfish_mouse_brain_mini
 from ._synthetic import synthetic_tissue
 from ._visium import visium_mouse_brain_mini
 
-__all__ = ["HER2ST_SECTIONS", "her2st", "merfish_mouse_brain_mini", "synthetic_tissue", "visium_mouse_brain_mini"]
+__all__ = [
+    "HER2ST_SECTIONS",
+    "her2st",
+    "merfish_mouse_brain_mini",
+    "synthetic_tissue",
+    "visium_mouse_brain_mini",
+]

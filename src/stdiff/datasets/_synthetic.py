@@ -24,13 +24,16 @@ The simulator builds, in micrometres and fully vectorised:
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from stdiff._utils import logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spatialdata import SpatialData
 
 __all__ = ["synthetic_tissue", "CELL_TYPES", "DOMAINS"]
 
@@ -161,12 +164,12 @@ _CELL_RADIUS = {
 # a (semi-major, µm), a_sd, b/a, b/a sd, pleomorphism, hematoxylin, h sd, chromatin texture,
 # rim (vesicular chromatin), cytoplasm radius (µm), cytoplasm eosin, cytoplasm hematoxylin.
 _MORPH = {
-    "tumour": (4.6, 0.9, 0.78, 0.10, 0.08, 0.95, 0.20, 0.35, 0.40, 7.8, 0.46, 0.10),
+    "tumour": (4.6, 1.1, 0.78, 0.10, 0.08, 1.10, 0.20, 0.30, 0.30, 7.8, 0.46, 0.10),
     "fibroblast": (5.6, 1.0, 0.30, 0.06, 0.03, 1.10, 0.15, 0.15, 0.05, 2.5, 0.40, 0.06),
     "endothelial": (5.0, 0.8, 0.32, 0.06, 0.03, 1.05, 0.15, 0.15, 0.05, 2.5, 0.40, 0.06),
-    "T_cell": (2.6, 0.25, 0.92, 0.05, 0.03, 1.55, 0.15, 0.12, 0.10, 3.4, 0.20, 0.10),
-    "B_cell": (2.9, 0.30, 0.90, 0.05, 0.04, 1.45, 0.15, 0.15, 0.10, 3.7, 0.20, 0.10),
-    "macrophage": (3.8, 0.50, 0.70, 0.08, 0.16, 0.85, 0.15, 0.25, 0.15, 8.5, 0.30, 0.12),
+    "T_cell": (2.6, 0.35, 0.90, 0.05, 0.03, 1.55, 0.15, 0.12, 0.10, 3.4, 0.20, 0.10),
+    "B_cell": (2.9, 0.40, 0.88, 0.05, 0.04, 1.45, 0.15, 0.15, 0.10, 3.7, 0.20, 0.10),
+    "macrophage": (3.8, 0.50, 0.70, 0.08, 0.16, 1.20, 0.15, 0.20, 0.15, 8.0, 0.42, 0.12),
     "adipocyte": (3.6, 0.50, 0.30, 0.05, 0.03, 1.00, 0.10, 0.10, 0.05, 0.0, 0.00, 0.00),
 }
 # Cell-type mixing per domain (stroma composition is further modulated by proximity to tumour).
@@ -198,9 +201,12 @@ class _Field:
         self.noise = rng.standard_normal((self.ny.size, self.nx.size)).astype(np.float32)
 
     def _w(self, coords: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-        w = np.exp(-0.5 * ((np.asarray(coords, np.float64)[:, None] - nodes[None, :]) / self.sigma) ** 2)
-        w /= np.sqrt((w**2).sum(1, keepdims=True))
-        return w.astype(np.float32)
+        z = (np.asarray(coords, np.float32)[:, None] - nodes.astype(np.float32)[None, :]) / np.float32(
+            self.sigma
+        )
+        w = np.exp(np.float32(-0.5) * z * z)
+        w /= np.sqrt((w * w).sum(1, keepdims=True))
+        return w
 
     def grid(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         return (self._w(ys, self.ny) @ self.noise) @ self._w(xs, self.nx).T
@@ -236,6 +242,7 @@ class _Layout:
     def __init__(self, rng: np.random.Generator, extent: tuple[float, float]):
         self.extent = extent
         self.f_tissue = _Field(rng, 250.0, extent)
+        self.f_edge = _Field(rng, 50.0, extent)
         self.f_fat = _Field(rng, 170.0, extent)
         self.f_tum_small = _Field(rng, 60.0, extent)
         self.f_tum_big = _Field(rng, 280.0, extent)
@@ -246,7 +253,7 @@ class _Layout:
         cy = rng.uniform(0, extent[0], 40 * n_agg + 40)
         cx = rng.uniform(0, extent[1], 40 * n_agg + 40)
         tum = self._tumour_score(cy, cx)
-        ok = (tum < 0.45) & (tum > -0.6) & (self._fat(cy, cx) == 0) & self._tissue(cy, cx)
+        ok = (tum < 0.35) & (tum > -0.6) & (self._fat(cy, cx) == 0) & self._tissue(cy, cx)
         ok &= rng.random(cy.size) < _sigmoid(1.5 * self.f_agg.points(cy, cx))
         cy, cx = cy[ok], cx[ok]
         keep: list[int] = []
@@ -260,14 +267,19 @@ class _Layout:
         self.agg_x = cx[keep]
         self.agg_r = rng.uniform(55.0, 125.0, k)
         self.agg_shape = np.stack(
-            [rng.uniform(0, 0.12, k), rng.uniform(0, 2 * np.pi, k), rng.uniform(0, 0.08, k), rng.uniform(0, 2 * np.pi, k)],
+            [
+                rng.uniform(0, 0.12, k),
+                rng.uniform(0, 2 * np.pi, k),
+                rng.uniform(0, 0.08, k),
+                rng.uniform(0, 2 * np.pi, k),
+            ],
             axis=1,
         )
 
     # --- pointwise pieces -------------------------------------------------------------------------
     def _tumour_score(self, y, x, grid: bool = False):
         f = (lambda fld: fld.grid(y, x)) if grid else (lambda fld: fld.points(y, x))
-        return (f(self.f_tum_small) + 0.8 * f(self.f_tum_big)) / np.float32(np.sqrt(1.64))
+        return (f(self.f_tum_small) + 0.55 * f(self.f_tum_big)) / np.float32(np.sqrt(1.3025))
 
     def _edge_distance(self, y, x, grid: bool = False):
         if grid:
@@ -279,12 +291,17 @@ class _Layout:
         return np.minimum(dy, dx).astype(np.float32)
 
     def _tissue(self, y, x, grid: bool = False):
-        f = self.f_tissue.grid(y, x) if grid else self.f_tissue.points(y, x)
-        return f - 4.0 * np.exp(-self._edge_distance(y, x, grid) / 70.0) > -2.0
+        if grid:
+            f = self.f_tissue.grid(y, x) + 0.6 * self.f_edge.grid(y, x)
+        else:
+            f = self.f_tissue.points(y, x) + 0.6 * self.f_edge.points(y, x)
+        # irregular tissue edge; its width scales with the section (thin for small test sections)
+        width = float(np.clip(0.04 * min(self.extent), 10.0, 90.0))
+        return f - 4.0 * np.exp(-self._edge_distance(y, x, grid) / width) > -2.5
 
     def _fat(self, y, x, grid: bool = False):
         f = self.f_fat.grid(y, x) if grid else self.f_fat.points(y, x)
-        return (f > 1.25).astype(np.uint8)
+        return (f > 1.1).astype(np.uint8)
 
     def aggregate_rho(self, y, x, grid: bool = False) -> np.ndarray:
         """Normalised radial distance to the nearest lymphoid aggregate (< 1 inside)."""
@@ -315,10 +332,37 @@ class _Layout:
                 rho = np.minimum(rho, rr)
         return rho
 
+    _RASTER_UM = 2.0
+
+    def _rasters(self):
+        if not hasattr(self, "_dom_raster"):
+            r = self._RASTER_UM
+            ys = (np.arange(int(np.ceil(self.extent[0] / r))) + 0.5) * r
+            xs = (np.arange(int(np.ceil(self.extent[1] / r))) + 0.5) * r
+            self._dom_raster = self.domains(ys, xs, grid=True)
+            self._ts_raster = self._tumour_score(ys, xs, grid=True)
+        return self._dom_raster, self._ts_raster
+
+    def _raster_index(self, y, x):
+        dom = self._rasters()[0]
+        iy = np.clip((np.asarray(y) / self._RASTER_UM).astype(np.int64), 0, dom.shape[0] - 1)
+        ix = np.clip((np.asarray(x) / self._RASTER_UM).astype(np.int64), 0, dom.shape[1] - 1)
+        return iy, ix
+
+    def lookup(self, y, x) -> np.ndarray:
+        """Domain codes at points, from a cached 2 µm raster (fast)."""
+        iy, ix = self._raster_index(y, x)
+        return self._rasters()[0][iy, ix]
+
+    def tumour_score_at(self, y, x) -> np.ndarray:
+        """Smooth tumour score at points, from a cached 2 µm raster (> 0.4 inside nests)."""
+        iy, ix = self._raster_index(y, x)
+        return self._rasters()[1][iy, ix]
+
     def domains(self, y, x, grid: bool = False) -> np.ndarray:
         lab = np.full((len(y), len(x)) if grid else (len(y),), _D["stroma"], np.uint8)
         lab[self._fat(y, x, grid).astype(bool)] = _D["fat"]
-        lab[self._tumour_score(y, x, grid) > 0.45] = _D["tumour"]
+        lab[self._tumour_score(y, x, grid) > 0.4] = _D["tumour"]
         lab[self.aggregate_rho(y, x, grid) < 1.0] = _D["immune"]
         lab[~self._tissue(y, x, grid)] = _D["background"]
         return lab
@@ -379,7 +423,7 @@ def synthetic_tissue(
     depth: float = 150.0,
     transcripts: bool = False,
     coordinate_system: str = "global",
-):
+) -> SpatialData:
     """Simulate a breast-carcinoma-like tissue section with H&E and known high-resolution expression.
 
     Parameters
@@ -394,7 +438,7 @@ def synthetic_tissue(
     seed
         Random seed; the same seed gives identical output.
     he_um
-        H&E pixel size in µm (realistic range 0.25–1).
+        H&E pixel size in µm (realistic range 0.25–1).  The image has ``round(size / he_um)`` pixels.
     bin_um
         Bin size of the high-resolution truth ``"hr_counts"`` in µm.
     depth
@@ -439,7 +483,7 @@ def synthetic_tissue(
         logger.info("synthetic_tissue: size rounded to %s µm (whole %g µm bins).", extent, bin_um)
 
     ss = np.random.SeedSequence(int(seed))
-    rng_layout, rng_cells, rng_state, rng_render, rng_counts = (np.random.default_rng(s) for s in ss.spawn(5))
+    rng_layout, rng_cells, rng_state, rng_render = (np.random.default_rng(s) for s in ss.spawn(4))
 
     layout = _Layout(rng_layout, extent)
     cells = _place_cells(rng_cells, layout, extent)
@@ -448,7 +492,7 @@ def synthetic_tissue(
     rates = _expression(seed, cells, base, loadings, z, depth)
     t1 = time.perf_counter()
 
-    tx, counts = _sample_transcripts(rng_counts, seed, layout, cells, rates, extent, n_bins, bin_um)
+    tx, counts = _sample_transcripts(seed, layout, cells, rates, extent, n_bins, bin_um)
     t2 = time.perf_counter()
 
     he = _render_he(rng_render, layout, cells, cycling, extent, n_he, he_um)
@@ -459,7 +503,11 @@ def synthetic_tissue(
     dom_bins = layout.domains(yb, xb, grid=True)
 
     markers = {
-        t: [g for gi, g in enumerate(genes) if base[ti, gi] >= 4 and base[ti, gi] >= 5 * np.delete(base[:, gi], ti).max()]
+        t: [
+            g
+            for gi, g in enumerate(genes)
+            if base[ti, gi] >= 4 and base[ti, gi] >= 5 * np.delete(base[:, gi], ti).max()
+        ]
         for ti, t in enumerate(CELL_TYPES)
     }
     modules = {m: [g for gi, g in enumerate(genes) if loadings[gi, mi] != 0] for mi, m in enumerate(_MODULES)}
@@ -486,7 +534,9 @@ def synthetic_tissue(
         "n_transcripts": int(tx[0].size),
         "domain_fractions": {d: float(np.mean(dom_bins == i)) for i, d in enumerate(DOMAINS)},
     }
-    sdata = _to_spatialdata(he, counts, dom_bins, cells, rates, genes, tx, transcripts, he_um, bin_um, coordinate_system)
+    sdata = _to_spatialdata(
+        he, counts, dom_bins, cells, rates, genes, tx, transcripts, he_um, bin_um, coordinate_system
+    )
     sdata.attrs["synthetic"] = info
     logger.info(
         "synthetic_tissue: %d cells, %d genes, %d transcripts, H&E %dx%d px; layout+expression %.2fs, "
@@ -518,20 +568,22 @@ def _place_cells(rng: np.random.Generator, layout: _Layout, extent) -> dict[str,
         typ.append(np.full(len(y), t, np.int8) if np.isscalar(t) else np.asarray(t, np.int8))
 
     # --- adipocytes and septal cells ---
-    ay, ax = _hex_points(rng, 62.0, extent, jitter=0.22)
-    ad = layout.domains(ay, ax)
+    ay, ax = _hex_points(rng, 60.0, extent, jitter=0.5)
+    ad = layout.lookup(ay, ax)
     ay, ax = ay[ad == _D["fat"]], ax[ad == _D["fat"]]
-    if ay.size:
-        ay, ax = _relax(ay, ax, np.full(ay.size, 55.0), np.zeros(ay.size, bool), n_iter=2)
+    if ay.size:  # adipocytes of varied size: random minimum distances
+        ay, ax = _relax(ay, ax, rng.uniform(35.0, 70.0, ay.size), np.zeros(ay.size, bool), n_iter=2)
     if ay.size >= 2:
         tree = cKDTree(np.c_[ay, ax])
         dnn = tree.query(np.c_[ay, ax], k=2)[0][:, 1]
-        adip_r = np.clip(0.62 * dnn, 18, 45)
+        adip_r = np.clip(0.65 * dnn, 18, 50)
         pairs = tree.query_pairs(80.0, output_type="ndarray")
         pairs = pairs[rng.random(len(pairs)) < 0.22]
         sy = 0.5 * (ay[pairs[:, 0]] + ay[pairs[:, 1]])
         sx = 0.5 * (ax[pairs[:, 0]] + ax[pairs[:, 1]])
-        st = rng.choice([_T["fibroblast"], _T["endothelial"], _T["macrophage"]], size=sy.size, p=[0.5, 0.35, 0.15])
+        st = rng.choice(
+            [_T["fibroblast"], _T["endothelial"], _T["macrophage"]], size=sy.size, p=[0.5, 0.35, 0.15]
+        )
         add(sy, sx, _D["fat"], st)
     else:
         adip_r = np.full(ay.size, 30.0)
@@ -541,14 +593,14 @@ def _place_cells(rng: np.random.Generator, layout: _Layout, extent) -> dict[str,
     n_lum = rng.poisson(area / 170.0**2)
     lum_y = rng.uniform(0, extent[0], n_lum)
     lum_x = rng.uniform(0, extent[1], n_lum)
-    ok = layout.domains(lum_y, lum_x) == _D["tumour"]
+    ok = layout.lookup(lum_y, lum_x) == _D["tumour"]
     lum_y, lum_x = lum_y[ok], lum_x[ok]
     lum_r = rng.uniform(5.0, 16.0, lum_y.size)
 
     n_ves = rng.poisson(area / 140.0**2)
     ves_y = rng.uniform(0, extent[0], n_ves)
     ves_x = rng.uniform(0, extent[1], n_ves)
-    vd = layout.domains(ves_y, ves_x)
+    vd = layout.lookup(ves_y, ves_x)
     ok = (vd == _D["stroma"]) | ((vd == _D["immune"]) & (rng.random(n_ves) < 0.5))
     ves_y, ves_x = ves_y[ok], ves_x[ok]
     ves_r = np.clip(rng.lognormal(np.log(8.0), 0.45, ves_y.size), 4.0, 28.0)
@@ -556,22 +608,34 @@ def _place_cells(rng: np.random.Generator, layout: _Layout, extent) -> dict[str,
         tree = cKDTree(np.c_[ves_y, ves_x])
         drop = np.zeros(ves_y.size, bool)
         for i, j in tree.query_pairs(60.0):
-            if not drop[i] and not drop[j] and np.hypot(ves_y[i] - ves_y[j], ves_x[i] - ves_x[j]) < ves_r[i] + ves_r[j] + 15:
+            if (
+                not drop[i]
+                and not drop[j]
+                and np.hypot(ves_y[i] - ves_y[j], ves_x[i] - ves_x[j]) < ves_r[i] + ves_r[j] + 15
+            ):
                 drop[j] = True
         ves_y, ves_x, ves_r = ves_y[~drop], ves_x[~drop], ves_r[~drop]
 
     # --- domain cells from jittered hexagonal lattices ---
-    spec = [(_D["tumour"], 11.0), (_D["immune"], 7.6), (_D["stroma"], 20.0)]
-    for d, spacing in spec:
-        py, px = _hex_points(rng, spacing, extent)
-        keep = layout.domains(py, px) == d
-        py, px = py[keep], px[keep]
+    spec = [(_D["tumour"], 11.0, 0.45), (_D["immune"], 7.4, 0.6), (_D["stroma"], 20.0, 0.45)]
+    for d, spacing, jit in spec:
+        py, px = _hex_points(rng, spacing, extent, jitter=jit)
+        pd_ = layout.lookup(py, px)
+        keep = pd_ == d
+        if d == _D["immune"]:  # fuzzy mantle of lymphocytes around the aggregates
+            rho = layout.aggregate_rho(py, px)
+            keep |= (pd_ == _D["stroma"]) & (
+                rng.random(py.size) < 0.7 * np.clip((1.45 - rho) / 0.45, 0, 1) ** 2
+            )
+        py, px, pd_ = py[keep], px[keep], pd_[keep]
         if d == _D["stroma"]:  # cellularity varies: denser around tumour nests
-            near = layout._tumour_score(py, px)
-            p = np.clip(0.55 + 0.35 * _sigmoid(4 * (near - 0.1)) + 0.15 * rng.standard_normal(py.size), 0.2, 1)
+            near = layout.tumour_score_at(py, px)
+            p = np.clip(
+                0.55 + 0.35 * _sigmoid(4 * (near - 0.1)) + 0.15 * rng.standard_normal(py.size), 0.2, 1
+            )
             keep = rng.random(py.size) < p
-            py, px = py[keep], px[keep]
-        add(py, px, d, -1)
+            py, px, pd_ = py[keep], px[keep], pd_[keep]
+        add(py, px, pd_, -1 if d != _D["immune"] else -2)
     y = np.concatenate(ys) if ys else np.zeros(0)
     x = np.concatenate(xs) if xs else np.zeros(0)
     d = np.concatenate(dom) if dom else np.zeros(0, np.int8)
@@ -608,15 +672,23 @@ def _place_cells(rng: np.random.Generator, layout: _Layout, extent) -> dict[str,
     n_body = y.size
     y = np.concatenate([y, ey, ay])
     x = np.concatenate([x, ex, ax])
-    d = np.concatenate([d, layout.domains(ey, ex).astype(np.int8) if ey.size else np.zeros(0, np.int8), np.full(ay.size, _D["fat"], np.int8)])
-    t = np.concatenate([t, np.full(ey.size, _T["endothelial"], np.int8), np.full(ay.size, _T["adipocyte"], np.int8)])
+    d = np.concatenate(
+        [
+            d,
+            layout.lookup(ey, ex).astype(np.int8) if ey.size else np.zeros(0, np.int8),
+            np.full(ay.size, _D["fat"], np.int8),
+        ]
+    )
+    t = np.concatenate(
+        [t, np.full(ey.size, _T["endothelial"], np.int8), np.full(ay.size, _T["adipocyte"], np.int8)]
+    )
     fixed = np.arange(y.size) >= n_body
     t_vessel = np.zeros(y.size, bool)
     t_vessel[n_body : n_body + ey.size] = True
 
     # relax spacing (adipocytes and vessel linings fixed)
     dmin = np.select(
-        [d == _D["immune"], d == _D["tumour"], d == _D["fat"]], [7.0, 10.0, 12.0], default=9.0
+        [(d == _D["immune"]) | (t == -2), d == _D["tumour"], d == _D["fat"]], [6.0, 10.0, 12.0], default=9.0
     ).astype(float)
     dmin[t == _T["adipocyte"]] = 0.0
     if y.size > 7:
@@ -626,8 +698,8 @@ def _place_cells(rng: np.random.Generator, layout: _Layout, extent) -> dict[str,
 
     # --- cell types from domain mixing ---
     rho = layout.aggregate_rho(y, x)
-    tum_score = layout._tumour_score(y, x)
-    free = t < 0
+    tum_score = layout.tumour_score_at(y, x)
+    free = t == -1
     u = rng.random(y.size)
     for dname in ("tumour", "stroma"):
         sel = free & (d == _D[dname])
@@ -643,7 +715,7 @@ def _place_cells(rng: np.random.Generator, layout: _Layout, extent) -> dict[str,
         k = (u[sel, None] > np.cumsum(p, 1)).sum(1)
         k = np.minimum(k, len(names) - 1)
         t[sel] = np.array([_T[n] for n in names])[k]
-    sel = free & (d == _D["immune"])
+    sel = (t == -2) | (free & (d == _D["immune"]))
     pb = np.clip(0.85 * (1 - np.clip(rho[sel], 0, 1) ** 2) + 0.05, 0, 1)  # follicle centre: B cells
     p = np.stack([pb, (1 - pb) * 0.88, (1 - pb) * 0.07, (1 - pb) * 0.03, (1 - pb) * 0.02], 1)
     names = ["B_cell", "T_cell", "macrophage", "fibroblast", "endothelial"]
@@ -741,11 +813,13 @@ def _module_states(rng: np.random.Generator, layout: _Layout, cells, extent):
     d_tum = np.full(n, np.inf)
     if is_t.any() and isf.any():
         d_tum[isf] = cKDTree(np.c_[y[is_t], x[is_t]]).query(np.c_[y[isf], x[isf]], k=1)[0]
-    z[:, 5] = np.where(isf, 1.4 * np.exp(-d_tum / 60.0) + 0.6 * f["caf"] - 0.4 + 0.25 * rng.standard_normal(n), 0)
+    z[:, 5] = np.where(
+        isf, 1.4 * np.exp(-d_tum / 60.0) + 0.6 * f["caf"] - 0.4 + 0.25 * rng.standard_normal(n), 0
+    )
 
     # cytotoxic (CD8) versus helper (CD4) T cells
     ist = t == _T["T_cell"]
-    near_tum = _sigmoid(5 * (layout._tumour_score(y, x) - 0.3)) if n else np.zeros(0)
+    near_tum = _sigmoid(5 * (layout.tumour_score_at(y, x) - 0.3)) if n else np.zeros(0)
     cd8 = rng.random(n) < _sigmoid(-0.3 + 1.0 * f["cd8"] + 1.2 * near_tum)
     z[:, 6] = np.where(ist, np.where(cd8, 1.0, -1.0) * 0.8 + 0.2 * rng.standard_normal(n), 0)
 
@@ -771,7 +845,7 @@ def _expression(seed: int, cells, base, load, z, depth: float) -> np.ndarray:
     return rates
 
 
-def _sample_transcripts(rng, seed, layout: _Layout, cells, rates, extent, n_bins, bin_um):
+def _sample_transcripts(seed, layout: _Layout, cells, rates, extent, n_bins, bin_um):
     """Poisson counts per cell and gene, scattered over the cell footprint, plus 2 % ambient RNA."""
     y, x, t, r = cells["y"], cells["x"], cells["type"], cells["radius"]
     n, g = rates.shape
@@ -793,20 +867,23 @@ def _sample_transcripts(rng, seed, layout: _Layout, cells, rates, extent, n_bins
         ay = rg.uniform(0, extent[0], n_amb)
         ax = rg.uniform(0, extent[1], n_amb)
         if n_amb:
-            ok = layout.domains(ay, ax) != _D["background"]
+            ok = layout.lookup(ay, ax) != _D["background"]
             ay, ax = ay[ok], ax[ok]
-        py = np.concatenate([py, ay])
-        px = np.concatenate([px, ax])
+        # positions are stored as float32; bin exactly what is stored (in float64, like a user would)
+        py = np.concatenate([py, ay]).astype(np.float32)
+        px = np.concatenate([px, ax]).astype(np.float32)
         inside = (py >= 0) & (py < extent[0]) & (px >= 0) & (px < extent[1])
-        ty.append(py[inside].astype(np.float32))
-        tx.append(px[inside].astype(np.float32))
+        inside &= (np.floor(py.astype(np.float64) / bin_um) < n_bins[0]) & (
+            np.floor(px.astype(np.float64) / bin_um) < n_bins[1]
+        )
+        ty.append(py[inside])
+        tx.append(px[inside])
         tg.append(np.full(int(inside.sum()), gi, np.int16))
-    del rng
     ty_a = np.concatenate(ty) if ty else np.zeros(0, np.float32)
     tx_a = np.concatenate(tx) if tx else np.zeros(0, np.float32)
     tg_a = np.concatenate(tg) if tg else np.zeros(0, np.int16)
-    iy = np.minimum((ty_a / bin_um).astype(np.int64), n_bins[0] - 1)
-    ix = np.minimum((tx_a / bin_um).astype(np.int64), n_bins[1] - 1)
+    iy = np.floor(ty_a.astype(np.float64) / bin_um).astype(np.int64)
+    ix = np.floor(tx_a.astype(np.float64) / bin_um).astype(np.int64)
     flat = (tg_a.astype(np.int64) * n_bins[0] + iy) * n_bins[1] + ix
     counts = np.bincount(flat, minlength=g * n_bins[0] * n_bins[1]).astype(np.float32)
     return (ty_a, tx_a, tg_a), counts.reshape(g, n_bins[0], n_bins[1])
@@ -844,7 +921,16 @@ def _render_he(rng: np.random.Generator, layout: _Layout, cells, cycling, extent
     # collagen: fibre direction field; fibres = noise filtered along the local direction
     f_dir = _Field(rng, 160.0, extent)
     f_dir2 = _Field(rng, 30.0, extent)
-    theta = 1.4 * f_dir.grid(yc, xc) + 0.30 * f_dir2.grid(yc, xc)
+    theta = 0.9 * f_dir.grid(yc, xc) + 0.25 * f_dir2.grid(yc, xc)
+    # desmoplastic stroma: close to tumour nests the fibres wrap around them (doubled-angle blend)
+    ts = layout._tumour_score(yc, xc, grid=True)
+    gy, gx = np.gradient(ts, he_um)
+    w_nest = np.clip(np.hypot(gy, gx) * 60.0, 0, 3) * np.exp(-np.abs(ts - 0.4) / 0.5)
+    ang_nest = np.arctan2(gy, gx) + np.pi / 2
+    theta = 0.5 * np.arctan2(
+        np.sin(2 * theta) + w_nest * np.sin(2 * ang_nest), np.cos(2 * theta) + w_nest * np.cos(2 * ang_nest)
+    )
+    del ts, gy, gx, w_nest, ang_nest
 
     # nuclei orientation: fibroblasts follow fibres, vessel cells tangential, others random
     th = cells["theta"].copy()
@@ -875,19 +961,27 @@ def _render_he(rng: np.random.Generator, layout: _Layout, cells, cycling, extent
     h_img = np.zeros((H, W), np.float32)
 
     # --- extracellular matrix by domain ---
-    fib, gaps = _oriented_noise(rng, theta, he_um, [(6.0, 0.8), (18.0, 3.0)])
+    (fib,) = _oriented_noise(rng, theta, he_um, [(6.0, 0.8)])
+    # loose areas and clefts: coarser texture, computed on a ~3 µm grid and upsampled
+    f = max(1, int(round(3.0 / he_um)))
+    (gaps,) = _oriented_noise(rng, theta[::f, ::f], he_um * f, [(18.0, 3.0)])
+    if f > 1:
+        gaps = ndimage.zoom(
+            gaps, (H / gaps.shape[0], W / gaps.shape[1]), order=1, grid_mode=True, mode="nearest"
+        )
     dense = _Field(rng, 120.0, extent).grid(yc, xc)
     fibres = np.clip(0.5 + 0.35 * fib, 0, 1) ** 1.5
     e_ecm = (0.24 + 0.05 * dense) + (0.34 + 0.08 * dense) * fibres
     e_ecm = e_ecm * np.clip(1.6 + 0.8 * gaps - 0.25 * dense, 0.12, 1)  # loose areas and clefts
-    e_img[:] = np.where(dom == _D["stroma"], e_ecm, 0)
-    h_img[:] = np.where(dom == _D["stroma"], 0.04, 0)
+    ecm = (dom == _D["stroma"]) | (dom == _D["fat"])  # fat: septa between adipocytes
+    e_img[:] = np.where(ecm, e_ecm, 0)
+    h_img[:] = np.where(ecm, 0.04, 0)
     imm = dom == _D["immune"]
     e_img[imm] = 0.35 * e_ecm[imm] + 0.08
     h_img[imm] = 0.08
     tum = dom == _D["tumour"]
-    e_img[tum] = 0.18
-    h_img[tum] = 0.06
+    e_img[tum] = 0.30
+    h_img[tum] = 0.08
     del fib, gaps, fibres, dense, theta
 
     # --- fat: adipocyte vacuoles with thin membranes ---
@@ -907,12 +1001,15 @@ def _render_he(rng: np.random.Generator, layout: _Layout, cells, cycling, extent
         cid = ad[lab]
         dd = np.hypot(yc[r0:r1, None] - y[cid], xc[None, c0:c1] - x[cid])
         rad = cells["radius"][cid]
-        inside = dd < rad
+        # packed vacuoles (Voronoi cells) inside the fat domain, rounded cells at its border
+        inside = (dd < rad) | ((dom[r0:r1, c0:c1] == _D["fat"]) & (dd < 1.6 * rad))
         edge = np.zeros(lab.shape, bool)
-        edge[:-1] |= lab[:-1] != lab[1:]
-        edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
-        edge = (edge & inside) | (np.abs(dd - rad) < 0.6)
-        mm = ndimage.gaussian_filter(edge.astype(np.float32), 0.5 * px_um) * (1.6 * max(1.0, he_um * 1.0))
+        edge[:-1] |= (lab[:-1] != lab[1:]) | (inside[:-1] != inside[1:])
+        edge[:, :-1] |= (lab[:, :-1] != lab[:, 1:]) | (inside[:, :-1] != inside[:, 1:])
+        edge[1:] |= inside[1:] != inside[:-1]
+        edge[:, 1:] |= inside[:, 1:] != inside[:, :-1]
+        edge &= inside
+        mm = ndimage.gaussian_filter(edge.astype(np.float32), 0.5 * px_um) * 1.6
         fat_px[r0:r1, c0:c1] = inside
         memb[r0:r1, c0:c1] = np.clip(mm, 0, 1)
         fat_px &= tissue
@@ -934,52 +1031,70 @@ def _render_he(rng: np.random.Generator, layout: _Layout, cells, cycling, extent
     lab = seed_img[ind[0], ind[1]] - 1
     del ind, seed_img
 
-    # --- cytoplasm and nuclei ---
-    dy = yc[:, None] - ny_[lab].astype(np.float32)
-    dx = xc[None, :] - nx_[lab].astype(np.float32)
-    d = np.sqrt(dy**2 + dx**2)
-    cw = np.clip((rc[lab] - d) * 1.2 + 0.5, 0, 1).astype(np.float32)
-    cw[fat_px & (t[lab] != _T["adipocyte"])] *= 0.7
-    cw[~tissue] = 0
-    foam = _fine_noise(rng, (H, W), 0.8 * px_um)
-    ecy = ec[lab] * (1 + np.where(t[lab] == _T["macrophage"], 0.35, 0.12) * foam)
+    # --- cytoplasm and nuclei (computed only on pixels close to their nearest nucleus) ---
+    f32 = np.float32
+    tl = t[lab]
+    rc32 = rc.astype(f32)
+    reach = np.maximum(rc32, (a * (1 + e2 + e3)).astype(f32) + 1.0)  # max. extent of cell drawing
+    ny32, nx32 = ny_.astype(f32), nx_.astype(f32)
+    dy = yc[:, None] - ny32[lab]
+    dx = xc[None, :] - nx32[lab]
+    d2 = dy * dy + dx * dx
+    near = (d2 < reach[lab] ** 2) & tissue
+    pix = np.flatnonzero(near)
+    labp, dyp, dxp = lab.ravel()[pix], dy.ravel()[pix], dx.ravel()[pix]
+    dp = np.sqrt(d2.ravel()[pix])
+    del dy, dx, d2, near
+    tp = t[labp]
+
+    cw = np.clip((rc32[labp] - dp) * f32(1.2) + f32(0.5), 0, 1)
+    cw[fat_px.ravel()[pix] & (tp != _T["adipocyte"])] *= f32(0.7)
+    foam = _fine_noise(rng, (H, W), 0.8 * px_um).ravel()[pix]
+    ecy = ec.astype(f32)[labp] * (1 + np.where(tp == _T["macrophage"], f32(0.35), f32(0.12)) * foam)
     # faint cell borders between tumour cells
     bord = np.zeros((H, W), bool)
     bord[:-1] |= lab[:-1] != lab[1:]
     bord[:, :-1] |= lab[:, :-1] != lab[:, 1:]
-    bord &= t[lab] == _T["tumour"]
-    ecy = ecy + 0.12 * bord
-    e_img = e_img * (1 - cw) + ecy * cw
-    h_img = h_img * (1 - cw) + hc[lab] * cw
-    del ecy, bord, foam
+    bord &= tl == _T["tumour"]
+    ecy += f32(0.12) * bord.ravel()[pix]
+    del bord, foam, tl
 
-    c, s = np.cos(th).astype(np.float32), np.sin(th).astype(np.float32)
-    u = dx * c[lab] + dy * s[lab]
-    v = -dx * s[lab] + dy * c[lab]
-    al, bl = a[lab].astype(np.float32), b[lab].astype(np.float32)
-    rr = np.sqrt((u / al) ** 2 + (v / bl) ** 2)
-    phi = np.arctan2(v / bl, u / al)
-    rmax = 1 + e2[lab] * np.cos(2 * phi + p2[lab]) + e3[lab] * np.cos(3 * phi + p3[lab])
-    del phi, u, v, dx, dy, d
+    th32 = th.astype(f32)
+    c, s_ = np.cos(th32)[labp], np.sin(th32)[labp]
+    al, bl = a.astype(f32)[labp], b.astype(f32)[labp]
+    u = (dxp * c + dyp * s_) / al
+    v = (-dxp * s_ + dyp * c) / bl
+    rr = np.sqrt(u * u + v * v)
+    phi = np.arctan2(v, u)
+    rmax = 1 + e2.astype(f32)[labp] * np.cos(2 * phi + p2.astype(f32)[labp])
+    rmax += e3.astype(f32)[labp] * np.cos(3 * phi + p3.astype(f32)[labp])
+    del phi, u, v, c, s_
     sc = np.sqrt(al * bl)
-    nw = np.clip((rmax - rr) * sc / 0.45 + 0.5, 0, 1).astype(np.float32)
-    chrom = _fine_noise(rng, (H, W), 0.45 * px_um)
+    nw = np.clip((rmax - rr) * sc / f32(0.45) + f32(0.5), 0, 1)
+    nw[~vis[labp]] = 0
+    chrom = _fine_noise(rng, (H, W), 0.45 * px_um).ravel()[pix]
     q = np.clip(rr / rmax, 0, 1)
-    h_nuc = hn[lab] * (1 - rim[lab] + 1.6 * rim[lab] * q**2) * np.clip(1 + tex[lab] * chrom, 0.3, 2)
-    nl = nucleolus[lab]
-    h_nuc = h_nuc + np.where(nl, 0.7, 0) * np.exp(-((rr * sc) ** 2) / 0.5)
-    e_nuc = 0.10 + np.where(nl, 0.35, 0) * np.exp(-((rr * sc) ** 2) / 0.5)
-    nw[~vis[lab] | ~tissue] = 0
-    h_img = h_img * (1 - nw) + h_nuc * nw
-    e_img = e_img * (1 - nw) + e_nuc * nw
-    del h_nuc, e_nuc, chrom, rr, rmax, nw, q, lab
+    rim_p = rim.astype(f32)[labp]
+    h_nuc = hn.astype(f32)[labp] * (1 - rim_p + f32(1.6) * rim_p * q * q)
+    h_nuc *= np.clip(1 + tex.astype(f32)[labp] * chrom, f32(0.3), f32(2))
+    spot = np.where(nucleolus[labp], np.exp(-((rr * sc) ** 2) / f32(0.5)), f32(0))
+    h_nuc += f32(0.7) * spot
+    e_nuc = f32(0.22) + f32(0.35) * spot
+    del chrom, q, rim_p, rr, rmax, spot, sc, al, bl
+
+    ef, hf = e_img.ravel(), h_img.ravel()  # views: update in place
+    ep = ef[pix] * (1 - cw) + ecy * cw
+    hp = hf[pix] * (1 - cw) + hc.astype(f32)[labp] * cw
+    ef[pix] = ep * (1 - nw) + e_nuc * nw
+    hf[pix] = hp * (1 - nw) + h_nuc * nw
+    del ep, hp, ecy, cw, nw, h_nuc, e_nuc, pix, labp, dyp, dxp, dp, tp, lab
 
     # --- vessels: wall, lumen with red blood cells ---
     for vy, vx, vr in zip(*cells["vessels"]):
         sl, dd = _patch(yc, xc, vy, vx, vr + 3, he_um)
         lum = np.clip((vr - 0.8 - dd) * px_um + 0.5, 0, 1)
-        wall = np.clip(1 - np.abs(dd - vr) / 1.3, 0, 1)
-        e_img[sl] = e_img[sl] * (1 - lum) + lum * 0.03 + 0.45 * wall
+        wall = np.clip(1 - np.abs(dd - vr) / 1.0, 0, 1)
+        e_img[sl] = e_img[sl] * (1 - lum) + lum * 0.03 + 0.3 * wall
         h_img[sl] = h_img[sl] * (1 - lum) + lum * 0.005
         k = rng.poisson(0.35 * (vr / 3.5) ** 2)
         if k:
@@ -1043,12 +1158,12 @@ def _stain(rng, e_img, h_img, tissue, he_um, extent, yc, xc) -> np.ndarray:
     e_img = ndimage.gaussian_filter(e_img, sig)
     hv = _STAIN_H + rng.normal(0, 0.02, 3)
     ev = _STAIN_E + rng.normal(0, 0.02, 3)
-    hv, ev = hv / np.linalg.norm(hv), ev / np.linalg.norm(ev)
+    hv, ev = (hv / np.linalg.norm(hv)).astype(np.float32), (ev / np.linalg.norm(ev)).astype(np.float32)
     out = np.empty((3,) + h_img.shape, np.uint8)
-    bg = np.array([0.035, 0.045, 0.030])
+    bg = np.array([0.035, 0.045, 0.030], np.float32)
     for ch in range(3):
         od = hv[ch] * h_img + ev[ch] * e_img + bg[ch]
-        val = 255.0 * np.exp(-od) + rng.normal(0, 2.0, od.shape).astype(np.float32)
+        val = 255.0 * np.exp(-od) + 2.0 * rng.standard_normal(od.shape, dtype=np.float32)
         out[ch] = np.clip(val, 0, 255).astype(np.uint8)
     return out
 
@@ -1088,7 +1203,9 @@ def _to_spatialdata(he, counts, dom_bins, cells, rates, genes, tx, transcripts, 
         geometry=shp_points(np.c_[cells["x"], cells["y"]]),
         index=pd.Index(ids, name="cell_id"),
     )
-    shapes = {"cells": ShapesModel.parse(gdf, transformations={cs: Identity()})}
+    shapes, tables = {}, {}
+    if n == 0:  # spatialdata cannot hold empty shapes
+        logger.warning("synthetic_tissue: the section holds no cells; 'cells' and 'table' are omitted.")
 
     obs = pd.DataFrame(
         {
@@ -1105,13 +1222,19 @@ def _to_spatialdata(he, counts, dom_bins, cells, rates, genes, tx, transcripts, 
         var=pd.DataFrame(index=pd.Index(list(genes))),
         obsm={"spatial": np.c_[cells["x"], cells["y"]].astype(np.float64)},
     )
-    tables = {"table": TableModel.parse(adata, region="cells", region_key="region", instance_key="cell_id")}
+    if n:
+        shapes["cells"] = ShapesModel.parse(gdf, transformations={cs: Identity()})
+        tables["table"] = TableModel.parse(adata, region="cells", region_key="region", instance_key="cell_id")
 
     points = {}
     if transcripts:
         ty, txx, tg = tx
         df = pd.DataFrame(
-            {"x": txx, "y": ty, "gene": pd.Categorical.from_codes(tg.astype(np.int32), categories=list(genes))}
+            {
+                "x": txx,
+                "y": ty,
+                "gene": pd.Categorical.from_codes(tg.astype(np.int32), categories=list(genes)),
+            }
         )
         points["transcripts"] = PointsModel.parse(
             df, coordinates={"x": "x", "y": "y"}, feature_key="gene", transformations={cs: Identity()}

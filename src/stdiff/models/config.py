@@ -33,8 +33,9 @@ class DiffSTConfig:
     use_gene_graph, gene_dim, graph_layers, graph_threshold, graph_top_k
         Co-expression gene graph: on/off, per-gene feature size, graph-convolution layers, minimum
         co-expression (Pearson r) for an edge, and most neighbours per gene.
-    num_train_timesteps, beta_schedule, prediction_type
-        Diffusion process (1000 steps; cosine schedule; v-prediction).
+    num_train_timesteps, beta_schedule, prediction_type, min_snr_gamma
+        Diffusion process (1000 steps; cosine schedule; v-prediction) and the Min-SNR-γ loss weighting
+        (``None`` for the plain loss).
     steps, batch_size, learning_rate, weight_decay, ema_decay, min_tissue, augment
         Training: optimiser steps, batch size, AdamW settings, EMA decay, minimum tissue fraction of a
         training tile, random flips/rotations.
@@ -71,6 +72,7 @@ class DiffSTConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "cosine"
     prediction_type: str = "v_prediction"
+    min_snr_gamma: float | None = 5.0
     # training
     steps: int = 400
     batch_size: int = 8
@@ -90,16 +92,41 @@ class DiffSTConfig:
         """A named preset (``"tiny"``, ``"cpu"``, ``"paper"``), with optional overrides."""
         presets = {
             "tiny": dict(
-                tile_lr=4, he_scale=2, base_channels=8, channel_mults=(1, 2), attention_levels=(1,), num_heads=2,
-                patch_grid=4, patch_dim=16, gene_dim=4, graph_layers=1, steps=20, batch_size=4,
-                learning_rate=2e-3, ema_decay=0.9, num_inference_steps=4, n_samples=2,
+                tile_lr=4,
+                he_scale=2,
+                base_channels=8,
+                channel_mults=(1, 2),
+                attention_levels=(1,),
+                num_heads=2,
+                patch_grid=4,
+                patch_dim=16,
+                gene_dim=4,
+                graph_layers=1,
+                steps=20,
+                batch_size=4,
+                learning_rate=2e-3,
+                ema_decay=0.9,
+                num_inference_steps=4,
+                n_samples=2,
             ),
             "cpu": {},
             "paper": dict(
-                tile_lr=26, he_scale=20, base_channels=128, channel_mults=(1, 1, 2, 2, 4),
-                attention_levels=(2, 3, 4), num_heads=4, modulation_level=2, patch_grid=16, patch_dim=256,
-                gene_dim=16, steps=100_000, batch_size=4, learning_rate=1e-4, ema_decay=0.9999,
-                num_inference_steps=50, n_samples=8,
+                tile_lr=26,
+                he_scale=20,
+                base_channels=128,
+                channel_mults=(1, 1, 2, 2, 4),
+                attention_levels=(2, 3, 4),
+                num_heads=4,
+                modulation_level=2,
+                patch_grid=16,
+                patch_dim=256,
+                gene_dim=16,
+                steps=100_000,
+                batch_size=4,
+                learning_rate=1e-4,
+                ema_decay=0.9999,
+                num_inference_steps=50,
+                n_samples=8,
             ),
         }
         if name not in presets:
@@ -124,7 +151,9 @@ class DiffSTConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"Unknown config fields {sorted(unknown)}; this checkpoint is from another version.")
+            raise ValueError(
+                f"Unknown config fields {sorted(unknown)}; this checkpoint is from another version."
+            )
         d = dict(d)
         for k in ("channel_mults", "attention_levels"):
             if k in d:

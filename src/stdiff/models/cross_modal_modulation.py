@@ -26,7 +26,9 @@ class DisentanglingNetwork(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.common = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(1, channels), nn.SiLU())
+        self.common = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(1, channels), nn.SiLU()
+        )
         self.distinct = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(1, channels), nn.SiLU()
         )

@@ -115,6 +115,8 @@ class DiffST:
         Channels of the histology image (3 for H&E).
     residual_scale
         Standard deviation of the HR − bicubic residual on the training tissue.
+    seed
+        Seed of the initial weights.
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class DiffST:
         graph: GeneGraph,
         image_channels: int = 3,
         residual_scale: float = 1.0,
+        seed: int = 0,
     ) -> None:
         self.genes = list(genes)
         self.config = config
@@ -137,16 +140,22 @@ class DiffST:
         self.graph = graph
         self.image_channels = int(image_channels)
         self.residual_scale = float(residual_scale)
-        self.network = DiffSTUNet(config, len(self.genes), self.image_channels, graph.adjacency())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # repeatable initial weights
+            self.network = DiffSTUNet(config, len(self.genes), self.image_channels, graph.adjacency())
         self.ema = copy.deepcopy(self.network).requires_grad_(False)
-        self.scheduler = DDPMScheduler(config.num_train_timesteps, config.beta_schedule, config.prediction_type)
+        self.scheduler = DDPMScheduler(
+            config.num_train_timesteps, config.beta_schedule, config.prediction_type
+        )
         self.step = 0
         self.history: list[float] = []
         self._optimizer_state: dict | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def setup(cls, data: Tiles | Section | Sequence[Section], config: DiffSTConfig | str = "cpu") -> DiffST:
+    def setup(
+        cls, data: Tiles | Section | Sequence[Section], config: DiffSTConfig | str = "cpu", *, seed: int = 0
+    ) -> DiffST:
         """Create an untrained model fitted to the training sections' genes, scale and co-expression."""
         sections = _as_sections(data)
         config = DiffSTConfig.preset(config) if isinstance(config, str) else config
@@ -168,13 +177,22 @@ class DiffST:
         resid = np.concatenate([(p.z_hr - p.base)[:, p.mask_hr > 0].ravel() for p in prepared])
         residual_scale = float(max(resid.std(), 1e-3))
         model = cls(
-            sections[0].genes, config=config, factor=sections[0].factor, lr_um=sections[0].lr_um,
-            normalizer=normalizer, graph=graph, image_channels=sections[0].he.shape[0],
+            sections[0].genes,
+            config=config,
+            factor=sections[0].factor,
+            lr_um=sections[0].lr_um,
+            normalizer=normalizer,
+            graph=graph,
+            image_channels=sections[0].he.shape[0],
             residual_scale=residual_scale,
+            seed=seed,
         )
         logger.info(
             "Diff-ST set up: %d genes, %d graph edges, residual scale %.3g, %d parameters.",
-            len(model.genes), graph.edge_index.shape[1], residual_scale, model.num_parameters(),
+            len(model.genes),
+            graph.edge_index.shape[1],
+            residual_scale,
+            model.num_parameters(),
         )
         return model
 
@@ -186,7 +204,9 @@ class DiffST:
     def _check_sections(self, sections: Sequence[Section]) -> None:
         for s in sections:
             if s.factor != self.factor:
-                raise ValueError(f"Section {s.name!r} has factor={s.factor}, the model was built for {self.factor}.")
+                raise ValueError(
+                    f"Section {s.name!r} has factor={s.factor}, the model was built for {self.factor}."
+                )
             if s.he_scale != self.config.he_scale:
                 raise ValueError(
                     f"Section {s.name!r} has he_scale={s.he_scale}; the model expects {self.config.he_scale}."
@@ -284,8 +304,8 @@ class DiffST:
             fraction = cfg.admitted_fraction(self.step / max(total, 1))
             out, dloss = net(xt, tt, batch["lr_up"], mask, he, fraction)
             target = sched.training_target(x0, noise, tt)
-            weight = mask + 0.05
-            loss = (((out - target) ** 2) * weight).sum() / (weight.sum() * out.shape[1])
+            weight = (mask + 0.05) * sched.loss_weight(tt, cfg.min_snr_gamma).view(-1, 1, 1, 1)
+            loss = (((out - target) ** 2) * weight).sum() / ((mask + 0.05).sum() * out.shape[1])
             total_loss = loss + cfg.disentangle_weight * dloss
             opt.zero_grad(set_to_none=True)
             total_loss.backward()
@@ -330,38 +350,52 @@ class DiffST:
         cfg = self.config
         n_samples = int(n_samples or cfg.n_samples)
         sampler = sampler or cfg.sampler
-        steps = None if sampler == "ddpm" and num_inference_steps is None else (
-            num_inference_steps or cfg.num_inference_steps
+        steps = (
+            None
+            if sampler == "ddpm" and num_inference_steps is None
+            else (num_inference_steps or cfg.num_inference_steps)
         )
         sched = make_scheduler(
-            sampler, num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
+            sampler,
+            num_train_timesteps=cfg.num_train_timesteps,
+            beta_schedule=cfg.beta_schedule,
             prediction_type=cfg.prediction_type,
         )
         sched.set_timesteps(steps)
         dev = resolve_device(device)
         net = self.ema.to(dev).eval()
         gen = generator if generator is not None else torch_generator(seed)
-        jobs = [(i, s) for i in range(len(windows)) for s in range(n_samples)]
         G = len(self.genes)
         T = windows[0]["base"].shape[-1]
         out = np.zeros((len(windows), n_samples, G, T, T), dtype=np.float32)
-        bar = tqdm(total=len(jobs) * len(sched.timesteps), desc="stdiff sample", disable=not progress, leave=False)
-        for b0 in range(0, len(jobs), batch_size):
-            chunk = jobs[b0 : b0 + batch_size]
-            ws = [windows[i] for i, _ in chunk]
+        bar = tqdm(
+            total=len(windows) * n_samples * len(sched.timesteps),
+            desc="stdiff sample",
+            disable=not progress,
+            leave=False,
+        )
+        per_batch = max(1, batch_size // n_samples)
+        for b0 in range(0, len(windows), per_batch):
+            ws = windows[b0 : b0 + per_batch]
             lr_up = torch.from_numpy(np.stack([w["lr_up"] for w in ws])).to(dev)
             base = torch.from_numpy(np.stack([w["base"] for w in ws])).to(dev)
             mask = torch.from_numpy(np.stack([w["mask"] for w in ws])).float().to(dev)
             he = torch.from_numpy(np.stack([w["he"] for w in ws])).float().to(dev) / 255.0
-            x = torch.randn(base.shape, generator=gen).to(dev)
+            cond = net.encode(lr_up, mask, he, 1.0)
+            shape = (len(ws) * n_samples, *base.shape[1:])
+            x = torch.randn(shape, generator=gen).to(dev)
             for t in sched.timesteps.tolist():
                 tt = torch.full((x.shape[0],), t, dtype=torch.long, device=dev)
-                v, _ = net(x, tt, lr_up, mask, he, 1.0)
+                v = net.denoise(x, tt, cond)
                 x = sched.step(v, t, x, generator=gen).prev_sample
-                bar.update(len(chunk))
-            z = (base + x * self.residual_scale).clamp(min=0).cpu().numpy()
-            for k, (i, s) in enumerate(chunk):
-                out[i, s] = z[k]
+                bar.update(x.shape[0])
+            z = (
+                (base.repeat_interleave(n_samples, dim=0) + x * self.residual_scale)
+                .clamp(min=0)
+                .cpu()
+                .numpy()
+            )
+            out[b0 : b0 + len(ws)] = z.reshape(len(ws), n_samples, *z.shape[1:])
         bar.close()
         net.cpu()
         return out
@@ -398,11 +432,19 @@ class DiffST:
         prep = _Prepared(sec, full_norm, with_truth=False)
         pos = tile_positions(sec, t, max(1, t // 2), min_tissue=0.0, cover=True)
         if len(pos) == 0:
-            raise ValueError(f"Section {section.name!r} has no tissue on its LR grid (nothing to super-resolve).")
+            raise ValueError(
+                f"Section {section.name!r} has no tissue on its LR grid (nothing to super-resolve)."
+            )
         windows = [prep.window(r, c, t) for r, c in pos]
         samples = self.sample_tiles(
-            windows, n_samples=n_samples, sampler=sampler, num_inference_steps=num_inference_steps, seed=seed,
-            device=device, batch_size=batch_size, progress=progress,
+            windows,
+            n_samples=n_samples,
+            sampler=sampler,
+            num_inference_steps=num_inference_steps,
+            seed=seed,
+            device=device,
+            batch_size=batch_size,
+            progress=progress,
         )
         f = self.factor
         T = t * f
@@ -498,7 +540,11 @@ class DiffST:
             raise ValueError(f"{path} is not a stdiff Diff-ST checkpoint (format {FORMAT}).")
         saved_cfg = DiffSTConfig.from_dict(state["config"])
         if config is not None and config != saved_cfg:
-            diff = {k: (v, saved_cfg.to_dict()[k]) for k, v in config.to_dict().items() if saved_cfg.to_dict()[k] != v}
+            diff = {
+                k: (v, saved_cfg.to_dict()[k])
+                for k, v in config.to_dict().items()
+                if saved_cfg.to_dict()[k] != v
+            }
             raise ValueError(f"Config differs from the checkpoint's (given, saved): {diff}.")
         if genes is not None:
             missing = [g for g in genes if g not in state["genes"]]
@@ -508,9 +554,14 @@ class DiffST:
                     f"(e.g. {state['genes'][:5]}); retrain with them or drop them from genes=."
                 )
         model = cls(
-            state["genes"], config=saved_cfg, factor=state["factor"], lr_um=state["lr_um"],
-            normalizer=Normalizer.from_dict(state["normalizer"]), graph=GeneGraph.from_dict(state["graph"]),
-            image_channels=state["image_channels"], residual_scale=state["residual_scale"],
+            state["genes"],
+            config=saved_cfg,
+            factor=state["factor"],
+            lr_um=state["lr_um"],
+            normalizer=Normalizer.from_dict(state["normalizer"]),
+            graph=GeneGraph.from_dict(state["graph"]),
+            image_channels=state["image_channels"],
+            residual_scale=state["residual_scale"],
         )
         model.network.load_state_dict(state["network"])
         model.ema.load_state_dict(state["ema"])
@@ -562,4 +613,3 @@ def _pad_section(section: Section, ph: int, pw: int) -> Section:
         mask_lr=np.pad(section.mask_lr, ((0, ph), (0, pw))),
         mask_hr=np.pad(section.mask_hr, ((0, ph * f), (0, pw * f))),
     )
-

@@ -23,7 +23,9 @@ def patch_entropy(image: torch.Tensor, grid: int, *, size: int = 16, bins: int =
     b = image.shape[0]
     grey = image.mean(dim=1, keepdim=True)
     small = F.interpolate(grey, size=(grid * size, grid * size), mode="area")
-    patches = small.view(b, grid, size, grid, size).permute(0, 1, 3, 2, 4).reshape(b, grid * grid, size * size)
+    patches = (
+        small.view(b, grid, size, grid, size).permute(0, 1, 3, 2, 4).reshape(b, grid * grid, size * size)
+    )
     idx = (patches.clamp(0, 1) * (bins - 1)).round().long()
     hist = torch.zeros(b, grid * grid, bins, device=image.device, dtype=image.dtype)
     hist.scatter_add_(2, idx, torch.ones_like(patches))
@@ -63,7 +65,9 @@ class PatchEncoder(nn.Module):
         g = self.grid
         side = max(8, p // g)
         resized = F.interpolate(image, size=(g * side, g * side), mode="area") if p != g * side else image
-        patches = resized.view(b, c, g, side, g, side).permute(0, 2, 4, 1, 3, 5).reshape(b * g * g, c, side, side)
+        patches = (
+            resized.view(b, c, g, side, g, side).permute(0, 2, 4, 1, 3, 5).reshape(b * g * g, c, side, side)
+        )
         feats = self.net(patches).view(b, g * g, -1)
         return feats + self.pos
 
@@ -85,7 +89,9 @@ class DynamicCrossAttention(nn.Module):
         Attention heads.
     """
 
-    def __init__(self, channels: int, image_channels: int, patch_dim: int, grid: int, num_heads: int = 4) -> None:
+    def __init__(
+        self, channels: int, image_channels: int, patch_dim: int, grid: int, num_heads: int = 4
+    ) -> None:
         super().__init__()
         self.grid = grid
         self.encoder = PatchEncoder(image_channels, patch_dim, grid)
@@ -97,12 +103,16 @@ class DynamicCrossAttention(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, tissue: torch.Tensor, image: torch.Tensor, fraction: float = 1.0) -> torch.Tensor:
-        """Return ``tissue`` plus the attended patch information (same shape)."""
-        b, c, h, w = tissue.shape
+    def prepare(self, image: torch.Tensor, fraction: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys/values of the patches and the admitted-patch mask (independent of the denoising step)."""
         entropy = patch_entropy(image, self.grid)
         keep = admitted_mask(entropy, fraction)
-        kv = self.kv(self.encoder(image))
+        return self.kv(self.encoder(image)), keep
+
+    def forward(self, tissue: torch.Tensor, prepared: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Return ``tissue`` plus the attended patch information (same shape)."""
+        b, c, h, w = tissue.shape
+        kv, keep = prepared
         q = self.norm_q(tissue).flatten(2).transpose(1, 2)
         attended, _ = self.attn(q, kv, kv, key_padding_mask=~keep, need_weights=False)
         return tissue + self.out(attended).transpose(1, 2).view(b, c, h, w)

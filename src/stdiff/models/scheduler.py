@@ -81,16 +81,38 @@ class DDPMScheduler:
         ab = self._ab(timesteps, original)
         return ab.sqrt() * original + (1 - ab).sqrt() * noise
 
-    def get_velocity(self, original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def get_velocity(
+        self, original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
         """v-prediction target ``v = sqrt(ᾱ_t) ε - sqrt(1-ᾱ_t) x_0``."""
         ab = self._ab(timesteps, original)
         return ab.sqrt() * noise - (1 - ab).sqrt() * original
 
-    def training_target(self, original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def training_target(
+        self, original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
         """What the network is trained to output for this ``prediction_type``."""
         if self.prediction_type == "epsilon":
             return noise
         return self.get_velocity(original, noise, timesteps)
+
+    def loss_weight(self, timesteps: torch.Tensor, min_snr_gamma: float | None = 5.0) -> torch.Tensor:
+        """Per-sample loss weights that cap the weight of low-noise steps (Min-SNR-style, Hang et al. 2023).
+
+        In terms of the clean-sample error, the plain v-loss weighs a step by ``SNR + 1`` and the
+        ε-loss by ``SNR``. Here that weight is capped at ``γ + 1`` and kept at full weight for the
+        high-noise steps, which decide the sample's structure and the posterior mean (Hang et al.'s
+        ``min(SNR, γ)`` would instead down-weight those too). Ones when ``γ`` is None.
+        """
+        if min_snr_gamma is None:
+            return torch.ones(timesteps.shape, dtype=torch.float32, device=timesteps.device)
+        ab = self.alphas_cumprod.to(timesteps.device)[timesteps.long()]
+        snr = ab / (1 - ab)
+        x0_weight = torch.minimum(snr + 1, torch.full_like(snr, min_snr_gamma + 1))
+        natural = snr + 1 if self.prediction_type == "v_prediction" else snr.clamp(min=1e-8)
+        return (
+            (x0_weight / natural).clamp(max=1.0 if self.prediction_type == "v_prediction" else None).float()
+        )
 
     def predict_original(
         self, model_output: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor
@@ -130,7 +152,11 @@ class DDPMScheduler:
 
     # ------------------------------------------------------------------ sampling
     def step(
-        self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        model_output: torch.Tensor,
+        timestep: int,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
     ) -> SchedulerOutput:
         """One ancestral DDPM step from ``timestep`` to the previous timestep of the schedule."""
         t = int(timestep)
@@ -171,7 +197,11 @@ class DDIMScheduler(DDPMScheduler):
         self.eta = float(eta)
 
     def step(
-        self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        model_output: torch.Tensor,
+        timestep: int,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
     ) -> SchedulerOutput:
         """One DDIM step from ``timestep`` to the previous timestep of the schedule."""
         t = int(timestep)

@@ -87,7 +87,11 @@ class HistologyStem(nn.Module):
         n_down = int(math.floor(math.log2(max(he_scale, 1))))
         width = max(8, out_channels // 2)
         for _ in range(n_down):
-            layers += [nn.Conv2d(c, width, 3, stride=2, padding=1), nn.GroupNorm(_groups(width), width), nn.SiLU()]
+            layers += [
+                nn.Conv2d(c, width, 3, stride=2, padding=1),
+                nn.GroupNorm(_groups(width), width),
+                nn.SiLU(),
+            ]
             c = width
         layers += [nn.Conv2d(c, out_channels, 3, padding=1), nn.SiLU()]
         self.net = nn.Sequential(*layers)
@@ -153,8 +157,12 @@ class DiffSTUNet(nn.Module):
             prev = chans[max(i - 1, 0)]
             blocks = [ResBlock(prev if j == 0 else c, c, temb) for j in range(config.num_res_blocks)]
             self.down_blocks.append(nn.ModuleList(blocks))
-            self.down_attn.append(SelfAttention(c, config.num_heads) if i in config.attention_levels else nn.Identity())
-            self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1) if i < self.levels - 1 else nn.Identity())
+            self.down_attn.append(
+                SelfAttention(c, config.num_heads) if i in config.attention_levels else nn.Identity()
+            )
+            self.downsample.append(
+                nn.Conv2d(c, c, 3, stride=2, padding=1) if i < self.levels - 1 else nn.Identity()
+            )
         cb = chans[-1]
         self.mid1 = ResBlock(cb, cb, temb)
         self.mid_attn = SelfAttention(cb, config.num_heads)
@@ -171,12 +179,93 @@ class DiffSTUNet(nn.Module):
             c = chans[i]
             nxt = chans[min(i + 1, self.levels - 1)]
             self.up_blocks.append(nn.ModuleList([ResBlock(nxt + c, c, temb)]))
-            self.up_attn.append(SelfAttention(c, config.num_heads) if i in config.attention_levels else nn.Identity())
+            self.up_attn.append(
+                SelfAttention(c, config.num_heads) if i in config.attention_levels else nn.Identity()
+            )
         self.out_norm = nn.GroupNorm(_groups(chans[0]), chans[0])
         self.head = GeneGraphHead(
-            chans[0], n_genes, config.gene_dim, config.graph_layers,
+            chans[0],
+            n_genes,
+            config.gene_dim,
+            config.graph_layers,
             adjacency if config.use_gene_graph else None,
         )
+
+    def _pad(self, *tensors: torch.Tensor, image: torch.Tensor | None = None):
+        H, W = tensors[0].shape[-2:]
+        mult = 2 ** (self.levels - 1)
+        ph, pw = (-H) % mult, (-W) % mult
+        if not (ph or pw):
+            return (*tensors, image)
+        out = [F.pad(t, (0, pw, 0, ph), mode="replicate") for t in tensors]
+        if image is not None:
+            s = self.config.he_scale
+            image = F.pad(image, (0, pw * s, 0, ph * s), mode="replicate")
+        return (*out, image)
+
+    def encode(
+        self, lr_up: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, fraction: float = 1.0
+    ) -> dict[str, object]:
+        """Conditioning features (LR and histology pyramids, modulation, patch keys/values).
+
+        They do not depend on the noisy sample or the timestep, so a sampler computes them once per
+        tile and reuses them at every step.
+        """
+        H, W = lr_up.shape[-2:]
+        lr_up, mask, image = self._pad(lr_up, mask, image=image)
+        size = lr_up.shape[-2:]
+        lr_f = self.lr_in(torch.cat([lr_up, mask], 1))
+        he_f = self.he_in(image - 0.5, size)
+        dloss = lr_up.new_zeros(())
+        cond = []
+        for i in range(self.levels):
+            lr_f = self.lr_down[i](lr_f)
+            he_f = self.he_down[i](he_f)
+            if self.modulation is not None and i == self.config.modulation_level:
+                m = F.adaptive_max_pool2d(mask, he_f.shape[-2:])
+                he_f, lr_f, dloss = self.modulation(he_f, lr_f, m)
+            cond.append(self.lr_proj[i](lr_f) + self.he_proj[i](he_f))
+        patches = self.cross_attention.prepare(image, fraction) if self.cross_attention is not None else None
+        return {"levels": cond, "patches": patches, "dloss": dloss, "size": (H, W)}
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, object]) -> torch.Tensor:
+        """Predict the diffusion target from the noisy sample, the timestep and :meth:`encode`'s output."""
+        H, W = x.shape[-2:]
+        (x, _) = self._pad(x)
+        temb = self.temb(timestep_embedding(t, self.config.base_channels))
+        h = self.x_in(x)
+        levels = cond["levels"]
+        skips = []
+        for i in range(self.levels):
+            c = levels[i]
+            if c.shape[0] != h.shape[0]:  # conditioning shared across repeated samples
+                c = c.repeat_interleave(h.shape[0] // c.shape[0], dim=0)
+            for j, block in enumerate(self.down_blocks[i]):
+                h = block(h, temb)
+                if j == 0:
+                    h = h + c
+            h = self.down_attn[i](h)
+            skips.append(h)
+            h = self.downsample[i](h)
+        h = self.mid1(h, temb)
+        h = self.mid_attn(h)
+        if self.cross_attention is not None:
+            kv, keep = cond["patches"]
+            if kv.shape[0] != h.shape[0]:
+                r = h.shape[0] // kv.shape[0]
+                kv, keep = kv.repeat_interleave(r, dim=0), keep.repeat_interleave(r, dim=0)
+            h = self.cross_attention(h, (kv, keep))
+        h = self.mid2(h, temb)
+        for k, i in enumerate(reversed(range(self.levels))):
+            skip = skips[i]
+            if h.shape[-2:] != skip.shape[-2:]:
+                h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
+            h = torch.cat([h, skip], 1)
+            for block in self.up_blocks[k]:
+                h = block(h, temb)
+            h = self.up_attn[k](h)
+        out = self.head(F.silu(self.out_norm(h)))
+        return out[..., :H, :W]
 
     def forward(
         self,
@@ -204,46 +293,5 @@ class DiffSTUNet(nn.Module):
         fraction
             Fraction of cell-level patches admitted (curriculum; 1 at inference).
         """
-        H, W = x.shape[-2:]
-        mult = 2 ** (self.levels - 1)
-        ph, pw = (-H) % mult, (-W) % mult
-        if ph or pw:
-            pad = (0, pw, 0, ph)
-            x, lr_up, mask = F.pad(x, pad, mode="replicate"), F.pad(lr_up, pad, mode="replicate"), F.pad(mask, pad)
-            s = self.config.he_scale
-            image = F.pad(image, (0, pw * s, 0, ph * s), mode="replicate")
-        size = x.shape[-2:]
-        temb = self.temb(timestep_embedding(t, self.config.base_channels))
-        h = self.x_in(x)
-        lr_f = self.lr_in(torch.cat([lr_up, mask], 1))
-        he_f = self.he_in(image - 0.5, size)
-        dloss = x.new_zeros(())
-        skips = []
-        for i in range(self.levels):
-            lr_f = self.lr_down[i](lr_f)
-            he_f = self.he_down[i](he_f)
-            if self.modulation is not None and i == self.config.modulation_level:
-                m = F.adaptive_max_pool2d(mask, he_f.shape[-2:])
-                he_f, lr_f, dloss = self.modulation(he_f, lr_f, m)
-            for j, block in enumerate(self.down_blocks[i]):
-                h = block(h, temb)
-                if j == 0:
-                    h = h + self.lr_proj[i](lr_f) + self.he_proj[i](he_f)
-            h = self.down_attn[i](h)
-            skips.append(h)
-            h = self.downsample[i](h)
-        h = self.mid1(h, temb)
-        h = self.mid_attn(h)
-        if self.cross_attention is not None:
-            h = self.cross_attention(h, image, fraction)
-        h = self.mid2(h, temb)
-        for k, i in enumerate(reversed(range(self.levels))):
-            skip = skips[i]
-            if h.shape[-2:] != skip.shape[-2:]:
-                h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
-            h = torch.cat([h, skip], 1)
-            for block in self.up_blocks[k]:
-                h = block(h, temb)
-            h = self.up_attn[k](h)
-        out = self.head(F.silu(self.out_norm(h)))
-        return out[..., :H, :W], dloss
+        cond = self.encode(lr_up, mask, image, fraction)
+        return self.denoise(x, t, cond), cond["dloss"]

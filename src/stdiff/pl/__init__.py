@@ -1,0 +1,5 @@
+"""Plotting."""
+
+from ._superresolution import superresolution
+
+__all__ = ["superresolution"]

@@ -3,4 +3,13 @@
 from ._normalize import Normalizer
 from ._tiling import Section, Tiles, aggregate, fit_normalizer, make_tiles, rasterize, tile_positions
 
-__all__ = ["Normalizer", "Section", "Tiles", "aggregate", "fit_normalizer", "make_tiles", "rasterize", "tile_positions"]
+__all__ = [
+    "Normalizer",
+    "Section",
+    "Tiles",
+    "aggregate",
+    "fit_normalizer",
+    "make_tiles",
+    "rasterize",
+    "tile_positions",
+]

@@ -106,7 +106,7 @@ class Section:
         return tuple(self.lr.shape[-2:])  # type: ignore[return-value]
 
     def hr_transform(self):
-        """spatialdata transformation HR pixel → ``coordinate_system``."""
+        """Spatialdata transformation HR pixel → ``coordinate_system``."""
         return grid_transform(self.origin, self.hr_um)
 
     def crop_lr(self, rows: slice, cols: slice, *, name: str | None = None) -> Section:
@@ -245,7 +245,7 @@ class Tiles:
         return (s.origin[0] + c * s.lr_um, s.origin[1] + r * s.lr_um)
 
     def transform(self, k: int):
-        """spatialdata transformation of tile ``k``'s HR pixels → its coordinate system."""
+        """Spatialdata transformation of tile ``k``'s HR pixels → its coordinate system."""
         return grid_transform(self.origin(k), self.sections[self.positions[k][0]].hr_um)
 
 
@@ -301,7 +301,9 @@ def _detect_source(
         return "points", next(iter(sdata.points))
     excluded = stdiff_outputs(sdata) | ({image_key} if image_key else set())
     gene_images = [
-        k for k in sdata.images if k not in excluded and not is_rgb(sdata[k]) and len(channel_names(sdata[k])) > 3
+        k
+        for k in sdata.images
+        if k not in excluded and not is_rgb(sdata[k]) and len(channel_names(sdata[k])) > 3
     ]
     if len(gene_images) == 1:
         return "image", gene_images[0]
@@ -326,7 +328,9 @@ def _read_points(sdata, key, cs, genes):
     pts = sdata.points[key]
     feature_key = pts.attrs.get("spatialdata_attrs", {}).get("feature_key")
     if feature_key is None:
-        raise ValueError(f"Points {key!r} have no feature_key; parse them with PointsModel(feature_key='gene').")
+        raise ValueError(
+            f"Points {key!r} have no feature_key; parse them with PointsModel(feature_key='gene')."
+        )
     df = pts[["x", "y", feature_key]].compute()
     names = df[feature_key].astype("category")
     genes = _check_genes(genes, list(names.cat.categories), f"points {key!r}")
@@ -372,7 +376,9 @@ def _read_gene_image(sdata, key, cs, genes, origin, hr_um, shape):
         src_r0, src_c0 = max(r0, 0), max(c0, 0)
         src_r1, src_c1 = min(r0 + H * k, data.shape[1]), min(c0 + W * k, data.shape[2])
         if src_r1 > src_r0 and src_c1 > src_c0:
-            out[:, src_r0 - r0 : src_r1 - r0, src_c0 - c0 : src_c1 - c0] = data[:, src_r0:src_r1, src_c0:src_c1]
+            out[:, src_r0 - r0 : src_r1 - r0, src_c0 - c0 : src_c1 - c0] = data[
+                :, src_r0:src_r1, src_c0:src_c1
+            ]
         return aggregate(out, k), genes
     logger.warning(
         "Gene image %r is not aligned with the HR grid (bin %.3g µm, HR %.3g µm): resampling densities "
@@ -382,7 +388,12 @@ def _read_gene_image(sdata, key, cs, genes, origin, hr_um, shape):
         hr_um,
     )
     density = resample_image(
-        el.sel(c=genes) if hasattr(el, "sel") else el, cs, origin=origin, pixel_um=hr_um, shape=shape, fill=0.0
+        el.sel(c=genes) if hasattr(el, "sel") else el,
+        cs,
+        origin=origin,
+        pixel_um=hr_um,
+        shape=shape,
+        fill=0.0,
     )
     return density.astype(np.float32) * ratio**2, genes
 
@@ -427,7 +438,9 @@ def _spots_to_grid(xy, values, radius, origin, pixel_um, shape):
 
     H, W = shape
     jj, ii = np.meshgrid(np.arange(W), np.arange(H))
-    centres = np.stack([origin[0] + (jj.ravel() + 0.5) * pixel_um, origin[1] + (ii.ravel() + 0.5) * pixel_um], 1)
+    centres = np.stack(
+        [origin[0] + (jj.ravel() + 0.5) * pixel_um, origin[1] + (ii.ravel() + 0.5) * pixel_um], 1
+    )
     tree = cKDTree(xy.T)
     cutoff = 0.75 * pixel_um
     sigma = pixel_um / 4.0
@@ -593,8 +606,18 @@ def rasterize(
         lr_from = "spots"
 
     # --- histology
-    he = resample_image(sdata[image_key], cs, origin=origin, pixel_um=hr_um / he_scale,
-                        shape=(shape_hr[0] * he_scale, shape_hr[1] * he_scale))
+    he = resample_image(
+        sdata[image_key],
+        cs,
+        origin=origin,
+        pixel_um=hr_um / he_scale,
+        shape=(shape_hr[0] * he_scale, shape_hr[1] * he_scale),
+    )
+
+    if he.dtype != np.uint8:  # fluorescence etc.: robust rescale to uint8 per channel
+        lo_q = np.percentile(he, 1, axis=(1, 2), keepdims=True)
+        hi_q = np.percentile(he, 99.5, axis=(1, 2), keepdims=True)
+        he = np.clip((he - lo_q) / np.maximum(hi_q - lo_q, 1e-12) * 255, 0, 255).astype(np.uint8)
 
     # --- tissue masks
     if kind == "spots" and spots_as == "lr":
@@ -611,18 +634,42 @@ def rasterize(
             mask_hr &= tissue | (hr.sum(0) > 0)
     logger.info(
         "Rasterised %s: %d genes, LR %d×%d at %.4g µm, HR ×%d, histology %.4g µm/px, %d tissue LR pixels.",
-        name, len(genes), h, w, lr_um, factor, hr_um / he_scale, int(mask_lr.sum()),
+        name,
+        len(genes),
+        h,
+        w,
+        lr_um,
+        factor,
+        hr_um / he_scale,
+        int(mask_lr.sum()),
     )
     return Section(
-        genes=list(genes), lr=lr.astype(np.float32), hr=None if hr is None else hr.astype(np.float32), he=he,
-        mask_lr=mask_lr, mask_hr=mask_hr, origin=(float(origin[0]), float(origin[1])), lr_um=float(lr_um),
-        factor=factor, he_scale=he_scale, coordinate_system=cs, image_key=image_key, source=kind,
-        lr_from=lr_from, name=name,
+        genes=list(genes),
+        lr=lr.astype(np.float32),
+        hr=None if hr is None else hr.astype(np.float32),
+        he=he,
+        mask_lr=mask_lr,
+        mask_hr=mask_hr,
+        origin=(float(origin[0]), float(origin[1])),
+        lr_um=float(lr_um),
+        factor=factor,
+        he_scale=he_scale,
+        coordinate_system=cs,
+        image_key=image_key,
+        source=kind,
+        lr_from=lr_from,
+        name=name,
+        meta={"source_key": key},
     )
 
 
 def tile_positions(
-    section: Section, tile_lr: int, stride_lr: int | None = None, *, min_tissue: float = 0.05, cover: bool = False
+    section: Section,
+    tile_lr: int,
+    stride_lr: int | None = None,
+    *,
+    min_tissue: float = 0.05,
+    cover: bool = False,
 ) -> np.ndarray:
     """Top-left LR positions ``(row, col)`` of tiles over a section.
 
@@ -693,7 +740,12 @@ def make_tiles(
             sections.append(rasterize(item, genes, name=f"section{i}", **rasterize_kwargs))
     ref = sections[0]
     for s in sections[1:]:
-        if s.genes != ref.genes or s.factor != ref.factor or s.he_scale != ref.he_scale or s.lr_um != ref.lr_um:
+        if (
+            s.genes != ref.genes
+            or s.factor != ref.factor
+            or s.he_scale != ref.he_scale
+            or s.lr_um != ref.lr_um
+        ):
             raise ValueError("All sections must share genes, lr_um, factor and he_scale.")
     if tile_lr < 1:
         raise ValueError(f"tile_lr must be ≥ 1, got {tile_lr}.")
@@ -711,8 +763,12 @@ def make_tiles(
         )
     if normalizer is None:
         normalizer = fit_normalizer(sections)
-    return Tiles(sections=sections, positions=np.asarray(positions, dtype=int), tile_lr=int(tile_lr),
-                 normalizer=normalizer)
+    return Tiles(
+        sections=sections,
+        positions=np.asarray(positions, dtype=int),
+        tile_lr=int(tile_lr),
+        normalizer=normalizer,
+    )
 
 
 def fit_normalizer(sections: Sequence[Section]) -> Normalizer:

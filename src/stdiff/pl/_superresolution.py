@@ -1,0 +1,167 @@
+"""``sd.pl.superresolution``: H&E | LR | HR mean | uncertainty | truth, one row per gene."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._spatial import image_levels, resample_image
+
+if TYPE_CHECKING:  # pragma: no cover
+    import spatialdata as sd_mod
+    from matplotlib.figure import Figure
+
+
+def _array(element) -> np.ndarray:
+    level = image_levels(element)[0]
+    data = level.data
+    return np.asarray(data.compute() if hasattr(data, "compute") else data)
+
+
+def superresolution(
+    sdata: sd_mod.SpatialData,
+    genes: str | Sequence[str] | None = None,
+    *,
+    key: str = "stdiff",
+    show_truth: bool | None = None,
+    log1p: bool = True,
+    cmap: str = "magma",
+    panel_size: float = 2.6,
+    image_um: float | None = None,
+    save: str | os.PathLike | None = None,
+    dpi: int = 120,
+) -> Figure:
+    """Plot super-resolution results: one row per gene, panels H&E | LR | HR mean | uncertainty | truth.
+
+    All panels share the extent of the super-resolved grid in its coordinate system (µm); LR, HR and
+    truth share one colour scale per gene (counts per HR pixel, ``log1p`` by default), so bright
+    means the same in every panel. The LR panel shows the measured LR map divided by
+    ``factor²`` (counts per HR pixel).
+
+    Parameters
+    ----------
+    sdata
+        SpatialData after :func:`stdiff.tl.superresolve`.
+    genes
+        Gene(s) to show (default: the first four of the result).
+    key
+        ``key_added`` used in :func:`~stdiff.tl.superresolve`.
+    show_truth
+        Add a truth column when the data holds HR truth (transcripts or gene image); default: when available.
+    log1p
+        Show ``log1p`` of counts.
+    cmap
+        Colour map of the expression panels.
+    panel_size
+        Size of one panel in inches.
+    image_um
+        Pixel size (µm) of the histology panel (default: a quarter of the HR pixel, at least 1 µm).
+    save
+        Write the figure to this path (e.g. ``.png``, ``.pdf``).
+    dpi
+        Resolution when saving.
+
+    Returns
+    -------
+    The matplotlib :class:`~matplotlib.figure.Figure`.
+    """
+    import matplotlib.pyplot as plt
+
+    from ..tl._superresolve import section_of
+
+    prov = (sdata.attrs or {}).get("stdiff", {}).get(key)
+    if key not in sdata.images or prov is None:
+        raise KeyError(
+            f"No super-resolution result {key!r}; run sd.tl.superresolve(sdata, key_added={key!r})."
+        )
+    all_genes = list(prov["genes"])
+    if genes is None:
+        genes = all_genes[:4]
+    genes = [genes] if isinstance(genes, str) else list(genes)
+    missing = [g for g in genes if g not in all_genes]
+    if missing:
+        raise KeyError(f"Genes {missing} are not in result {key!r} (it has {all_genes[:10]}...).")
+    section = section_of(sdata, key)
+    gi = [all_genes.index(g) for g in genes]
+    mean = _array(sdata.images[key])[gi]
+    std_key = f"{key}_std"
+    std = _array(sdata.images[std_key])[gi] if std_key in sdata.images else None
+    truth = section.hr[gi] if section.hr is not None else None
+    if show_truth is None:
+        show_truth = truth is not None
+    f = section.factor
+    lr = np.kron(section.lr[gi] / f**2, np.ones((1, f, f), dtype=np.float32))
+    lr = np.where(np.kron(section.mask_lr, np.ones((f, f), bool))[None], lr, np.nan)
+    H, W = mean.shape[-2:]
+    x0, y0 = section.origin
+    extent = (x0, x0 + W * section.hr_um, y0 + H * section.hr_um, y0)
+    he_um = image_um or max(section.hr_um / 4, 1.0)
+    he = resample_image(
+        sdata[section.image_key],
+        section.coordinate_system,
+        origin=section.origin,
+        pixel_um=he_um,
+        shape=(int(round(H * section.hr_um / he_um)), int(round(W * section.hr_um / he_um))),
+    )
+    he_rgb = np.moveaxis(he[:3], 0, -1) if he.shape[0] >= 3 else he[0]
+
+    columns = ["H&E", f"LR ({section.lr_um:g} µm)", f"stdiff mean ({section.hr_um:g} µm)", "uncertainty (sd)"]
+    if show_truth and truth is not None:
+        columns.append("truth")
+    tf = np.log1p if log1p else (lambda a: a)
+    fig, axes = plt.subplots(
+        len(genes),
+        len(columns),
+        figsize=(panel_size * len(columns), panel_size * len(genes)),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for row, g in enumerate(genes):
+        panels = [tf(lr[row]), tf(mean[row])]
+        if "truth" in columns:
+            panels.append(tf(truth[row]))
+        finite = np.concatenate([p[np.isfinite(p)].ravel() for p in panels])
+        vmax = float(np.quantile(finite, 0.995)) if finite.size else 1.0
+        vmax = vmax if vmax > 0 else 1.0
+        for col, name in enumerate(columns):
+            ax = axes[row, col]
+            if name == "H&E":
+                ax.imshow(he_rgb, extent=extent, cmap=None if he_rgb.ndim == 3 else "gray")
+            elif name.startswith("LR"):
+                im = ax.imshow(
+                    panels[0], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest"
+                )
+            elif name.startswith("stdiff"):
+                im = ax.imshow(
+                    panels[1], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest"
+                )
+            elif name == "truth":
+                im = ax.imshow(
+                    panels[2], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest"
+                )
+            else:
+                if std is None:
+                    ax.set_axis_off()
+                    continue
+                s = tf(std[row]) if log1p else std[row]
+                ims = ax.imshow(s, extent=extent, cmap="viridis", vmin=0, interpolation="nearest")
+                fig.colorbar(ims, ax=ax, shrink=0.7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(g, fontsize=10)
+        fig.colorbar(
+            im,
+            ax=[axes[row, c] for c in range(1, len(columns)) if columns[c] != "uncertainty (sd)"],
+            shrink=0.7,
+            label=("log1p " if log1p else "") + "counts / HR px",
+        )
+    fig.suptitle(f"stdiff super-resolution ({key!r}, ×{f}, {section.coordinate_system!r}, µm)", fontsize=10)
+    if save is not None:
+        fig.savefig(save, dpi=dpi)
+    return fig

@@ -1,0 +1,309 @@
+"""``sd.tl.superresolve``: HR gene maps written back into the SpatialData as image elements."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .. import __version__
+from .._spatial import composed_transform
+from .._utils import logger
+from ..pp._tiling import Section, rasterize
+from ._train import _config, sections_for_training
+
+if TYPE_CHECKING:  # pragma: no cover
+    import spatialdata as sd_mod
+
+    from ..models import DiffST, DiffSTConfig
+
+
+def rescale_to_lr(mean: np.ndarray, lr: np.ndarray, factor: int, mask_lr: np.ndarray, *extra: np.ndarray):
+    """Rescale each LR pixel's ``factor × factor`` HR block so it sums to the LR value.
+
+    Blocks that are predicted empty receive the LR value spread uniformly. ``extra`` arrays (e.g. the
+    standard deviation) are rescaled by the same per-block ratio. Returns the rescaled arrays.
+    """
+    G, H, W = mean.shape
+    h, w = H // factor, W // factor
+    blocks = mean.reshape(G, h, factor, w, factor)
+    sums = blocks.sum(axis=(2, 4), dtype=np.float64)
+    target = lr.astype(np.float64) * mask_lr[None]
+    ratio = np.where(sums > 0, target / np.where(sums > 0, sums, 1.0), 0.0)
+    out = blocks * ratio[:, :, None, :, None]
+    empty = (sums <= 0) & (target > 0)
+    uniform = np.broadcast_to((target / factor**2)[:, :, None, :, None], blocks.shape)
+    out = np.where(empty[:, :, None, :, None], uniform, out).reshape(G, H, W).astype(np.float32)
+    rescaled = [
+        (e.reshape(G, h, factor, w, factor) * ratio[:, :, None, :, None]).reshape(G, H, W).astype(np.float32)
+        for e in extra
+    ]
+    return (out, *rescaled)
+
+
+def _scale_factors(shape: tuple[int, int], requested: Sequence[int] | None) -> list[int] | None:
+    if requested is not None:
+        return list(requested) or None
+    out, size = [], min(shape)
+    while size // 2 >= 64 and len(out) < 3:
+        out.append(2)
+        size //= 2
+    return out or None
+
+
+def superresolve(
+    sdata: sd_mod.SpatialData,
+    genes: Sequence[str] | None = None,
+    *,
+    model: DiffST | str | os.PathLike | None = None,
+    image_key: str | None = None,
+    table_key: str | None = None,
+    counts_key: str | None = None,
+    coordinate_system: str | None = None,
+    factor: int | None = None,
+    lr_um: float | None = None,
+    config: DiffSTConfig | str = "cpu",
+    train_steps: int | None = None,
+    n_samples: int | None = None,
+    sampler: Literal["ddim", "ddpm"] | None = None,
+    num_inference_steps: int | None = None,
+    conserve_counts: bool = False,
+    key_added: str = "stdiff",
+    scale_factors: Sequence[int] | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    copy: bool = False,
+) -> sd_mod.SpatialData | None:
+    """Super-resolve the expression of a section and write HR gene maps as image elements.
+
+    The section's expression (spots of a table, transcripts, or a gene image) is mapped onto an LR
+    grid of ``lr_um`` µm, the whole tissue is tiled with overlapping tiles (blended with a smooth
+    window, no seams), each tile is sampled ``n_samples`` times from the Diff-ST posterior, and
+    the posterior mean and standard deviation are written back.
+
+    With ``model=None`` a model is trained on the data given, self-supervised: the LR map
+    aggregated ``factor×`` once more serves as the input and the LR map as the target, then the model
+    is applied to the real LR map. This assumes the tissue looks alike across scales (the relation
+    between a 1000 µm and a 100 µm map resembles that between 100 µm and 10 µm) and needs a section
+    of at least ``tile_lr · factor`` LR pixels per side; a model trained on HR references
+    (:func:`stdiff.tl.train`) does not need that assumption.
+
+    Parameters
+    ----------
+    sdata
+        The section (a SpatialData with a histology image and spots, transcripts or a gene image).
+    genes
+        Genes to write; default: all genes of the model (or of the data when ``model=None``).
+    model
+        A trained :class:`~stdiff.models.DiffST`, a path to a saved one, or ``None`` (train here).
+    image_key
+        Histology image; default: the only non-gene image.
+    table_key, counts_key
+        Where the expression is (see :func:`stdiff.pp.rasterize`); default: found automatically.
+    coordinate_system
+        Coordinate system in µm shared by the image and the expression; required if there are several.
+    factor
+        Super-resolution factor; default: the model's (10 without a model).
+    lr_um
+        LR grid in µm; default: the model's (100 without a model).
+    config
+        Preset or config for training when ``model=None``.
+    train_steps
+        Training steps when ``model=None`` (default: the config's).
+    n_samples, sampler, num_inference_steps
+        Posterior samples per tile, ``"ddim"`` (fast, deterministic) or ``"ddpm"`` (1000 steps), and
+        the sampler's steps; defaults from the model's config.
+    conserve_counts
+        Rescale each LR pixel's block of HR pixels so it sums back to the measured LR value.
+    key_added
+        Name of the output image; the standard deviation goes to ``f"{key_added}_std"``.
+    scale_factors
+        Pyramid of the output images (default: halvings while the image stays ≥ 64 px).
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    seed
+        Seed of the sampler (same seed → same output on CPU).
+    progress
+        Show progress bars.
+    copy
+        Return a modified copy instead of writing into ``sdata``.
+
+    Returns
+    -------
+    ``None``, or the copy when ``copy=True``. Writes (into ``sdata`` or the copy):
+
+    ``sdata.images[key_added]``
+        Posterior mean, counts per HR pixel, ``c`` = gene names, with a scale pyramid and a
+        transformation composed from the histology image's own (so it overlays it exactly, in every
+        coordinate system the image is in).
+    ``sdata.images[f"{key_added}_std"]``
+        Per-pixel posterior standard deviation (same layout).
+    ``sdata.attrs["stdiff"][key_added]``
+        Provenance: model hash, config, genes, factor, µm grid, sampler, steps, samples, seed, time,
+        stdiff version (also on the elements' ``attrs``).
+    """
+    import spatialdata as sd_mod
+    from spatialdata.models import Image2DModel
+
+    from ..models import DiffST
+
+    if not isinstance(sdata, sd_mod.SpatialData):
+        raise TypeError(f"sdata must be a spatialdata.SpatialData, not {type(sdata).__name__}.")
+    if not key_added or not isinstance(key_added, str):
+        raise ValueError("key_added must be a non-empty string.")
+    t0 = time.perf_counter()
+    if isinstance(model, str | os.PathLike):
+        model = DiffST.load(model, genes=genes)
+    trained_here = model is None
+    factor = int(factor if factor is not None else (model.factor if model is not None else 10))
+    lr_um = float(lr_um if lr_um is not None else (model.lr_um if model is not None else 100.0))
+    if model is not None:
+        if factor != model.factor:
+            raise ValueError(f"factor={factor} but the model was trained for factor={model.factor}.")
+        if genes is not None:
+            missing = [g for g in genes if g not in model.genes]
+            if missing:
+                raise KeyError(
+                    f"Genes {missing[:10]} are not in the model's panel ({len(model.genes)} genes)."
+                )
+        he_scale = model.config.he_scale
+        panel = model.genes
+    else:
+        he_scale = _config(config).he_scale
+        panel = list(genes) if genes is not None else None
+    section = rasterize(
+        sdata,
+        panel,
+        image_key=image_key,
+        counts_key=counts_key,
+        table_key=table_key,
+        coordinate_system=coordinate_system,
+        lr_um=lr_um,
+        factor=factor,
+        he_scale=he_scale,
+        spots_as="lr",
+        name="input",
+    )
+    if model is None and genes is None and len(section.genes) > 200:
+        raise ValueError(
+            f"The data has {len(section.genes)} genes; without a trained model pass genes= (a panel of at most a "
+            "few hundred genes, e.g. highly variable ones) to train on."
+        )
+    if section.hr is not None:  # expression given at HR: super-resolve its LR aggregate
+        from dataclasses import replace
+
+        section = replace(section, hr=None, lr_from="aggregate")
+    if model is None:
+        train_sections = sections_for_training(
+            [section], None, factor=factor, lr_um=lr_um, he_scale=he_scale, self_supervised=True
+        )
+        model = DiffST.setup(train_sections, config, seed=seed)
+        model.train(train_sections, steps=train_steps, device=device, seed=seed, progress=progress)
+    out_genes = list(genes) if genes is not None else list(model.genes)
+    pred = model.predict_section(
+        section,
+        n_samples=n_samples,
+        sampler=sampler,
+        num_inference_steps=num_inference_steps,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    mean, std = pred["mean"], pred["std"]
+    if conserve_counts:
+        mean, std = rescale_to_lr(mean, section.lr, factor, section.mask_lr, std)
+    idx = [model.genes.index(g) for g in out_genes]
+    mean, std = mean[idx], std[idx]
+
+    cfg = model.config
+    used_sampler = sampler or cfg.sampler
+    provenance: dict[str, Any] = {
+        "model_hash": model.model_hash(),
+        "trained_here": trained_here,
+        "config": cfg.to_dict(),
+        "genes": out_genes,
+        "factor": factor,
+        "lr_um": lr_um,
+        "hr_um": lr_um / factor,
+        "origin": list(section.origin),
+        "coordinate_system": section.coordinate_system,
+        "image_key": section.image_key,
+        "source": section.source,
+        "source_key": section.meta.get("source_key"),
+        "sampler": used_sampler,
+        "num_inference_steps": int(
+            num_inference_steps
+            or (cfg.num_inference_steps if used_sampler == "ddim" else cfg.num_train_timesteps)
+        ),
+        "n_samples": int(n_samples or cfg.n_samples),
+        "seed": int(seed),
+        "conserve_counts": bool(conserve_counts),
+        "units": "counts per HR pixel",
+        "stdiff_version": __version__,
+    }
+    transforms = composed_transform(
+        sdata, section.image_key, section.coordinate_system, origin=section.origin, pixel_um=section.hr_um
+    )
+    sf = _scale_factors(mean.shape[-2:], scale_factors)
+    images = {}
+    for key, arr in ((key_added, mean), (f"{key_added}_std", std)):
+        el = Image2DModel.parse(
+            arr.astype(np.float32),
+            dims=("c", "y", "x"),
+            c_coords=out_genes,
+            transformations=transforms,
+            scale_factors=sf,
+        )
+        el.attrs["stdiff"] = dict(provenance, kind="mean" if key == key_added else "std")
+        images[key] = el
+    target = sd_mod.deepcopy(sdata) if copy else sdata
+    for key in images:
+        if key in target.images:
+            logger.info("Overwriting image element %r.", key)
+    # everything is computed; only now touch the SpatialData
+    for key, el in images.items():
+        target.images[key] = el
+    attrs = dict(target.attrs or {})
+    store = dict(attrs.get("stdiff", {}) or {})
+    store[key_added] = dict(provenance, seconds=round(time.perf_counter() - t0, 3))
+    attrs["stdiff"] = store
+    target.attrs = attrs
+    logger.info(
+        "Super-resolved %d genes to %d×%d HR pixels (%.3g µm) in %.1f s → images %r, %r.",
+        len(out_genes),
+        mean.shape[1],
+        mean.shape[2],
+        lr_um / factor,
+        time.perf_counter() - t0,
+        key_added,
+        f"{key_added}_std",
+    )
+    return target if copy else None
+
+
+def section_of(sdata: sd_mod.SpatialData, key: str = "stdiff") -> Section:
+    """Re-rasterise the input of a previous :func:`superresolve` call on the same grid (plots, metrics).
+
+    For transcripts or gene images the returned section also carries the HR truth.
+    """
+    prov = (sdata.attrs or {}).get("stdiff", {}).get(key)
+    if prov is None:
+        raise KeyError(f"No stdiff result {key!r} in sdata.attrs['stdiff']; run sd.tl.superresolve first.")
+    src = (
+        {"table_key": prov["source_key"]} if prov["source"] == "spots" else {"counts_key": prov["source_key"]}
+    )
+    return rasterize(
+        sdata,
+        prov["genes"],
+        image_key=prov["image_key"],
+        coordinate_system=prov["coordinate_system"],
+        lr_um=prov["lr_um"],
+        factor=prov["factor"],
+        he_scale=prov["config"]["he_scale"],
+        spots_as="lr",
+        **src,
+    )

@@ -1,0 +1,160 @@
+"""``sd.tl.train``: fit a Diff-ST model on one or more SpatialData sections."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from .._utils import logger
+from ..pp._tiling import Section, rasterize
+
+if TYPE_CHECKING:  # pragma: no cover
+    import spatialdata as sd_mod
+
+    from ..models import DiffST, DiffSTConfig
+
+
+def _config(config: DiffSTConfig | str) -> DiffSTConfig:
+    from ..models import DiffSTConfig
+
+    if isinstance(config, str):
+        return DiffSTConfig.preset(config)
+    if not isinstance(config, DiffSTConfig):
+        raise TypeError(
+            f"config must be a preset name ('tiny', 'cpu', 'paper') or a DiffSTConfig, not {type(config)}."
+        )
+    return config
+
+
+def sections_for_training(
+    data: sd_mod.SpatialData | Section | Sequence[sd_mod.SpatialData | Section],
+    genes: Sequence[str] | None,
+    *,
+    factor: int,
+    lr_um: float,
+    he_scale: int,
+    self_supervised: Literal["auto", True, False] = "auto",
+    **rasterize_kwargs: Any,
+) -> list[Section]:
+    """Rasterise training data; sections without HR truth are coarsened for self-supervision."""
+    items = list(data) if isinstance(data, list | tuple) else [data]
+    sections = []
+    for i, item in enumerate(items):
+        if isinstance(item, Section):
+            s = item
+        else:
+            s = rasterize(
+                item,
+                genes,
+                lr_um=lr_um,
+                factor=factor,
+                he_scale=he_scale,
+                name=f"section{i}",
+                **rasterize_kwargs,
+            )
+        needs_coarsen = self_supervised is True or (self_supervised == "auto" and s.hr is None)
+        if needs_coarsen:
+            base = s
+            if s.hr is not None:  # drop the truth: train on the LR map only
+                from dataclasses import replace
+
+                base = replace(s, hr=None)
+            logger.info("Section %s has no HR truth: self-supervised training on its LR map.", s.name)
+            s = base.coarsen(factor)
+        sections.append(s)
+    if genes is None:
+        genes = sections[0].genes
+    for s in sections[1:]:
+        if s.genes != sections[0].genes:
+            raise ValueError("All training sections must carry the same genes; pass genes= explicitly.")
+    return sections
+
+
+def train(
+    data: sd_mod.SpatialData | Section | Sequence[sd_mod.SpatialData | Section],
+    genes: Sequence[str] | None = None,
+    *,
+    factor: int = 10,
+    lr_um: float = 100.0,
+    config: DiffSTConfig | str = "cpu",
+    steps: int | None = None,
+    image_key: str | None = None,
+    counts_key: str | None = None,
+    table_key: str | None = None,
+    coordinate_system: str | None = None,
+    spots_as: Literal["lr", "hr"] = "lr",
+    self_supervised: Literal["auto", True, False] = "auto",
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> DiffST:
+    """Train a Diff-ST super-resolution model on one or more sections.
+
+    Each section is rasterised with :func:`stdiff.pp.rasterize` (HR truth from transcripts, an HR
+    gene image, or spots with ``spots_as="hr"``). A section without HR truth (spots only) is used
+    self-supervised: its LR map becomes the truth and the LR map aggregated ``factor×`` once more
+    becomes the input (see :meth:`stdiff.pp.Section.coarsen`).
+
+    Parameters
+    ----------
+    data
+        A SpatialData, a :class:`~stdiff.pp.Section`, or a list of them (trained on jointly).
+    genes
+        Gene panel; default all genes of the first section's source.
+    factor
+        Super-resolution factor (HR pixel = ``lr_um / factor``).
+    lr_um
+        LR pixel size in µm.
+    config
+        A preset name (``"tiny"``, ``"cpu"``, ``"paper"``) or a :class:`~stdiff.models.DiffSTConfig`.
+    steps
+        Optimiser steps (default: the config's).
+    image_key, counts_key, table_key, coordinate_system, spots_as
+        Passed to :func:`stdiff.pp.rasterize`.
+    self_supervised
+        ``"auto"``: only for sections without truth; ``True``: always (ignore any truth).
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    seed
+        Random seed (training is repeatable on CPU).
+    progress
+        Show a progress bar.
+    checkpoint
+        File written during and after training (atomically); with ``resume=True`` training continues
+        from it when it exists.
+    resume
+        Resume from ``checkpoint``.
+
+    Returns
+    -------
+    The trained :class:`~stdiff.models.DiffST` (``.save(path)`` / ``DiffST.load(path)``).
+    """
+    from ..models import DiffST
+
+    cfg = _config(config)
+    sections = sections_for_training(
+        data,
+        genes,
+        factor=factor,
+        lr_um=lr_um,
+        he_scale=cfg.he_scale,
+        self_supervised=self_supervised,
+        image_key=image_key,
+        counts_key=counts_key,
+        table_key=table_key,
+        coordinate_system=coordinate_system,
+        spots_as=spots_as,
+    )
+    model = DiffST.setup(sections, cfg, seed=seed)
+    return model.train(
+        sections,
+        steps=steps,
+        device=device,
+        seed=seed,
+        progress=progress,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
