@@ -123,7 +123,7 @@ myst_url_schemes = ("http", "https", "mailto")
 # The tutorials are committed with their outputs (`python tutorials/run_all.py` re-executes them).
 nb_execution_mode = "off"
 nb_merge_streams = True
-nb_output_stderr = "remove-warn"
+nb_output_stderr = "show"
 nb_mime_priority_overrides = [("html", "text/plain", 0)]
 
 # -- HTML --------------------------------------------------------------------------------------------

@@ -65,9 +65,7 @@ def test_masked_pixels_are_ignored():
     for fn in (_metrics.pcc, _metrics.rmse, _metrics.ssim):
         np.testing.assert_allclose(fn(garbage, x, mask), fn(y, x, mask), rtol=1e-10)
     # SSIM's data range comes from the truth only: the same for every prediction
-    np.testing.assert_allclose(
-        _metrics.data_ranges(x, mask), x[:, mask].max(1) - np.minimum(x[:, mask].min(1), 0)
-    )
+    np.testing.assert_allclose(_metrics.data_ranges(x, mask), x[:, mask].max(1) - np.minimum(x[:, mask].min(1), 0))
 
 
 def test_summarize_drops_nan_genes():

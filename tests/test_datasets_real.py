@@ -188,9 +188,7 @@ def test_her2st_structure(her2st_sdata):
     levels = sorted(sdata["he"].keys())
     assert len(levels) == 4
     assert sdata["he"][levels[-1]]["image"].shape[-1] == img.shape[-1] // 8
-    np.testing.assert_allclose(
-        _affine_xy(sdata["he"]), np.diag([attrs["um_per_px"], attrs["um_per_px"], 1.0])
-    )
+    np.testing.assert_allclose(_affine_xy(sdata["he"]), np.diag([attrs["um_per_px"], attrs["um_per_px"], 1.0]))
 
     # neighbouring lattice spots are 200 um apart in the stored (µm) coordinates
     obs = sdata["table"].obs
@@ -338,11 +336,7 @@ def test_visium_structure(visium_sdata):
     assert attrs["spot_diameter_fullres"] == pytest.approx(89.44476048022638)
     assert attrs["um_per_fullres_px"] == pytest.approx(55 / 89.44476048022638)
     img = sdata["he"]["scale0"]["image"]
-    assert (
-        img.dtype == np.uint8
-        and img.shape == (3, 172, 243)
-        and list(img.coords["c"].values) == ["r", "g", "b"]
-    )
+    assert img.dtype == np.uint8 and img.shape == (3, 172, 243) and list(img.coords["c"].values) == ["r", "g", "b"]
     # first barcode: locs row 1 = (5477, -4125) full-res px
     k = attrs["um_per_fullres_px"]
     np.testing.assert_allclose(table.obsm["spatial"][0], [5477 * k, 4125 * k])

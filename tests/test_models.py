@@ -43,7 +43,7 @@ def test_sampler_with_oracle_recovers_x0(cls, steps):
     x = torch.randn(x0.shape, generator=gen)
     calls = 0
     for t in s.timesteps.tolist():
-        tt = torch.full((2,), t)
+        torch.full((2,), t)
         ab = s.alphas_cumprod[t]
         eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
         v = ab.sqrt() * eps - (1 - ab).sqrt() * x0

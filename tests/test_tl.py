@@ -23,9 +23,7 @@ def _affine(el, cs="global"):
 
 
 def test_superresolve_outputs_shapes_genes_and_provenance(sdata, tiny_model):
-    out = sd.tl.superresolve(
-        sdata, ["PTPRC", "EPCAM"], model=tiny_model, counts_key="hr_counts", progress=False
-    )
+    out = sd.tl.superresolve(sdata, ["PTPRC", "EPCAM"], model=tiny_model, counts_key="hr_counts", progress=False)
     assert out is None
     mean, std = _img(sdata, "stdiff"), _img(sdata, "stdiff_std")
     assert mean.shape == std.shape == (2, 40, 40)  # 800 µm at 20 µm
@@ -40,9 +38,7 @@ def test_superresolve_outputs_shapes_genes_and_provenance(sdata, tiny_model):
 def test_output_transform_overlays_histology(sdata, tiny_model):
     # give the H&E a non-trivial transform and a second coordinate system
     set_transformation(sdata["he"], Scale([2.0, 2.0], axes=("y", "x")), "doubled")
-    sd.tl.superresolve(
-        sdata, model=tiny_model, counts_key="hr_counts", coordinate_system="global", progress=False
-    )
+    sd.tl.superresolve(sdata, model=tiny_model, counts_key="hr_counts", coordinate_system="global", progress=False)
     A_out, A_he = _affine(sdata.images["stdiff"]), _affine(sdata["he"])
     # HR pixel centres (i + 0.5) land on the H&E pixel centres of the same µm position
     hr_um, he_um = 20.0, 1.0
@@ -103,9 +99,7 @@ def test_errors_leave_sdata_unchanged(sdata, tiny_model):
     with pytest.raises(KeyError, match="NOT_A_GENE"):
         sd.tl.superresolve(sdata, ["NOT_A_GENE"], model=tiny_model, progress=False)
     with pytest.raises(ValueError, match="coordinate_system='nope'"):
-        sd.tl.superresolve(
-            sdata, model=tiny_model, coordinate_system="nope", counts_key="hr_counts", progress=False
-        )
+        sd.tl.superresolve(sdata, model=tiny_model, coordinate_system="nope", counts_key="hr_counts", progress=False)
     with pytest.raises(ValueError, match="factor=10"):
         sd.tl.superresolve(sdata, model=tiny_model, factor=10, counts_key="hr_counts", progress=False)
     with pytest.raises(KeyError, match="image_key='HE'"):
@@ -117,9 +111,7 @@ def test_superresolve_self_supervised_without_model(her2st_dir):
     s = sd.datasets.her2st("C5", data_dir=her2st_dir)
     genes = ["ERBB2", "KRT19", "CD74", "PTPRC"]
     # LR = the 200 µm spot grid; trained on its own 2× aggregate (400 µm), then applied at 200 µm
-    sd.tl.superresolve(
-        s, genes, factor=2, lr_um=200, config="tiny", train_steps=3, table_key="table", progress=False
-    )
+    sd.tl.superresolve(s, genes, factor=2, lr_um=200, config="tiny", train_steps=3, table_key="table", progress=False)
     mean = _img(s, "stdiff")
     sec = sd.tl.section_of(s)
     assert mean.shape == (4, sec.shape_lr[0] * 2, sec.shape_lr[1] * 2)

@@ -64,9 +64,7 @@ def demo(
     timings["train_s"] = time.perf_counter() - t
     model.save(out / "model.pt")
     t = time.perf_counter()
-    sd.tl.superresolve(
-        sdata, model=model, counts_key="hr_counts", image_key="he", seed=seed, progress=progress
-    )
+    sd.tl.superresolve(sdata, model=model, counts_key="hr_counts", image_key="he", seed=seed, progress=progress)
     timings["superresolve_s"] = time.perf_counter() - t
 
     # held-out metrics on the normalised scale, on tissue
@@ -125,15 +123,11 @@ def _print_demo(summary: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stdiff`` command."""
-    parser = argparse.ArgumentParser(
-        prog="stdiff", description="Diff-ST super-resolution of spatial transcriptomics."
-    )
+    parser = argparse.ArgumentParser(prog="stdiff", description="Diff-ST super-resolution of spatial transcriptomics.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser(
-        "demo", help="synthetic tissue → train (cpu preset) → super-resolve → metrics, figure, zarr"
-    )
+    p = sub.add_parser("demo", help="synthetic tissue → train (cpu preset) → super-resolve → metrics, figure, zarr")
     p.add_argument("--out", default="stdiff_demo", help="output folder (default: stdiff_demo)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     p.add_argument("--config", default="cpu", help="preset: tiny, cpu or paper")
@@ -179,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("benchmark", help="benchmark harness (see `stdiff benchmark --help`)", add_help=False)
 
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if args.command == "benchmark":
         from .benchmark import main as bench_main
 

@@ -99,9 +99,7 @@ def find_image(sdata: sd_mod.SpatialData, image_key: str | None, *, exclude: set
     images = list(sdata.images)
     if image_key is not None:
         if image_key not in images:
-            raise KeyError(
-                f"image_key={image_key!r} is not an image of this SpatialData; images are {images}."
-            )
+            raise KeyError(f"image_key={image_key!r} is not an image of this SpatialData; images are {images}.")
         return image_key
     candidates = [k for k in images if k not in exclude and k not in stdiff_outputs(sdata)]
     rgb = [k for k in candidates if is_rgb(sdata[k])]
@@ -115,9 +113,7 @@ def find_image(sdata: sd_mod.SpatialData, image_key: str | None, *, exclude: set
     )
 
 
-def element_bounds(
-    sdata: sd_mod.SpatialData, key: str, coordinate_system: str
-) -> tuple[float, float, float, float]:
+def element_bounds(sdata: sd_mod.SpatialData, key: str, coordinate_system: str) -> tuple[float, float, float, float]:
     """(xmin, ymin, xmax, ymax) of an image element's pixel edges in ``coordinate_system``."""
     level = image_levels(sdata[key])[0]
     h, w = level.shape[-2:]
@@ -219,8 +215,7 @@ def composed_transform(
     to_img = np.linalg.inv(affine_to_cs(sdata[image_key], coordinate_system)) @ G
     transforms = get_transformation(sdata[image_key], get_all=True)
     return {
-        cs: Sequence([Affine(to_img, input_axes=("x", "y"), output_axes=("x", "y")), t])
-        for cs, t in transforms.items()
+        cs: Sequence([Affine(to_img, input_axes=("x", "y"), output_axes=("x", "y")), t]) for cs, t in transforms.items()
     }
 
 

@@ -83,15 +83,15 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "preset": "cpu",
-        "steps": 300,
-        "n_samples": 4,
-        "ddim_steps": 25,
+        "steps": 200,
+        "n_samples": 6,
+        "ddim_steps": 10,
         "ablation_samples": 2,
         "speed_steps": [10, 25, 50],
         "ddpm_steps": 1000,
-        "speed_tiles": 4,
+        "speed_tiles": 2,
         "datasets": {
-            "synthetic": {"size_um": 3000.0, "genes": 50, "factors": [10, 5], "he_um": 2.5},
+            "synthetic": {"size_um": 2400.0, "genes": 50, "factors": [10, 5], "he_um": 2.5},
             "her2st": {"genes": 50, "factors": [2], "he_um": 6.25},
             "merfish": {"genes": 50, "factors": [5], "he_um": 1.25},
         },
@@ -156,9 +156,7 @@ def _he_scale(hr_um: float, he_um: float) -> int:
 
 def _subset_genes(section, genes: Sequence[str]):
     idx = [section.genes.index(g) for g in genes]
-    return replace(
-        section, genes=list(genes), lr=section.lr[idx], hr=None if section.hr is None else section.hr[idx]
-    )
+    return replace(section, genes=list(genes), lr=section.lr[idx], hr=None if section.hr is None else section.hr[idx])
 
 
 def load_synthetic(settings: dict[str, Any], factors: Sequence[int], n_genes: int, seed: int) -> list[Split]:
@@ -218,9 +216,7 @@ def her2st_hvgs(tables: dict[str, Any], n_top: int, candidates: Sequence[str]) -
     n_top = min(int(n_top), adata.n_vars)
     sc.pp.highly_variable_genes(adata, flavor="seurat", n_top_genes=n_top, batch_key="section")
     var = adata.var
-    order = var.sort_values(
-        ["highly_variable_nbatches", "dispersions_norm"], ascending=False, kind="mergesort"
-    ).index
+    order = var.sort_values(["highly_variable_nbatches", "dispersions_norm"], ascending=False, kind="mergesort").index
     chosen = [g for g in order if var.loc[g, "highly_variable"]][:n_top]
     return list(chosen)
 
@@ -268,9 +264,7 @@ def load_her2st(
     return out
 
 
-def load_merfish(
-    settings: dict[str, Any], factors: Sequence[int], n_genes: int, data_dir: str | None
-) -> list[Split]:
+def load_merfish(settings: dict[str, Any], factors: Sequence[int], n_genes: int, data_dir: str | None) -> list[Split]:
     """MERFISH mini: transcripts binned at HR 10 µm, LR = ``factor`` × 10 µm, DAPI as the image; left/right."""
     from ..datasets import merfish_mouse_brain_mini
     from ..pp import rasterize
@@ -381,6 +375,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "stdiff": stdiff.__version__,
         "device": device,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     try:
         with open("/proc/cpuinfo") as fh:
@@ -500,9 +495,7 @@ def run_split(
         "speed": [],
     }
 
-    def record(
-        name: str, preds: Sequence[np.ndarray], train_s: float | None, predict_s: float | None, **extra
-    ):
+    def record(name: str, preds: Sequence[np.ndarray], train_s: float | None, predict_s: float | None, **extra):
         per_gene = evaluate_sections(preds, truths, masks, genes)
         summ = _metrics.summarize(per_gene)
         result["methods"][name] = {
@@ -524,9 +517,12 @@ def run_split(
         if on_update is not None:
             on_update(result)
 
+    cpu: dict[str, float] = {}
+
     def predict_all(fn):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         preds = [fn(s) for s in split.test]
+        cpu["predict"] = time.process_time() - c0
         return preds, time.perf_counter() - t0
 
     for name, fn in (("bicubic", _baselines.bicubic), ("nearest", _baselines.nearest)):
@@ -536,30 +532,28 @@ def run_split(
 
     def setup(config):
         torch.manual_seed(seed)
-        tiles = make_tiles(
-            split.train, tile_lr=config.tile_lr, min_tissue=config.min_tissue, normalizer=normalizer
-        )
+        tiles = make_tiles(split.train, tile_lr=config.tile_lr, min_tissue=config.min_tissue, normalizer=normalizer)
         model = DiffST.setup(tiles, config)
         assert model.normalizer is normalizer
         return model
 
     def diffst_run(name: str, config, n: int, *, speed: bool = False):
         model = setup(config)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.train(split.train, steps=steps, seed=seed, progress=progress, device=device)
-        train_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
         outs = [
             model.predict_section(s, n_samples=n, sampler="ddim", num_inference_steps=ddim, seed=seed, device=device,
                                   progress=progress, return_samples=(name == "stdiff"))
             for s in split.test
         ]  # fmt: skip
-        predict_s = time.perf_counter() - t0
+        predict_s, predict_cpu = time.perf_counter() - t0, time.process_time() - c0
         n_tiles = sum(len(_tile_count(s, config.tile_lr)) for s in split.test)
         record(
             name, [o["z_mean"] for o in outs], train_s, predict_s, n_samples=n, sampler=f"ddim-{ddim}",
             train_s_per_step=train_s / max(steps, 1), final_loss=float(np.mean(model.history[-20:])),
-            predict_tiles=n_tiles,
+            predict_tiles=n_tiles, train_cpu_s=train_cpu, predict_cpu_s=predict_cpu,
         )  # fmt: skip
         if name == "stdiff" and "stdiff_1sample" in methods:
             record("stdiff_1sample", [o["samples"][0] for o in outs], None, None, n_samples=1, sampler=f"ddim-{ddim}",
@@ -567,13 +561,14 @@ def run_split(
         if name == "stdiff":
             result["speed"].append({
                 "phase": "train", "steps": steps, "batch_size": config.batch_size, "tile_lr": config.tile_lr,
-                "tile_mm2": tile_mm2, "seconds": train_s, "s_per_step": train_s / max(steps, 1),
+                "tile_mm2": tile_mm2, "seconds": train_s, "cpu_seconds": train_cpu,
+                "s_per_step": train_s / max(steps, 1),
                 "s_per_tile": train_s / max(steps * config.batch_size, 1),
                 "s_per_mm2": train_s / max(steps * config.batch_size * tile_mm2, 1e-12),
             })  # fmt: skip
             result["speed"].append({
                 "phase": "predict_section", "sampler": "ddim", "steps": ddim, "n_samples": n, "tiles": n_tiles,
-                "test_tissue_mm2": test_area, "seconds": predict_s,
+                "test_tissue_mm2": test_area, "seconds": predict_s, "cpu_seconds": predict_cpu,
                 "s_per_tile_sample": predict_s / max(n_tiles * n, 1),
                 "s_per_mm2_sample": predict_s / max(test_area * n, 1e-12),
                 "pcc_mean": result["methods"]["stdiff"]["mean"]["pcc"],
@@ -590,19 +585,18 @@ def run_split(
         if settings.get("ddpm_steps"):
             runs.append(("ddpm", int(settings["ddpm_steps"])))
         for sampler, k in runs:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             z = model.sample_tiles(windows, n_samples=1, sampler=sampler, num_inference_steps=k, seed=seed,
                                    device=device, progress=progress)[:, 0]  # fmt: skip
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             entry = {
                 "phase": "sample_tiles", "sampler": sampler, "steps": int(k), "tiles": len(windows), "n_samples": 1,
-                "seconds": dt, "s_per_tile": dt / len(windows), "s_per_mm2": dt / (len(windows) * area),
+                "seconds": dt, "cpu_seconds": dc, "s_per_tile": dt / len(windows),
+                "s_per_mm2": dt / (len(windows) * area),
                 **_pcc_windows(z, windows),
             }  # fmt: skip
             result["speed"].append(entry)
-            logger.info(
-                "speed %s-%d on %d tiles: %.1fs, PCC %.3f", sampler, k, len(windows), dt, entry["pcc_mean"]
-            )
+            logger.info("speed %s-%d on %d tiles: %.1fs, PCC %.3f", sampler, k, len(windows), dt, entry["pcc_mean"])
             if on_update is not None:
                 on_update(result)
 
@@ -615,14 +609,16 @@ def run_split(
         unet = _baselines.RegressionUNet(ref).train(split.train, steps=steps, seed=seed, device=device)
         preds, dt = predict_all(lambda s: unet.predict(s, device=device))
         record("unet", preds, unet.train_s, dt, train_s_per_step=unet.train_s / max(steps, 1),
-               final_loss=float(np.mean(unet.history[-20:])))  # fmt: skip
+               final_loss=float(np.mean(unet.history[-20:])), train_cpu_s=unet.train_cpu_s,
+               predict_cpu_s=cpu["predict"])  # fmt: skip
     if "histology" in methods:
         torch.manual_seed(seed)
         hist = _baselines.HistologyRegressor(genes, normalizer, cfg, split.train[0].he.shape[0])
         hist.train(split.train, steps=steps, seed=seed, device=device)
         preds, dt = predict_all(lambda s: hist.predict(s, device=device))
         record("histology", preds, hist.train_s, dt, train_s_per_step=hist.train_s / max(steps, 1),
-               final_loss=float(np.mean(hist.history[-20:])))  # fmt: skip
+               final_loss=float(np.mean(hist.history[-20:])), train_cpu_s=hist.train_cpu_s,
+               predict_cpu_s=cpu["predict"])  # fmt: skip
     for name, switch in ABLATIONS.items():
         if name in methods:
             diffst_run(name, cfg.replace(**switch), int(settings["ablation_samples"]))
@@ -693,8 +689,9 @@ def run_markdown(dataset: str, run: dict[str, Any]) -> str:
         f"### {dataset}, ×{run['factor']} (LR {run['lr_um']:g} µm → HR {run['hr_um']:g} µm; "
         f"{run['n_genes']} genes; {run['steps']} training steps)",
         "",
-        "| method | mean PCC | median PCC | mean RMSE | median RMSE | mean SSIM | median SSIM | train (s) | predict (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | mean PCC | median PCC | mean RMSE | median RMSE | mean SSIM | median SSIM | train (s) | "
+        "predict (s) | train CPU (s) | predict CPU (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in METHODS:
         if name not in run["methods"]:
@@ -708,7 +705,8 @@ def run_markdown(dataset: str, run: dict[str, Any]) -> str:
             label = f"{name} (n={r.get('n_samples')})"
         lines.append(
             f"| {label} | {_fmt(mn['pcc'])} | {_fmt(md['pcc'])} | {_fmt(mn['rmse'])} | {_fmt(md['rmse'])} | "
-            f"{_fmt(mn['ssim'])} | {_fmt(md['ssim'])} | {_fmt_s(r['train_s'])} | {_fmt_s(r['predict_s'])} |"
+            f"{_fmt(mn['ssim'])} | {_fmt(md['ssim'])} | {_fmt_s(r['train_s'])} | {_fmt_s(r['predict_s'])} | "
+            f"{_fmt_s(r.get('train_cpu_s'))} | {_fmt_s(r.get('predict_cpu_s'))} |"
         )
     any_m = next(iter(run["methods"].values()), None)
     if any_m is not None and any_m["n_nan"]["pcc"]:
@@ -720,11 +718,7 @@ def run_markdown(dataset: str, run: dict[str, Any]) -> str:
             "",
             f"stdiff − best baseline ({tc['best_baseline']}): {tc['margin_vs_best']:+.3f} mean PCC"
             + (f"; stdiff − bicubic: {tc['margin_vs_bicubic']:+.3f}" if "margin_vs_bicubic" in tc else "")
-            + (
-                f". Target ({tc['target']}): **{'met' if tc['met'] else 'NOT met'}**."
-                if tc.get("target")
-                else "."
-            ),
+            + (f". Target ({tc['target']}): **{'met' if tc['met'] else 'NOT met'}**." if tc.get("target") else "."),
         ]
     speed = [s for s in run.get("speed", []) if s["phase"] == "sample_tiles"]
     train = [s for s in run.get("speed", []) if s["phase"] == "train"]
@@ -763,8 +757,15 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"Machine: {m.get('cpu_model', m.get('processor'))}, {m.get('affinity_cpus') or m.get('cpu_count')} CPU "
         f"core(s) available, torch {m['torch']} ({m['torch_threads']} threads), device {m['device']}"
         + (f" ({m['cuda']})" if m.get("cuda") else "")
-        + f"; total {res.get('total_s', 0):.0f} s, peak RSS {res.get('peak_rss_mb', 0):.0f} MB.",
+        + f"; total {res.get('total_s', 0):.0f} s wall, {res.get('total_cpu_s', 0):.0f} s CPU, peak RSS "
+        f"{res.get('peak_rss_mb', 0):.0f} MB.",
     ]
+    la0, la1 = m.get("loadavg_start"), res.get("loadavg_now")
+    if la0 and la1:
+        lines[-1] += (
+            f" Load average (1 min) {la0[0]:.1f} at the start, {la1[0]:.1f} at the end (other jobs share "
+            "the cores when it exceeds the core count)."
+        )
     if res.get("peak_cuda_mb") is not None:
         lines[-1] += f" Peak CUDA memory {res['peak_cuda_mb']:.0f} MB."
     for run in res["runs"]:
@@ -848,7 +849,7 @@ def run_benchmark(
 
     from .._utils import resolve_device
 
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     settings = profile_settings(profile, dataset)
     methods = list(METHODS) if not methods else list(methods)
     unknown = [m for m in methods if m not in METHODS]
@@ -916,6 +917,8 @@ def run_benchmark(
             "peak_rss_mb": _rss_mb(),
             "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
             "total_s": time.perf_counter() - t_start,
+            "total_cpu_s": time.process_time() - c_start,
+            "loadavg_now": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".json.tmp")
@@ -929,9 +932,7 @@ def run_benchmark(
     if dataset == "synthetic":
         splits = load_synthetic(settings, factors, n_genes, seed)
     elif dataset == "her2st":
-        splits = load_her2st(
-            settings, factors, n_genes, train, test, None if data_dir is None else str(data_dir)
-        )
+        splits = load_her2st(settings, factors, n_genes, train, test, None if data_dir is None else str(data_dir))
     else:
         splits = load_merfish(settings, factors, n_genes, None if data_dir is None else str(data_dir))
     res["load_s"] = time.perf_counter() - t0
@@ -960,9 +961,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None,
                    help="her2st: the her2st data/ folder (ST-cnts, ST-spotfiles, ST-imgs; default "
                         "$STDIFF_DATA_DIR/her2st_ST_breast_HE); merfish: the dataset folder")  # fmt: skip
-    p.add_argument(
-        "--train", default=None, help="her2st training sections, comma separated (default B4,C2,C3,C4)"
-    )
+    p.add_argument("--train", default=None, help="her2st training sections, comma separated (default B4,C2,C3,C4)")
     p.add_argument("--test", default=None, help="her2st test sections, comma separated (default C5)")
     p.add_argument(
         "--factor",
@@ -972,21 +971,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--genes", type=int, default=None,
                    help="number of genes (her2st: top-N HVGs of the training sections; merfish: top-N by variance "
                         "of the training bins; synthetic: panel size); default from the profile")  # fmt: skip
-    p.add_argument(
-        "--profile", choices=sorted(PROFILES), default="cpu", help="tiny | cpu | gpu (default cpu)"
-    )
-    p.add_argument(
-        "--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)} (default: all)"
-    )
+    p.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="tiny | cpu | gpu (default cpu)")
+    p.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument(
-        "--steps", type=int, default=None, help="training steps of every trained method (default: profile)"
-    )
+    p.add_argument("--steps", type=int, default=None, help="training steps of every trained method (default: profile)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
-    p.add_argument(
-        "--out", default=None, help="output JSON (default benchmarks/results/{dataset}_{profile}.json)"
-    )
+    p.add_argument("--out", default=None, help="output JSON (default benchmarks/results/{dataset}_{profile}.json)")
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.add_argument(
         "--validate",

@@ -68,9 +68,7 @@ def data_ranges(truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.maximum(t.max(1), 0.0) - np.minimum(t.min(1), 0.0)
 
 
-def ssim(
-    pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, data_range: np.ndarray | None = None
-) -> np.ndarray:
+def ssim(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, data_range: np.ndarray | None = None) -> np.ndarray:
     """SSIM per gene (``(G,)``): off-tissue pixels set to 0, fixed per-gene ``data_range``, mean over tissue.
 
     ``data_range`` defaults to :func:`data_ranges` of the truth, so it is the same for every method.

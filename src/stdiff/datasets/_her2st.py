@@ -118,9 +118,7 @@ def lattice_pixel_size(spots: pd.DataFrame, *, pitch_um: float = SPOT_PITCH_UM) 
     a = np.column_stack([spots["x"].to_numpy(float), spots["y"].to_numpy(float), np.ones(len(spots))])
     b = spots[["pixel_x", "pixel_y"]].to_numpy(float)
     if len(spots) < 3 or np.linalg.matrix_rank(a) < 3:
-        raise ValueError(
-            "Need at least 3 non-collinear spots to derive the pixel size from the spot lattice."
-        )
+        raise ValueError("Need at least 3 non-collinear spots to derive the pixel size from the spot lattice.")
     m, *_ = np.linalg.lstsq(a, b, rcond=None)
     pitch_px = float(np.mean(np.linalg.norm(m[:2], axis=1)))
     return pitch_um / pitch_px, m
@@ -169,13 +167,9 @@ def her2st(section: str = "B4", *, data_dir: str | os.PathLike | None = None) ->
     spots = pd.read_csv(spots_path, sep="\t")
     missing_cols = {"x", "y", "pixel_x", "pixel_y", "selected"} - set(spots.columns)
     if missing_cols:
-        raise ValueError(
-            f"{spots_path} lacks columns {sorted(missing_cols)}; is it a her2st *_selection.tsv?"
-        )
+        raise ValueError(f"{spots_path} lacks columns {sorted(missing_cols)}; is it a her2st *_selection.tsv?")
     spots = spots[spots["selected"] == 1].copy()
-    spots.index = pd.Index(
-        spots["x"].astype(int).astype(str) + "x" + spots["y"].astype(int).astype(str), name=None
-    )
+    spots.index = pd.Index(spots["x"].astype(int).astype(str) + "x" + spots["y"].astype(int).astype(str), name=None)
     counts = pd.read_csv(cnts_path, sep="\t", index_col=0)
     counts.index = counts.index.astype(str)
 

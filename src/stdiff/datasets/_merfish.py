@@ -112,9 +112,7 @@ def merfish_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None, cells
     polyt_path = dataset_file(_FOLDER, "images/mini_dataset_polyT_z0.jpg", data_dir=data_dir)
     cells_path = dataset_file(_FOLDER, "cell_boundaries/z0_polygons.gz", data_dir=data_dir) if cells else None
 
-    tx = pd.read_csv(
-        tx_path, dtype={"global_x": float, "global_y": float, "gene": "category", "global_z": np.int16}
-    )
+    tx = pd.read_csv(tx_path, dtype={"global_x": float, "global_y": float, "gene": "category", "global_z": np.int16})
     missing = {"global_x", "global_y", "gene", "global_z"} - set(tx.columns)
     if missing:
         raise ValueError(f"{tx_path} lacks columns {sorted(missing)}.")
@@ -140,9 +138,7 @@ def merfish_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None, cells
 
     shapes = {}
     if cells_path is not None:
-        shapes["cells"] = ShapesModel.parse(
-            _read_polygons(cells_path), transformations={"global": Identity()}
-        )
+        shapes["cells"] = ShapesModel.parse(_read_polygons(cells_path), transformations={"global": Identity()})
 
     sdata = SpatialData(
         images=images,

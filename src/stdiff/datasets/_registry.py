@@ -24,12 +24,10 @@ GIOTTODATA_COMMIT = "1dc55ee8195104a81549b9e3fad04bd459b226de"
 DATASETS: dict[str, str] = {
     "her2st_ST_breast_HE": f"https://raw.githubusercontent.com/almaan/her2st/{HER2ST_COMMIT}/data/",
     "giotto_mini_merfish_mouse_brain": (
-        f"https://raw.githubusercontent.com/drieslab/GiottoData/{GIOTTODATA_COMMIT}"
-        "/inst/Mini_datasets/Vizgen/Raw/"
+        f"https://raw.githubusercontent.com/drieslab/GiottoData/{GIOTTODATA_COMMIT}/inst/Mini_datasets/Vizgen/Raw/"
     ),
     "giotto_mini_visium_mouse_brain": (
-        f"https://raw.githubusercontent.com/drieslab/GiottoData/{GIOTTODATA_COMMIT}"
-        "/inst/Mini_datasets/Visium/Raw/"
+        f"https://raw.githubusercontent.com/drieslab/GiottoData/{GIOTTODATA_COMMIT}/inst/Mini_datasets/Visium/Raw/"
     ),
 }
 
@@ -65,8 +63,8 @@ REGISTRY: dict[str, dict[str, str]] = {
         "vizgen_transcripts.gz": "b0440c5617efff80b4f3982fa12a3960d88c104838a20f544966f7d7b2cd04ba",
         "images/mini_dataset_dapi_z0.jpg": "4e6019729ac67c4a218e02102493078195e7e42ca281e0c122c3824322c5e8b0",
         "images/mini_dataset_dapi_z1.jpg": "0d21537d5567ae29c21ce7d36e25446550accde0875b4f7250b28250614a5a38",
-        "images/mini_dataset_polyT_z0.jpg": "17347ae38b9a03899a6aa2e4459ad2958bfd5f02333882c7186593976af2b53d",  # noqa: E501
-        "images/mini_dataset_polyT_z1.jpg": "f8ace79125068668c13f97f2e2d1b0614de01e321f73af621861be55c394c94d",  # noqa: E501
+        "images/mini_dataset_polyT_z0.jpg": "17347ae38b9a03899a6aa2e4459ad2958bfd5f02333882c7186593976af2b53d",
+        "images/mini_dataset_polyT_z1.jpg": "f8ace79125068668c13f97f2e2d1b0614de01e321f73af621861be55c394c94d",
         "cell_boundaries/z0_polygons.gz": "8e9229a10d2f5ca0fe111a6791f865085fcae86a58fa12e77b1b3bd0853d75c5",
         "cell_boundaries/z1_polygons.gz": "b254ed5fe5616090827a7bbad646732ba426046cdba057aa7902464fc582ad04",
     },

@@ -201,9 +201,7 @@ class _Field:
         self.noise = rng.standard_normal((self.ny.size, self.nx.size)).astype(np.float32)
 
     def _w(self, coords: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-        z = (np.asarray(coords, np.float32)[:, None] - nodes.astype(np.float32)[None, :]) / np.float32(
-            self.sigma
-        )
+        z = (np.asarray(coords, np.float32)[:, None] - nodes.astype(np.float32)[None, :]) / np.float32(self.sigma)
         w = np.exp(np.float32(-0.5) * z * z)
         w /= np.sqrt((w * w).sum(1, keepdims=True))
         return w
@@ -581,9 +579,7 @@ def _place_cells(rng: np.random.Generator, layout: _Layout, extent) -> dict[str,
         pairs = pairs[rng.random(len(pairs)) < 0.22]
         sy = 0.5 * (ay[pairs[:, 0]] + ay[pairs[:, 1]])
         sx = 0.5 * (ax[pairs[:, 0]] + ax[pairs[:, 1]])
-        st = rng.choice(
-            [_T["fibroblast"], _T["endothelial"], _T["macrophage"]], size=sy.size, p=[0.5, 0.35, 0.15]
-        )
+        st = rng.choice([_T["fibroblast"], _T["endothelial"], _T["macrophage"]], size=sy.size, p=[0.5, 0.35, 0.15])
         add(sy, sx, _D["fat"], st)
     else:
         adip_r = np.full(ay.size, 30.0)
@@ -624,15 +620,11 @@ def _place_cells(rng: np.random.Generator, layout: _Layout, extent) -> dict[str,
         keep = pd_ == d
         if d == _D["immune"]:  # fuzzy mantle of lymphocytes around the aggregates
             rho = layout.aggregate_rho(py, px)
-            keep |= (pd_ == _D["stroma"]) & (
-                rng.random(py.size) < 0.7 * np.clip((1.45 - rho) / 0.45, 0, 1) ** 2
-            )
+            keep |= (pd_ == _D["stroma"]) & (rng.random(py.size) < 0.7 * np.clip((1.45 - rho) / 0.45, 0, 1) ** 2)
         py, px, pd_ = py[keep], px[keep], pd_[keep]
         if d == _D["stroma"]:  # cellularity varies: denser around tumour nests
             near = layout.tumour_score_at(py, px)
-            p = np.clip(
-                0.55 + 0.35 * _sigmoid(4 * (near - 0.1)) + 0.15 * rng.standard_normal(py.size), 0.2, 1
-            )
+            p = np.clip(0.55 + 0.35 * _sigmoid(4 * (near - 0.1)) + 0.15 * rng.standard_normal(py.size), 0.2, 1)
             keep = rng.random(py.size) < p
             py, px, pd_ = py[keep], px[keep], pd_[keep]
         add(py, px, pd_, -1 if d != _D["immune"] else -2)
@@ -679,9 +671,7 @@ def _place_cells(rng: np.random.Generator, layout: _Layout, extent) -> dict[str,
             np.full(ay.size, _D["fat"], np.int8),
         ]
     )
-    t = np.concatenate(
-        [t, np.full(ey.size, _T["endothelial"], np.int8), np.full(ay.size, _T["adipocyte"], np.int8)]
-    )
+    t = np.concatenate([t, np.full(ey.size, _T["endothelial"], np.int8), np.full(ay.size, _T["adipocyte"], np.int8)])
     fixed = np.arange(y.size) >= n_body
     t_vessel = np.zeros(y.size, bool)
     t_vessel[n_body : n_body + ey.size] = True
@@ -813,9 +803,7 @@ def _module_states(rng: np.random.Generator, layout: _Layout, cells, extent):
     d_tum = np.full(n, np.inf)
     if is_t.any() and isf.any():
         d_tum[isf] = cKDTree(np.c_[y[is_t], x[is_t]]).query(np.c_[y[isf], x[isf]], k=1)[0]
-    z[:, 5] = np.where(
-        isf, 1.4 * np.exp(-d_tum / 60.0) + 0.6 * f["caf"] - 0.4 + 0.25 * rng.standard_normal(n), 0
-    )
+    z[:, 5] = np.where(isf, 1.4 * np.exp(-d_tum / 60.0) + 0.6 * f["caf"] - 0.4 + 0.25 * rng.standard_normal(n), 0)
 
     # cytotoxic (CD8) versus helper (CD4) T cells
     ist = t == _T["T_cell"]
@@ -966,9 +954,7 @@ def _render_he(rng: np.random.Generator, layout: _Layout, cells, cycling, extent
     f = max(1, int(round(3.0 / he_um)))
     (gaps,) = _oriented_noise(rng, theta[::f, ::f], he_um * f, [(18.0, 3.0)])
     if f > 1:
-        gaps = ndimage.zoom(
-            gaps, (H / gaps.shape[0], W / gaps.shape[1]), order=1, grid_mode=True, mode="nearest"
-        )
+        gaps = ndimage.zoom(gaps, (H / gaps.shape[0], W / gaps.shape[1]), order=1, grid_mode=True, mode="nearest")
     dense = _Field(rng, 120.0, extent).grid(yc, xc)
     fibres = np.clip(0.5 + 0.35 * fib, 0, 1) ** 1.5
     e_ecm = (0.24 + 0.05 * dense) + (0.34 + 0.08 * dense) * fibres

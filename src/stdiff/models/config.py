@@ -39,8 +39,9 @@ class DiffSTConfig:
     steps, batch_size, learning_rate, weight_decay, ema_decay, min_tissue, augment
         Training: optimiser steps, batch size, AdamW settings, EMA decay, minimum tissue fraction of a
         training tile, random flips/rotations.
-    sampler, num_inference_steps, n_samples
-        Default sampler (``"ddim"`` fast deterministic, or ``"ddpm"``), its steps, and posterior samples.
+    sampler, num_inference_steps, n_samples, mean_estimator
+        Default sampler (``"ddim"`` fast deterministic, or ``"ddpm"``), its steps, posterior samples per
+        tile, and how the posterior mean is estimated from them (see :meth:`DiffST.predict_section`).
     """
 
     # geometry
@@ -83,8 +84,9 @@ class DiffSTConfig:
     augment: bool = True
     # sampling
     sampler: str = "ddim"
-    num_inference_steps: int = 10
-    n_samples: int = 2
+    num_inference_steps: int = 5
+    n_samples: int = 4
+    mean_estimator: str = "rao_blackwell"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -151,9 +153,7 @@ class DiffSTConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(
-                f"Unknown config fields {sorted(unknown)}; this checkpoint is from another version."
-            )
+            raise ValueError(f"Unknown config fields {sorted(unknown)}; this checkpoint is from another version.")
         d = dict(d)
         for k in ("channel_mults", "attention_levels"):
             if k in d:

@@ -26,12 +26,8 @@ class DisentanglingNetwork(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.common = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(1, channels), nn.SiLU()
-        )
-        self.distinct = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(1, channels), nn.SiLU()
-        )
+        self.common = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(1, channels), nn.SiLU())
+        self.distinct = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.GroupNorm(1, channels), nn.SiLU())
 
     def forward(self, h: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Return ``(common_h, distinct_h, common_s, distinct_s)``."""

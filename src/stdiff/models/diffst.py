@@ -144,9 +144,7 @@ class DiffST:
             torch.manual_seed(seed)  # repeatable initial weights
             self.network = DiffSTUNet(config, len(self.genes), self.image_channels, graph.adjacency())
         self.ema = copy.deepcopy(self.network).requires_grad_(False)
-        self.scheduler = DDPMScheduler(
-            config.num_train_timesteps, config.beta_schedule, config.prediction_type
-        )
+        self.scheduler = DDPMScheduler(config.num_train_timesteps, config.beta_schedule, config.prediction_type)
         self.step = 0
         self.history: list[float] = []
         self._optimizer_state: dict | None = None
@@ -171,9 +169,7 @@ class DiffST:
         if expr.shape[1] > 200_000:
             idx = np.random.default_rng(0).choice(expr.shape[1], 200_000, replace=False)
             expr = expr[:, idx]
-        graph = coexpression_graph(
-            expr, sections[0].genes, threshold=config.graph_threshold, top_k=config.graph_top_k
-        )
+        graph = coexpression_graph(expr, sections[0].genes, threshold=config.graph_threshold, top_k=config.graph_top_k)
         resid = np.concatenate([(p.z_hr - p.base)[:, p.mask_hr > 0].ravel() for p in prepared])
         residual_scale = float(max(resid.std(), 1e-3))
         model = cls(
@@ -204,9 +200,7 @@ class DiffST:
     def _check_sections(self, sections: Sequence[Section]) -> None:
         for s in sections:
             if s.factor != self.factor:
-                raise ValueError(
-                    f"Section {s.name!r} has factor={s.factor}, the model was built for {self.factor}."
-                )
+                raise ValueError(f"Section {s.name!r} has factor={s.factor}, the model was built for {self.factor}.")
             if s.he_scale != self.config.he_scale:
                 raise ValueError(
                     f"Section {s.name!r} has he_scale={s.he_scale}; the model expects {self.config.he_scale}."
@@ -345,8 +339,13 @@ class DiffST:
         batch_size: int = 16,
         progress: bool = True,
         generator: torch.Generator | None = None,
-    ) -> np.ndarray:
-        """Posterior samples of normalised HR tiles: ``(N, n_samples, G, T, T)``."""
+        return_first: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Posterior samples of normalised HR tiles: ``(N, n_samples, G, T, T)``.
+
+        With ``return_first`` also the network's clean-sample prediction at the first (noisiest) step
+        of every trajectory, ``E[x0 | x_T, LR, H&E]``, same shape.
+        """
         cfg = self.config
         n_samples = int(n_samples or cfg.n_samples)
         sampler = sampler or cfg.sampler
@@ -368,6 +367,7 @@ class DiffST:
         G = len(self.genes)
         T = windows[0]["base"].shape[-1]
         out = np.zeros((len(windows), n_samples, G, T, T), dtype=np.float32)
+        first = np.zeros_like(out) if return_first else None
         bar = tqdm(
             total=len(windows) * n_samples * len(sched.timesteps),
             desc="stdiff sample",
@@ -384,21 +384,21 @@ class DiffST:
             cond = net.encode(lr_up, mask, he, 1.0)
             shape = (len(ws) * n_samples, *base.shape[1:])
             x = torch.randn(shape, generator=gen).to(dev)
-            for t in sched.timesteps.tolist():
+            base_rep = base.repeat_interleave(n_samples, dim=0)
+            for k, t in enumerate(sched.timesteps.tolist()):
                 tt = torch.full((x.shape[0],), t, dtype=torch.long, device=dev)
                 v = net.denoise(x, tt, cond)
-                x = sched.step(v, t, x, generator=gen).prev_sample
+                step = sched.step(v, t, x, generator=gen)
+                if k == 0 and first is not None:
+                    z0 = (base_rep + step.pred_original_sample * self.residual_scale).clamp(min=0).cpu().numpy()
+                    first[b0 : b0 + len(ws)] = z0.reshape(len(ws), n_samples, *z0.shape[1:])
+                x = step.prev_sample
                 bar.update(x.shape[0])
-            z = (
-                (base.repeat_interleave(n_samples, dim=0) + x * self.residual_scale)
-                .clamp(min=0)
-                .cpu()
-                .numpy()
-            )
+            z = (base_rep + x * self.residual_scale).clamp(min=0).cpu().numpy()
             out[b0 : b0 + len(ws)] = z.reshape(len(ws), n_samples, *z.shape[1:])
         bar.close()
         net.cpu()
-        return out
+        return (out, first) if return_first else out
 
     def predict_section(
         self,
@@ -412,12 +412,27 @@ class DiffST:
         batch_size: int = 16,
         progress: bool = True,
         return_samples: bool = False,
+        mean_estimator: str | None = None,
     ) -> dict[str, Any]:
         """Super-resolve a whole section with overlapping tiles blended by a smooth window.
 
+        Each tile is sampled ``n_samples`` times. The posterior mean is estimated in the normalised
+        space and mapped back to counts:
+
+        - ``"rao_blackwell"`` (default): the average over the samples of the network's clean-sample
+          prediction at the first, noisiest step, ``E[x0 | x_T, LR, H&E]``. By the tower property its
+          expectation over ``x_T`` is the posterior mean ``E[x0 | LR, H&E]``, with far less variance
+          than averaging finished samples (which carry the sampled fine texture);
+        - ``"samples"``: the average of the finished samples.
+
+        The standard deviation is that of the finished samples (in counts).
+
         Returns a dict with ``mean`` and ``std`` (counts per HR pixel, ``(G, H, W)``, 0 off tissue),
-        ``z_mean`` (posterior mean in the normalised space), and optionally ``samples``.
+        ``z_mean`` (posterior mean in the normalised space), and optionally ``samples`` (normalised).
         """
+        mean_estimator = mean_estimator or self.config.mean_estimator
+        if mean_estimator not in ("rao_blackwell", "samples"):
+            raise ValueError(f"mean_estimator must be 'rao_blackwell' or 'samples', got {mean_estimator!r}.")
         self._check_sections([section])
         if section.genes != self.genes:
             raise ValueError(
@@ -432,9 +447,7 @@ class DiffST:
         prep = _Prepared(sec, full_norm, with_truth=False)
         pos = tile_positions(sec, t, max(1, t // 2), min_tissue=0.0, cover=True)
         if len(pos) == 0:
-            raise ValueError(
-                f"Section {section.name!r} has no tissue on its LR grid (nothing to super-resolve)."
-            )
+            raise ValueError(f"Section {section.name!r} has no tissue on its LR grid (nothing to super-resolve).")
         windows = [prep.window(r, c, t) for r, c in pos]
         samples = self.sample_tiles(
             windows,
@@ -451,7 +464,6 @@ class DiffST:
         win = np.outer(_hann(T), _hann(T)).astype(np.float32)
         H, W = sec.shape_lr[0] * f, sec.shape_lr[1] * f
         G = len(self.genes)
-        acc_mean = np.zeros((G, H, W), np.float32)
         acc_var = np.zeros((G, H, W), np.float32)
         acc_z = np.zeros((G, H, W), np.float32)
         acc_w = np.zeros((H, W), np.float32)
@@ -459,18 +471,18 @@ class DiffST:
         for k, (r, c) in enumerate(pos):
             counts = self.normalizer.inverse(samples[k], axis=-3)
             sl = (slice(None), slice(r * f, r * f + T), slice(c * f, c * f + T))
-            acc_mean[sl] += counts.mean(0) * win
             acc_var[sl] += counts.var(0) * win
-            acc_z[sl] += samples[k].mean(0) * win
+            acc_z[sl] += means_z[k] * win
             acc_w[sl[1:]] += win
             if keep_samples is not None:
                 keep_samples[:, :, sl[1], sl[2]] += samples[k] * win
         acc_w = np.maximum(acc_w, 1e-8)
         m = sec.mask_hr.astype(np.float32)
+        z_mean = (acc_z / acc_w) * m
         result = {
-            "mean": (acc_mean / acc_w) * m,
+            "mean": self.normalizer.inverse(z_mean, axis=-3) * m,
             "std": np.sqrt(np.maximum(acc_var / acc_w, 0)) * m,
-            "z_mean": (acc_z / acc_w) * m,
+            "z_mean": z_mean,
         }
         if keep_samples is not None:
             result["samples"] = keep_samples / acc_w * m
@@ -540,11 +552,7 @@ class DiffST:
             raise ValueError(f"{path} is not a stdiff Diff-ST checkpoint (format {FORMAT}).")
         saved_cfg = DiffSTConfig.from_dict(state["config"])
         if config is not None and config != saved_cfg:
-            diff = {
-                k: (v, saved_cfg.to_dict()[k])
-                for k, v in config.to_dict().items()
-                if saved_cfg.to_dict()[k] != v
-            }
+            diff = {k: (v, saved_cfg.to_dict()[k]) for k, v in config.to_dict().items() if saved_cfg.to_dict()[k] != v}
             raise ValueError(f"Config differs from the checkpoint's (given, saved): {diff}.")
         if genes is not None:
             missing = [g for g in genes if g not in state["genes"]]

@@ -23,9 +23,7 @@ def patch_entropy(image: torch.Tensor, grid: int, *, size: int = 16, bins: int =
     b = image.shape[0]
     grey = image.mean(dim=1, keepdim=True)
     small = F.interpolate(grey, size=(grid * size, grid * size), mode="area")
-    patches = (
-        small.view(b, grid, size, grid, size).permute(0, 1, 3, 2, 4).reshape(b, grid * grid, size * size)
-    )
+    patches = small.view(b, grid, size, grid, size).permute(0, 1, 3, 2, 4).reshape(b, grid * grid, size * size)
     idx = (patches.clamp(0, 1) * (bins - 1)).round().long()
     hist = torch.zeros(b, grid * grid, bins, device=image.device, dtype=image.dtype)
     hist.scatter_add_(2, idx, torch.ones_like(patches))
@@ -65,9 +63,7 @@ class PatchEncoder(nn.Module):
         g = self.grid
         side = max(8, p // g)
         resized = F.interpolate(image, size=(g * side, g * side), mode="area") if p != g * side else image
-        patches = (
-            resized.view(b, c, g, side, g, side).permute(0, 2, 4, 1, 3, 5).reshape(b * g * g, c, side, side)
-        )
+        patches = resized.view(b, c, g, side, g, side).permute(0, 2, 4, 1, 3, 5).reshape(b * g * g, c, side, side)
         feats = self.net(patches).view(b, g * g, -1)
         return feats + self.pos
 
@@ -89,9 +85,7 @@ class DynamicCrossAttention(nn.Module):
         Attention heads.
     """
 
-    def __init__(
-        self, channels: int, image_channels: int, patch_dim: int, grid: int, num_heads: int = 4
-    ) -> None:
+    def __init__(self, channels: int, image_channels: int, patch_dim: int, grid: int, num_heads: int = 4) -> None:
         super().__init__()
         self.grid = grid
         self.encoder = PatchEncoder(image_channels, patch_dim, grid)

@@ -55,9 +55,7 @@ class GeneGraph:
     def from_dict(cls, d: dict) -> GeneGraph:
         """Inverse of :meth:`to_dict`."""
         ei = np.asarray(d["edge_index"], dtype=np.int64).reshape(2, -1)
-        return cls(
-            genes=list(d["genes"]), edge_index=ei, edge_weight=np.asarray(d["edge_weight"], dtype=np.float32)
-        )
+        return cls(genes=list(d["genes"]), edge_index=ei, edge_weight=np.asarray(d["edge_weight"], dtype=np.float32))
 
 
 def coexpression_graph(

@@ -81,16 +81,12 @@ class DDPMScheduler:
         ab = self._ab(timesteps, original)
         return ab.sqrt() * original + (1 - ab).sqrt() * noise
 
-    def get_velocity(
-        self, original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
-    ) -> torch.Tensor:
+    def get_velocity(self, original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """v-prediction target ``v = sqrt(ᾱ_t) ε - sqrt(1-ᾱ_t) x_0``."""
         ab = self._ab(timesteps, original)
         return ab.sqrt() * noise - (1 - ab).sqrt() * original
 
-    def training_target(
-        self, original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
-    ) -> torch.Tensor:
+    def training_target(self, original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """What the network is trained to output for this ``prediction_type``."""
         if self.prediction_type == "epsilon":
             return noise
@@ -110,9 +106,7 @@ class DDPMScheduler:
         snr = ab / (1 - ab)
         x0_weight = torch.minimum(snr + 1, torch.full_like(snr, min_snr_gamma + 1))
         natural = snr + 1 if self.prediction_type == "v_prediction" else snr.clamp(min=1e-8)
-        return (
-            (x0_weight / natural).clamp(max=1.0 if self.prediction_type == "v_prediction" else None).float()
-        )
+        return (x0_weight / natural).clamp(max=1.0 if self.prediction_type == "v_prediction" else None).float()
 
     def predict_original(
         self, model_output: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor

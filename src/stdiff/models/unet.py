@@ -157,12 +157,8 @@ class DiffSTUNet(nn.Module):
             prev = chans[max(i - 1, 0)]
             blocks = [ResBlock(prev if j == 0 else c, c, temb) for j in range(config.num_res_blocks)]
             self.down_blocks.append(nn.ModuleList(blocks))
-            self.down_attn.append(
-                SelfAttention(c, config.num_heads) if i in config.attention_levels else nn.Identity()
-            )
-            self.downsample.append(
-                nn.Conv2d(c, c, 3, stride=2, padding=1) if i < self.levels - 1 else nn.Identity()
-            )
+            self.down_attn.append(SelfAttention(c, config.num_heads) if i in config.attention_levels else nn.Identity())
+            self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1) if i < self.levels - 1 else nn.Identity())
         cb = chans[-1]
         self.mid1 = ResBlock(cb, cb, temb)
         self.mid_attn = SelfAttention(cb, config.num_heads)
@@ -179,9 +175,7 @@ class DiffSTUNet(nn.Module):
             c = chans[i]
             nxt = chans[min(i + 1, self.levels - 1)]
             self.up_blocks.append(nn.ModuleList([ResBlock(nxt + c, c, temb)]))
-            self.up_attn.append(
-                SelfAttention(c, config.num_heads) if i in config.attention_levels else nn.Identity()
-            )
+            self.up_attn.append(SelfAttention(c, config.num_heads) if i in config.attention_levels else nn.Identity())
         self.out_norm = nn.GroupNorm(_groups(chans[0]), chans[0])
         self.head = GeneGraphHead(
             chans[0],

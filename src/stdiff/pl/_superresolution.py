@@ -74,9 +74,7 @@ def superresolution(
 
     prov = (sdata.attrs or {}).get("stdiff", {}).get(key)
     if key not in sdata.images or prov is None:
-        raise KeyError(
-            f"No super-resolution result {key!r}; run sd.tl.superresolve(sdata, key_added={key!r})."
-        )
+        raise KeyError(f"No super-resolution result {key!r}; run sd.tl.superresolve(sdata, key_added={key!r}).")
     all_genes = list(prov["genes"])
     if genes is None:
         genes = all_genes[:4]
@@ -131,17 +129,11 @@ def superresolution(
             if name == "H&E":
                 ax.imshow(he_rgb, extent=extent, cmap=None if he_rgb.ndim == 3 else "gray")
             elif name.startswith("LR"):
-                im = ax.imshow(
-                    panels[0], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest"
-                )
+                im = ax.imshow(panels[0], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
             elif name.startswith("stdiff"):
-                im = ax.imshow(
-                    panels[1], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest"
-                )
+                im = ax.imshow(panels[1], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
             elif name == "truth":
-                im = ax.imshow(
-                    panels[2], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest"
-                )
+                im = ax.imshow(panels[2], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
             else:
                 if std is None:
                     ax.set_axis_off()

@@ -75,9 +75,7 @@ class Normalizer:
         index = {g: i for i, g in enumerate(self.genes)}
         missing = [g for g in genes if g not in index]
         if missing:
-            raise KeyError(
-                f"Genes {missing[:5]} are not in the normaliser (it knows {len(self.genes)} genes)."
-            )
+            raise KeyError(f"Genes {missing[:5]} are not in the normaliser (it knows {len(self.genes)} genes).")
         idx = np.array([index[g] for g in genes], dtype=int)
         return Normalizer(genes=list(genes), size=self.size[idx].copy(), scale=self.scale[idx].copy())
 
@@ -88,6 +86,4 @@ class Normalizer:
     @classmethod
     def from_dict(cls, d: dict) -> Normalizer:
         """Inverse of :meth:`to_dict`."""
-        return cls(
-            genes=list(d["genes"]), size=np.asarray(d["size"], float), scale=np.asarray(d["scale"], float)
-        )
+        return cls(genes=list(d["genes"]), size=np.asarray(d["size"], float), scale=np.asarray(d["scale"], float))

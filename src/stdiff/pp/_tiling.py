@@ -301,9 +301,7 @@ def _detect_source(
         return "points", next(iter(sdata.points))
     excluded = stdiff_outputs(sdata) | ({image_key} if image_key else set())
     gene_images = [
-        k
-        for k in sdata.images
-        if k not in excluded and not is_rgb(sdata[k]) and len(channel_names(sdata[k])) > 3
+        k for k in sdata.images if k not in excluded and not is_rgb(sdata[k]) and len(channel_names(sdata[k])) > 3
     ]
     if len(gene_images) == 1:
         return "image", gene_images[0]
@@ -328,9 +326,7 @@ def _read_points(sdata, key, cs, genes):
     pts = sdata.points[key]
     feature_key = pts.attrs.get("spatialdata_attrs", {}).get("feature_key")
     if feature_key is None:
-        raise ValueError(
-            f"Points {key!r} have no feature_key; parse them with PointsModel(feature_key='gene')."
-        )
+        raise ValueError(f"Points {key!r} have no feature_key; parse them with PointsModel(feature_key='gene').")
     df = pts[["x", "y", feature_key]].compute()
     names = df[feature_key].astype("category")
     genes = _check_genes(genes, list(names.cat.categories), f"points {key!r}")
@@ -376,9 +372,7 @@ def _read_gene_image(sdata, key, cs, genes, origin, hr_um, shape):
         src_r0, src_c0 = max(r0, 0), max(c0, 0)
         src_r1, src_c1 = min(r0 + H * k, data.shape[1]), min(c0 + W * k, data.shape[2])
         if src_r1 > src_r0 and src_c1 > src_c0:
-            out[:, src_r0 - r0 : src_r1 - r0, src_c0 - c0 : src_c1 - c0] = data[
-                :, src_r0:src_r1, src_c0:src_c1
-            ]
+            out[:, src_r0 - r0 : src_r1 - r0, src_c0 - c0 : src_c1 - c0] = data[:, src_r0:src_r1, src_c0:src_c1]
         return aggregate(out, k), genes
     logger.warning(
         "Gene image %r is not aligned with the HR grid (bin %.3g µm, HR %.3g µm): resampling densities "
@@ -438,9 +432,7 @@ def _spots_to_grid(xy, values, radius, origin, pixel_um, shape):
 
     H, W = shape
     jj, ii = np.meshgrid(np.arange(W), np.arange(H))
-    centres = np.stack(
-        [origin[0] + (jj.ravel() + 0.5) * pixel_um, origin[1] + (ii.ravel() + 0.5) * pixel_um], 1
-    )
+    centres = np.stack([origin[0] + (jj.ravel() + 0.5) * pixel_um, origin[1] + (ii.ravel() + 0.5) * pixel_um], 1)
     tree = cKDTree(xy.T)
     cutoff = 0.75 * pixel_um
     sigma = pixel_um / 4.0
@@ -740,12 +732,7 @@ def make_tiles(
             sections.append(rasterize(item, genes, name=f"section{i}", **rasterize_kwargs))
     ref = sections[0]
     for s in sections[1:]:
-        if (
-            s.genes != ref.genes
-            or s.factor != ref.factor
-            or s.he_scale != ref.he_scale
-            or s.lr_um != ref.lr_um
-        ):
+        if s.genes != ref.genes or s.factor != ref.factor or s.he_scale != ref.he_scale or s.lr_um != ref.lr_um:
             raise ValueError("All sections must share genes, lr_um, factor and he_scale.")
     if tile_lr < 1:
         raise ValueError(f"tile_lr must be ≥ 1, got {tile_lr}.")

@@ -70,6 +70,7 @@ def superresolve(
     n_samples: int | None = None,
     sampler: Literal["ddim", "ddpm"] | None = None,
     num_inference_steps: int | None = None,
+    mean_estimator: Literal["rao_blackwell", "samples"] | None = None,
     conserve_counts: bool = False,
     key_added: str = "stdiff",
     scale_factors: Sequence[int] | None = None,
@@ -117,6 +118,9 @@ def superresolve(
     n_samples, sampler, num_inference_steps
         Posterior samples per tile, ``"ddim"`` (fast, deterministic) or ``"ddpm"`` (1000 steps), and
         the sampler's steps; defaults from the model's config.
+    mean_estimator
+        How the posterior mean is estimated from the samples (see
+        :meth:`stdiff.models.DiffST.predict_section`); default from the model's config.
     conserve_counts
         Rescale each LR pixel's block of HR pixels so it sums back to the measured LR value.
     key_added
@@ -167,9 +171,7 @@ def superresolve(
         if genes is not None:
             missing = [g for g in genes if g not in model.genes]
             if missing:
-                raise KeyError(
-                    f"Genes {missing[:10]} are not in the model's panel ({len(model.genes)} genes)."
-                )
+                raise KeyError(f"Genes {missing[:10]} are not in the model's panel ({len(model.genes)} genes).")
         he_scale = model.config.he_scale
         panel = model.genes
     else:
@@ -209,6 +211,7 @@ def superresolve(
         n_samples=n_samples,
         sampler=sampler,
         num_inference_steps=num_inference_steps,
+        mean_estimator=mean_estimator,
         seed=seed,
         device=device,
         progress=progress,
@@ -236,10 +239,10 @@ def superresolve(
         "source_key": section.meta.get("source_key"),
         "sampler": used_sampler,
         "num_inference_steps": int(
-            num_inference_steps
-            or (cfg.num_inference_steps if used_sampler == "ddim" else cfg.num_train_timesteps)
+            num_inference_steps or (cfg.num_inference_steps if used_sampler == "ddim" else cfg.num_train_timesteps)
         ),
         "n_samples": int(n_samples or cfg.n_samples),
+        "mean_estimator": mean_estimator or cfg.mean_estimator,
         "seed": int(seed),
         "conserve_counts": bool(conserve_counts),
         "units": "counts per HR pixel",
@@ -293,9 +296,7 @@ def section_of(sdata: sd_mod.SpatialData, key: str = "stdiff") -> Section:
     prov = (sdata.attrs or {}).get("stdiff", {}).get(key)
     if prov is None:
         raise KeyError(f"No stdiff result {key!r} in sdata.attrs['stdiff']; run sd.tl.superresolve first.")
-    src = (
-        {"table_key": prov["source_key"]} if prov["source"] == "spots" else {"counts_key": prov["source_key"]}
-    )
+    src = {"table_key": prov["source_key"]} if prov["source"] == "spots" else {"counts_key": prov["source_key"]}
     return rasterize(
         sdata,
         prov["genes"],

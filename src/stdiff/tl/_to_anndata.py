@@ -47,9 +47,7 @@ def to_anndata(
     import pandas as pd
 
     if key not in sdata.images:
-        raise KeyError(
-            f"No image {key!r}; images are {list(sdata.images)}. Run sd.tl.superresolve(key_added=...)."
-        )
+        raise KeyError(f"No image {key!r}; images are {list(sdata.images)}. Run sd.tl.superresolve(key_added=...).")
     if int(bin_size) != bin_size or bin_size < 1:
         raise ValueError(f"bin_size must be a positive integer, got {bin_size!r}.")
     bin_size = int(bin_size)

@@ -21,9 +21,7 @@ def _config(config: DiffSTConfig | str) -> DiffSTConfig:
     if isinstance(config, str):
         return DiffSTConfig.preset(config)
     if not isinstance(config, DiffSTConfig):
-        raise TypeError(
-            f"config must be a preset name ('tiny', 'cpu', 'paper') or a DiffSTConfig, not {type(config)}."
-        )
+        raise TypeError(f"config must be a preset name ('tiny', 'cpu', 'paper') or a DiffSTConfig, not {type(config)}.")
     return config
 
 
