@@ -152,6 +152,13 @@ def test_too_few_spots_for_a_tile(sdata):
         make_tiles(sdata, counts_key="hr_counts", lr_um=100, factor=5, he_scale=1, tile_lr=20)
 
 
+def test_histology_resolution_in_um(sdata):
+    sec = rasterize(sdata, counts_key="hr_counts", lr_um=100, factor=5, he_um=2.5)
+    assert sec.he_scale == 8 and sec.he_um == 2.5 and sec.he.shape[-1] == 8 * 40
+    with pytest.raises(ValueError, match="whole number of times"):
+        rasterize(sdata, counts_key="hr_counts", lr_um=100, factor=5, he_um=3.0)
+
+
 def test_bad_factor(sdata):
     with pytest.raises(ValueError, match="factor"):
         rasterize(sdata, counts_key="hr_counts", factor=2.5)

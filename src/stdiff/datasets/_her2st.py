@@ -13,6 +13,7 @@ import pandas as pd
 from stdiff._utils import logger
 
 from ._registry import dataset_file, pyramid_scale_factors
+from ._spots import spots_sdata
 
 if TYPE_CHECKING:  # pragma: no cover
     from spatialdata import SpatialData
@@ -153,12 +154,8 @@ def her2st(section: str = "B4", *, data_dir: str | os.PathLike | None = None) ->
     ``spot_pitch_um`` and ``spot_diameter_um``. Only spots with ``selected == 1`` that are present in the
     counts file are kept.
     """
-    import anndata as ad
-    import geopandas as gpd
-    import scipy.sparse as sp
-    from spatialdata import SpatialData
-    from spatialdata.models import Image2DModel, ShapesModel, TableModel
-    from spatialdata.transformations import Identity, Scale
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Scale
 
     t0 = time.perf_counter()
     section = str(section)
@@ -215,38 +212,14 @@ def her2st(section: str = "B4", *, data_dir: str | os.PathLike | None = None) ->
         chunks=(3, 1024, 1024),
     )
 
-    # shapes
-    gdf = gpd.GeoDataFrame(
-        {"radius": np.full(len(keep), SPOT_DIAMETER_UM / 2)},
-        geometry=gpd.points_from_xy(centres_um[:, 0], centres_um[:, 1]),
-        index=pd.Index(keep.to_numpy(dtype=object), name=None),
-    )
-    shapes = ShapesModel.parse(gdf, transformations={"global": Identity()})
-
-    # table
-    genes = pd.Index(counts.columns.astype(str))
-    obs = pd.DataFrame(
-        {
-            "array_x": spots["x"].to_numpy(int),
-            "array_y": spots["y"].to_numpy(int),
-            "region": pd.Categorical(["spots"] * len(keep)),
-            "spot_id": keep.to_numpy(dtype=object),
-        },
-        index=pd.Index(keep.to_numpy(dtype=object)),
-    )
-    adata = ad.AnnData(
-        X=sp.csr_matrix(counts.to_numpy(dtype=np.int32)),
-        obs=obs,
-        var=pd.DataFrame(index=genes),
-    )
-    adata.var_names_make_unique()
-    adata.obsm["spatial"] = centres_um
-    table = TableModel.parse(adata, region="spots", region_key="region", instance_key="spot_id")
-
-    sdata = SpatialData(
-        images={"he": he},
-        shapes={"spots": shapes},
-        tables={"table": table},
+    sdata = spots_sdata(
+        he,
+        counts.to_numpy(dtype=np.int32),
+        pd.Index(counts.columns.astype(str)),
+        keep.to_numpy(dtype=object),
+        centres_um,
+        SPOT_DIAMETER_UM / 2,
+        obs={"array_x": spots["x"].to_numpy(int), "array_y": spots["y"].to_numpy(int)},
         attrs={
             "her2st": {
                 "section": section,
@@ -259,8 +232,8 @@ def her2st(section: str = "B4", *, data_dir: str | os.PathLike | None = None) ->
     logger.info(
         "her2st %s: %d spots x %d genes, H&E %dx%d px at %.4f um/px, loaded in %.1f s",
         section,
-        adata.n_obs,
-        adata.n_vars,
+        sdata.tables["table"].n_obs,
+        sdata.tables["table"].n_vars,
         w,
         h,
         um_per_px,

@@ -13,6 +13,7 @@ import pandas as pd
 from stdiff._utils import logger
 
 from ._registry import dataset_file, pyramid_scale_factors
+from ._spots import spots_sdata
 
 if TYPE_CHECKING:  # pragma: no cover
     from spatialdata import SpatialData
@@ -59,13 +60,9 @@ def visium_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None) -> Spa
     ``sdata.attrs["visium"]`` holds the 10x scale factors plus ``um_per_fullres_px`` (55 µm /
     ``spot_diameter_fullres``) and ``spot_diameter_um``.
     """
-    import anndata as ad
-    import geopandas as gpd
-    import scipy.sparse as sp
     from PIL import Image
-    from spatialdata import SpatialData
-    from spatialdata.models import Image2DModel, ShapesModel, TableModel
-    from spatialdata.transformations import Affine, Identity
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Affine
 
     t0 = time.perf_counter()
     expr_path = dataset_file(_FOLDER, "visium_DG_expr.txt.gz", data_dir=data_dir)
@@ -121,37 +118,18 @@ def visium_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None) -> Spa
         scale_factors=pyramid_scale_factors((h, w), max_factor=8),
     )
 
-    index = pd.Index(barcodes.to_numpy(dtype=object), name=None)
-    gdf = gpd.GeoDataFrame(
-        {"radius": np.full(len(index), VISIUM_SPOT_DIAMETER_UM / 2)},
-        geometry=gpd.points_from_xy(centres_um[:, 0], centres_um[:, 1]),
-        index=index,
-    )
-    shapes = ShapesModel.parse(gdf, transformations={"global": Identity()})
-
-    obs = pd.DataFrame(
-        {
+    sdata = spots_sdata(
+        he,
+        expr.to_numpy(dtype=np.int32).T,
+        pd.Index(expr.index.astype(str)),
+        barcodes.to_numpy(dtype=object),
+        centres_um,
+        VISIUM_SPOT_DIAMETER_UM / 2,
+        obs={
             "in_tissue": in_tissue.fillna(0).astype(int).to_numpy(),
             "pxl_col_fullres": col_fr,
             "pxl_row_fullres": row_fr,
-            "region": pd.Categorical(["spots"] * len(index)),
-            "spot_id": index.to_numpy(),
         },
-        index=index,
-    )
-    adata = ad.AnnData(
-        X=sp.csr_matrix(expr.to_numpy(dtype=np.int32).T),
-        obs=obs,
-        var=pd.DataFrame(index=pd.Index(expr.index.astype(str))),
-    )
-    adata.var_names_make_unique()
-    adata.obsm["spatial"] = centres_um
-    table = TableModel.parse(adata, region="spots", region_key="region", instance_key="spot_id")
-
-    sdata = SpatialData(
-        images={"he": he},
-        shapes={"spots": shapes},
-        tables={"table": table},
         attrs={
             "visium": {
                 **scalefactors,
@@ -163,8 +141,8 @@ def visium_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None) -> Spa
     )
     logger.info(
         "Visium mini: %d spots x %d genes, image %dx%d px, loaded in %.2f s",
-        adata.n_obs,
-        adata.n_vars,
+        sdata.tables["table"].n_obs,
+        sdata.tables["table"].n_vars,
         w,
         h,
         time.perf_counter() - t0,

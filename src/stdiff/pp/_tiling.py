@@ -474,6 +474,7 @@ def rasterize(
     lr_um: float = 100.0,
     factor: int = 10,
     he_scale: int = 4,
+    he_um: float | None = None,
     spots_as: Literal["lr", "hr"] = "lr",
     layer: str | None = None,
     min_counts: float = 1.0,
@@ -512,6 +513,8 @@ def rasterize(
         Integer super-resolution factor: HR pixel size is ``lr_um / factor``.
     he_scale
         Histology pixels per HR pixel (the image is resampled to ``lr_um / factor / he_scale`` µm/px).
+    he_um
+        Alternatively, the histology pixel size in µm; the HR pixel must be a whole multiple of it.
     spots_as
         Whether spots map to the LR grid (inference) or the HR grid (evaluation against spots).
     layer
@@ -530,6 +533,14 @@ def rasterize(
     factor = int(factor)
     if lr_um <= 0:
         raise ValueError(f"lr_um must be positive, got {lr_um!r}.")
+    if he_um is not None:
+        ratio = lr_um / factor / he_um
+        if he_um <= 0 or abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+            raise ValueError(
+                f"he_um={he_um!r} must divide the HR pixel ({lr_um / factor:g} µm) a whole number of times; "
+                f"e.g. he_um={lr_um / factor / max(1, round(ratio)):g}."
+            )
+        he_scale = int(round(ratio))
     if int(he_scale) != he_scale or he_scale < 1:
         raise ValueError(f"he_scale must be a positive integer, got {he_scale!r}.")
     he_scale = int(he_scale)
