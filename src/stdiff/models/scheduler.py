@@ -144,6 +144,20 @@ class DDPMScheduler:
     def _ab_scalar(self, t: int) -> float:
         return float(self.alphas_cumprod[t]) if t >= 0 else 1.0
 
+    def _begin_step(
+        self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor
+    ) -> tuple[int, torch.Tensor, torch.Tensor, float, float]:
+        """``(previous timestep, x̂_0, ε̂, ᾱ_t, ᾱ_prev)`` for a step from ``timestep``."""
+        t = int(timestep)
+        prev = self.previous_timestep(t)
+        tt = torch.full((sample.shape[0],), t, dtype=torch.long, device=sample.device)
+        x0, eps = self.predict_original(model_output, sample, tt)
+        return prev, x0, eps, self._ab_scalar(t), self._ab_scalar(prev)
+
+    @staticmethod
+    def _noise(sample: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.randn(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+
     # ------------------------------------------------------------------ sampling
     def step(
         self,
@@ -153,11 +167,7 @@ class DDPMScheduler:
         generator: torch.Generator | None = None,
     ) -> SchedulerOutput:
         """One ancestral DDPM step from ``timestep`` to the previous timestep of the schedule."""
-        t = int(timestep)
-        prev = self.previous_timestep(t)
-        tt = torch.full((sample.shape[0],), t, dtype=torch.long, device=sample.device)
-        x0, _ = self.predict_original(model_output, sample, tt)
-        ab_t, ab_prev = self._ab_scalar(t), self._ab_scalar(prev)
+        prev, x0, _, ab_t, ab_prev = self._begin_step(model_output, timestep, sample)
         beta_t = 1 - ab_t / ab_prev
         coef_x0 = math.sqrt(ab_prev) * beta_t / (1 - ab_t)
         coef_xt = math.sqrt(1 - beta_t) * (1 - ab_prev) / (1 - ab_t)
@@ -165,7 +175,7 @@ class DDPMScheduler:
         if prev < 0:
             return SchedulerOutput(prev_sample=x0, pred_original_sample=x0)
         var = (1 - ab_prev) / (1 - ab_t) * beta_t
-        noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+        noise = self._noise(sample, generator)
         return SchedulerOutput(prev_sample=mean + math.sqrt(max(var, 0.0)) * noise, pred_original_sample=x0)
 
     def config(self) -> dict:
@@ -198,19 +208,14 @@ class DDIMScheduler(DDPMScheduler):
         generator: torch.Generator | None = None,
     ) -> SchedulerOutput:
         """One DDIM step from ``timestep`` to the previous timestep of the schedule."""
-        t = int(timestep)
-        prev = self.previous_timestep(t)
-        tt = torch.full((sample.shape[0],), t, dtype=torch.long, device=sample.device)
-        x0, eps = self.predict_original(model_output, sample, tt)
+        prev, x0, eps, ab_t, ab_prev = self._begin_step(model_output, timestep, sample)
         if prev < 0:
             return SchedulerOutput(prev_sample=x0, pred_original_sample=x0)
-        ab_t, ab_prev = self._ab_scalar(t), self._ab_scalar(prev)
         sigma = self.eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
         direction = math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
         prev_sample = math.sqrt(ab_prev) * x0 + direction
         if sigma > 0:
-            noise = torch.randn(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-            prev_sample = prev_sample + sigma * noise
+            prev_sample = prev_sample + sigma * self._noise(sample, generator)
         return SchedulerOutput(prev_sample=prev_sample, pred_original_sample=x0)
 
     def config(self) -> dict:
