@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 ORDER = [
-    "bicubic", "nearest", "histology", "unet", "stdiff", "stdiff_1sample",
+    "bicubic", "nearest", "histology", "unet", "stdiff", "stdiff_1sample", "stdiff_ablation_n",
     "stdiff_no_modulation", "stdiff_no_cross_attention", "stdiff_no_gene_graph",
 ]  # fmt: skip
 STYLE = {
@@ -32,6 +32,7 @@ STYLE = {
     "unet": dict(color="tab:blue", marker="D"),
     "stdiff": dict(color="tab:red", marker="o"),
     "stdiff_1sample": dict(color="salmon", marker="o"),
+    "stdiff_ablation_n": dict(color="lightcoral", marker="."),
     "stdiff_no_modulation": dict(color="tab:purple", marker="v"),
     "stdiff_no_cross_attention": dict(color="tab:green", marker="v"),
     "stdiff_no_gene_graph": dict(color="tab:orange", marker="v"),

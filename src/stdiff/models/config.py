@@ -75,7 +75,7 @@ class DiffSTConfig:
     prediction_type: str = "v_prediction"
     min_snr_gamma: float | None = 5.0
     # training
-    steps: int = 400
+    steps: int = 300
     batch_size: int = 8
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
@@ -85,7 +85,7 @@ class DiffSTConfig:
     # sampling
     sampler: str = "ddim"
     num_inference_steps: int = 5
-    n_samples: int = 4
+    n_samples: int = 2
     mean_estimator: str = "rao_blackwell"
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -449,7 +449,7 @@ class DiffST:
         if len(pos) == 0:
             raise ValueError(f"Section {section.name!r} has no tissue on its LR grid (nothing to super-resolve).")
         windows = [prep.window(r, c, t) for r, c in pos]
-        samples = self.sample_tiles(
+        samples, first = self.sample_tiles(
             windows,
             n_samples=n_samples,
             sampler=sampler,
@@ -458,7 +458,9 @@ class DiffST:
             device=device,
             batch_size=batch_size,
             progress=progress,
+            return_first=True,
         )
+        means_z = (first if mean_estimator == "rao_blackwell" else samples).mean(axis=1)
         f = self.factor
         T = t * f
         win = np.outer(_hann(T), _hann(T)).astype(np.float32)
