@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 ORDER = [
-    "bicubic", "nearest", "histology", "unet", "stdiff", "stdiff_1sample", "stdiff_ablation_n",
+    "bicubic", "nearest", "histology", "unet", "stdiff", "stdiff_sample_mean", "stdiff_1sample", "stdiff_ablation_n",
     "stdiff_no_modulation", "stdiff_no_cross_attention", "stdiff_no_gene_graph",
 ]  # fmt: skip
 STYLE = {
@@ -31,6 +31,7 @@ STYLE = {
     "histology": dict(color="tab:brown", marker="^"),
     "unet": dict(color="tab:blue", marker="D"),
     "stdiff": dict(color="tab:red", marker="o"),
+    "stdiff_sample_mean": dict(color="darkred", marker="x"),
     "stdiff_1sample": dict(color="salmon", marker="o"),
     "stdiff_ablation_n": dict(color="lightcoral", marker="."),
     "stdiff_no_modulation": dict(color="tab:purple", marker="v"),
@@ -47,7 +48,7 @@ def _pcc(run, name):
 def plot_pcc(res: dict, path: Path) -> None:
     """Per-gene PCC of every method (genes sorted by bicubic PCC); one panel per run."""
     runs = res["runs"]
-    fig, axes = plt.subplots(len(runs), 1, figsize=(max(8, 0.17 * len(runs[0]["genes"]) + 3), 3.6 * len(runs)),
+    fig, axes = plt.subplots(len(runs), 1, figsize=(max(9, 0.17 * len(runs[0]["genes"]) + 5), 3.6 * len(runs)),
                              squeeze=False)  # fmt: skip
     for ax, run in zip(axes[:, 0], runs):
         names = [n for n in ORDER if n in run["methods"]]
@@ -66,7 +67,7 @@ def plot_pcc(res: dict, path: Path) -> None:
         ax.set_title(f"{res['dataset']} ×{run['factor']}: LR {run['lr_um']:g} µm → HR {run['hr_um']:g} µm "
                      f"({res['profile']} profile)", fontsize=10)  # fmt: skip
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=3, loc="lower right", title="method (mean PCC)", title_fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method (mean PCC)", title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -82,12 +83,17 @@ def plot_steps(res: dict, path: Path) -> bool:
         sp = [s for s in run["speed"] if s["phase"] == "sample_tiles"]
         ddim = sorted((s for s in sp if s["sampler"] == "ddim"), key=lambda s: s["steps"])
         ddpm = [s for s in sp if s["sampler"] == "ddpm"]
-        ax.plot([s["steps"] for s in ddim], [s["pcc_mean"] for s in ddim], "o-", color="tab:red", label="DDIM PCC")
+        ax.plot([s["steps"] for s in ddim], [s["pcc_mean"] for s in ddim], "o-", color="tab:red",
+                label="DDIM, 1 finished sample")  # fmt: skip
         for s in ddpm:
-            ax.plot([s["steps"]], [s["pcc_mean"]], "*", ms=12, color="tab:red", label=f"DDPM-{s['steps']} PCC")
-        if "bicubic" in run["methods"] and ddim:
-            ax.axhline(run["methods"]["bicubic"]["mean"]["pcc"], color="0.5", ls=":", lw=1,
-                       label="bicubic (whole test region)")  # fmt: skip
+            ax.plot([s["steps"]], [s["pcc_mean"]], "*", ms=12, color="tab:red", label=f"DDPM-{s['steps']}, 1 sample")
+        first = [s for s in ddim + ddpm if s.get("first_step_pcc_mean") is not None]
+        if first:
+            ax.plot([s["steps"] for s in first], [s["first_step_pcc_mean"] for s in first], "^:", color="darkred",
+                    label="first-step E[x0] (stdiff's mean estimate)")  # fmt: skip
+        bic = [s["bicubic_pcc_mean"] for s in sp if s.get("bicubic_pcc_mean") is not None]
+        if bic:
+            ax.axhline(bic[0], color="0.4", ls="--", lw=1, label="bicubic (same tiles)")
         ax.set_xscale("log")
         ax.set_xlabel("sampler steps")
         ax.set_ylabel(f"mean PCC ({sp[0]['tiles']} test tiles, 1 sample)")
@@ -99,7 +105,7 @@ def plot_steps(res: dict, path: Path) -> bool:
         ax.set_title(f"{res['dataset']} ×{run['factor']}", fontsize=10)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower center")
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=130)

@@ -23,7 +23,6 @@ sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("STDIFF_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 
 
-
 def _copy_tutorials() -> None:
     """Mirror ``tutorials/*.ipynb`` (committed with outputs) into ``docs/generated/tutorials``.
 
@@ -124,7 +123,6 @@ myst_url_schemes = ("http", "https", "mailto")
 nb_execution_mode = "off"
 nb_merge_streams = True
 nb_output_stderr = "show"
-nb_mime_priority_overrides = [("html", "text/plain", 0)]
 
 # -- HTML --------------------------------------------------------------------------------------------
 html_theme = "sphinx_book_theme"
@@ -148,7 +146,6 @@ suppress_warnings = [
     "myst.header",  # notebooks start with a level-1 title, then may skip levels in markdown cells
     "config.cache",  # sphinx-book-theme stores non-picklable config values
 ]
-
 
 
 # -- Prose "Returns" sections ------------------------------------------------------------------------

@@ -77,6 +77,25 @@ def test_summarize_drops_nan_genes():
     assert s["n_nan"] == {"pcc": 1, "rmse": 0, "ssim": 1}
 
 
+def test_evaluate_sections_pools_test_sections():
+    from stdiff.benchmark._harness import evaluate_sections
+
+    a, b = np.abs(_maps(6, g=2, h=10, w=12)), np.abs(_maps(7, g=2, h=9, w=9))
+    ma, mb = np.ones((10, 12), bool), np.ones((9, 9), bool)
+    mb[:, :2] = False
+    res = evaluate_sections([a, b], [a, b], [ma, mb], ["x", "y"])
+    for g in ("x", "y"):
+        assert res[g]["pcc"] == pytest.approx(1.0)
+        assert res[g]["rmse"] == pytest.approx(0.0)
+        assert res[g]["ssim"] == pytest.approx(1.0)
+    # PCC pools the tissue pixels of both sections
+    pred = [a, b * 0 + 1.0]
+    r = evaluate_sections(pred, [a, b], [ma, mb], ["x", "y"])["x"]["pcc"]
+    flat_p = np.concatenate([a[0][ma], np.ones(mb.sum())])
+    flat_t = np.concatenate([a[0][ma], b[0][mb]])
+    assert r == pytest.approx(np.corrcoef(flat_p, flat_t)[0, 1])
+
+
 # ------------------------------------------------------------------ baselines
 
 
@@ -139,8 +158,9 @@ def test_harness_tiny_end_to_end(tmp_path):
     samplers = {(s["sampler"], s["steps"]) for s in res["speed"] if s["phase"] == "sample_tiles"}
     assert ("ddpm", 20) in samplers and ("ddim", 4) in samplers
     assert any(s["phase"] == "train" and s["s_per_step"] > 0 for s in res["speed"])
-    # all runs share one normalised scale: bicubic equals stdiff's starting point on the same pixels
+    # the top level mirrors the first run (the primary factor)
     assert res["runs"][0]["methods"]["bicubic"]["per_gene"] == res["methods"]["bicubic"]["per_gene"]
+    assert res["runs"][0]["target"]["target"] is not None
 
 
 def test_cli_rejects_sections_for_synthetic(tmp_path):

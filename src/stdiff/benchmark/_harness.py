@@ -599,6 +599,7 @@ def run_split(
         windows, area = _speed_windows(model, split.test, normalizer, int(settings["speed_tiles"]))
         if not windows:
             return
+        bicubic_tiles = _pcc_windows(np.stack([w["base"] for w in windows]), windows)
         runs = [("ddim", s) for s in settings["speed_steps"]]
         if settings.get("ddpm_steps"):
             runs.append(("ddpm", int(settings["ddpm_steps"])))
@@ -620,6 +621,7 @@ def run_split(
             if first is not None:
                 fp = _pcc_windows(first[:, 0], windows)
                 entry["first_step_pcc_mean"], entry["first_step_pcc_median"] = fp["pcc_mean"], fp["pcc_median"]
+            entry["bicubic_pcc_mean"] = bicubic_tiles["pcc_mean"]
             result["speed"].append(entry)
             logger.info("speed %s-%d on %d tiles: %.1fs, PCC %.3f", sampler, k, len(windows), dt, entry["pcc_mean"])
             if on_update is not None:
@@ -961,6 +963,7 @@ def run_benchmark(
         last.update(doc)
 
     t0 = time.perf_counter()
+    n_threads = torch.get_num_threads()
     if dataset == "synthetic":
         splits = load_synthetic(settings, factors, n_genes, seed)
     elif dataset == "her2st":
@@ -968,6 +971,11 @@ def run_benchmark(
     else:
         splits = load_merfish(settings, factors, n_genes, None if data_dir is None else str(data_dir))
     res["load_s"] = time.perf_counter() - t0
+    # scanpy's highly_variable_genes (numba's OpenMP layer) resets the OpenMP thread count that torch
+    # shares (torch.get_num_threads() 1 → cpu count); restore it so every method runs as configured.
+    if torch.get_num_threads() != n_threads:
+        logger.info("Restoring torch threads %d → %d after loading.", torch.get_num_threads(), n_threads)
+        torch.set_num_threads(n_threads)
     if validate:
         splits = [validation_split(sp) for sp in splits]
         res["validation"] = True
