@@ -194,10 +194,12 @@ def test_self_supervised_coarsening(synthetic_small):
 
 def test_posterior_mean_estimators(tiny_model, synthetic_small):
     sec = _section(synthetic_small)
-    rb = tiny_model.predict_section(sec, n_samples=3, num_inference_steps=3, seed=0, progress=False,
-                                    return_samples=True)
-    smp = tiny_model.predict_section(sec, n_samples=3, num_inference_steps=3, seed=0, progress=False,
-                                     mean_estimator="samples")
+    rb = tiny_model.predict_section(
+        sec, n_samples=3, num_inference_steps=3, seed=0, progress=False, return_samples=True
+    )
+    smp = tiny_model.predict_section(
+        sec, n_samples=3, num_inference_steps=3, seed=0, progress=False, mean_estimator="samples"
+    )
     # the written mean is the normalised-space mean mapped back to counts
     np.testing.assert_allclose(tiny_model.normalizer.transform(rb["mean"]), rb["z_mean"], atol=1e-4)
     # "samples" averages the finished samples; Rao-Blackwell uses the first-step predictions instead
