@@ -92,8 +92,9 @@ napoleon_numpy_docstring = True
 napoleon_include_init_with_doc = False
 napoleon_use_rtype = True
 napoleon_use_param = True
-# dataclass fields are documented in "Attributes" sections: render them as fields of the class, not as
-# separate attribute directives (which would duplicate the ones autodoc finds on the class).
+# Dataclass fields are documented in "Attributes" sections, several names per entry
+# ("base_channels, channel_mults, ..."): render them as a field list like parameters, not as separate
+# attribute directives (which would duplicate the ones autodoc finds on the class).
 napoleon_use_ivar = True
 napoleon_custom_sections = [("Params", "Parameters"), ("Attributes", "params_style")]
 

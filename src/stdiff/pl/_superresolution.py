@@ -106,7 +106,8 @@ def superresolution(
     )
     he_rgb = np.moveaxis(he[:3], 0, -1) if he.shape[0] >= 3 else he[0]
 
-    columns = ["H&E", f"LR ({section.lr_um:g} µm)", f"stdiff mean ({section.hr_um:g} µm)", "uncertainty (sd)"]
+    img_label = "H&E" if he.shape[0] == 3 else f"image ({section.image_key})"
+    columns = [img_label, f"LR ({section.lr_um:g} µm)", f"stdiff mean ({section.hr_um:g} µm)", "uncertainty (sd)"]
     if show_truth and truth is not None:
         columns.append("truth")
     tf = np.log1p if log1p else (lambda a: a)
@@ -126,7 +127,7 @@ def superresolution(
         vmax = vmax if vmax > 0 else 1.0
         for col, name in enumerate(columns):
             ax = axes[row, col]
-            if name == "H&E":
+            if col == 0:
                 ax.imshow(he_rgb, extent=extent, cmap=None if he_rgb.ndim == 3 else "gray")
             elif name.startswith("LR"):
                 im = ax.imshow(panels[0], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
