@@ -23,6 +23,14 @@ def data_root() -> Path:
     return (REPO_ROOT / ".." / "shared" / "data").resolve()
 
 
+@pytest.fixture(scope="session", name="data_root")
+def data_root_fixture() -> Path:
+    root = data_root()
+    if not root.is_dir():
+        pytest.skip(f"data root {root} not found: set STDIFF_DATA_DIR to the shared data folder")
+    return root
+
+
 @pytest.fixture(scope="session")
 def her2st_dir() -> Path:
     path = data_root() / "her2st_ST_breast_HE"

@@ -8,7 +8,6 @@ the dataset folder is absent.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,22 +24,7 @@ HER2ST_N_SPOTS = {"B4": 283, "C2": 187, "C3": 180, "C4": 184, "C5": 181}
 HER2ST_N_GENES = {"B4": 15289, "C5": 15721}
 
 
-def _data_root() -> Path:
-    env = os.environ.get("STDIFF_DATA_DIR")
-    if env:
-        p = Path(env).expanduser()
-        if not p.is_absolute() and not p.exists():
-            p = REPO_ROOT / p
-        return p.resolve()
-    return (REPO_ROOT / ".." / "shared" / "data").resolve()
-
-
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    root = _data_root()
-    if not root.is_dir():
-        pytest.skip(f"data root {root} not found: set STDIFF_DATA_DIR to the shared data folder")
-    return root
+# ``data_root`` (the shared data folder, skipping when absent) comes from conftest.py.
 
 
 def _require(root: Path, folder: str) -> Path:

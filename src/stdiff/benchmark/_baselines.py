@@ -144,6 +144,35 @@ def _ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
             be.copy_(bn)
 
 
+def _fit(model, sections: Sequence[Section], *, steps: int, seed: tuple[int, int], device, loss_fn):
+    """Shared training loop of the baselines: Diff-ST's tile sampler, AdamW, clipping and EMA.
+
+    ``loss_fn(net, batch, step, total)`` returns ``(loss, extra)``; ``loss + extra`` is minimised and
+    ``loss`` is logged in ``model.history``. Sets ``train_s`` / ``train_cpu_s`` and returns ``model``.
+    """
+    cfg = model.config
+    data = _Windows(sections, model.normalizer, cfg.tile_lr, cfg.min_tissue)
+    rng = np.random.default_rng(list(seed))
+    net, ema = model.net.to(device).train(), model.ema.to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    total = int(steps)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for step in range(total):
+        b = data.batch(rng, cfg.batch_size, cfg.augment, device)
+        loss, extra = loss_fn(net, b, step, total)
+        opt.zero_grad(set_to_none=True)
+        (loss + extra).backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        _ema_update(ema, net, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        model.history.append(float(loss.detach()))
+    model.train_s = time.perf_counter() - t0
+    model.train_cpu_s = time.process_time() - c0
+    model.net.cpu().eval()
+    model.ema.cpu().eval()
+    return model
+
+
 # ----------------------------------------------------------------------------------------------
 # histology-only regression (iStar-like)
 # ----------------------------------------------------------------------------------------------
@@ -204,33 +233,17 @@ class HistologyRegressor:
 
     def train(self, sections: Sequence[Section], *, steps: int, seed: int = 0, device="cpu") -> HistologyRegressor:
         """Fit so that the predicted counts aggregated over each LR pixel match the LR map."""
-        cfg = self.config
-        data = _Windows(sections, self.normalizer, cfg.tile_lr, cfg.min_tissue)
-        rng = np.random.default_rng([seed, 1])
-        net, ema = self.net.to(device).train(), self.ema.to(device)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         f = sections[0].factor
-        t0, c0 = time.perf_counter(), time.process_time()
-        for step in range(int(steps)):
-            b = data.batch(rng, cfg.batch_size, cfg.augment, device)
+
+        def loss_fn(net, b, step, total):
             T = b["mask"].shape[-1]
             rel = net(b["he"].float() / 255.0, (T, T)) * b["mask"]
             # counts relative to the gene mean, summed over each LR pixel, per HR pixel of it
-            rel_lr = F.avg_pool2d(rel, f)
-            z_pred = self._z(rel_lr)
+            z_pred = self._z(F.avg_pool2d(rel, f))
             m = b["mask_lr"]
-            loss = (((z_pred - b["z_lr"]) ** 2) * m).sum() / (m.sum().clamp(min=1) * z_pred.shape[1])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            _ema_update(ema, net, min(cfg.ema_decay, (1 + step) / (10 + step)))
-            self.history.append(float(loss.detach()))
-        self.train_s = time.perf_counter() - t0
-        self.train_cpu_s = time.process_time() - c0
-        self.net.cpu().eval()
-        self.ema.cpu().eval()
-        return self
+            return (((z_pred - b["z_lr"]) ** 2) * m).sum() / (m.sum().clamp(min=1) * z_pred.shape[1]), 0.0
+
+        return _fit(self, sections, steps=steps, seed=(seed, 1), device=device, loss_fn=loss_fn)
 
     def predict(self, section: Section, *, device="cpu") -> np.ndarray:
         """Normalised HR map ``(G, H, W)`` from the histology alone."""
@@ -280,29 +293,15 @@ class RegressionUNet:
     def train(self, sections: Sequence[Section], *, steps: int, seed: int = 0, device="cpu") -> RegressionUNet:
         """MSE on ``(z_hr − bicubic) / residual_scale`` with Diff-ST's tile sampler, weights and optimiser."""
         cfg = self.config
-        data = _Windows(sections, self.normalizer, cfg.tile_lr, cfg.min_tissue)
-        rng = np.random.default_rng([seed, 2])
-        net, ema = self.net.to(device).train(), self.ema.to(device)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        total = int(steps)
-        t0, c0 = time.perf_counter(), time.process_time()
-        for step in range(total):
-            b = data.batch(rng, cfg.batch_size, cfg.augment, device)
+
+        def loss_fn(net, b, step, total):
             target = (b["z_hr"] - b["base"]) / self.residual_scale
             out, dloss = self._forward(net, b, cfg.admitted_fraction(step / max(total, 1)))
             weight = b["mask"].float() + 0.05
             loss = (((out - target) ** 2) * weight).sum() / (weight.sum() * out.shape[1])
-            opt.zero_grad(set_to_none=True)
-            (loss + cfg.disentangle_weight * dloss).backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            _ema_update(ema, net, min(cfg.ema_decay, (1 + step) / (10 + step)))
-            self.history.append(float(loss.detach()))
-        self.train_s = time.perf_counter() - t0
-        self.train_cpu_s = time.process_time() - c0
-        self.net.cpu().eval()
-        self.ema.cpu().eval()
-        return self
+            return loss, cfg.disentangle_weight * dloss
+
+        return _fit(self, sections, steps=steps, seed=(seed, 2), device=device, loss_fn=loss_fn)
 
     def predict(self, section: Section, *, device="cpu") -> np.ndarray:
         """Normalised HR map ``(G, H, W)``: bicubic + the regressed residual (clamped at 0)."""
