@@ -78,7 +78,7 @@ def demo(
     f = factor
     pred_test = pred[:, :, split * f :]
     truth_z = norm.transform(test_sec.hr)
-    mask = test_sec.mask_hr
+    mask = test_sec.truth_mask
     bicubic = upsample_lr(norm.transform(test_sec.lr, factor=f), f).numpy()
     genes = model.genes
     results = {

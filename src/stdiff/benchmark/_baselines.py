@@ -297,7 +297,7 @@ class RegressionUNet:
         def loss_fn(net, b, step, total):
             target = (b["z_hr"] - b["base"]) / self.residual_scale
             out, dloss = self._forward(net, b, cfg.admitted_fraction(step / max(total, 1)))
-            weight = b["mask"].float() + 0.05
+            weight = b["mask_truth"].float() + 0.05
             loss = (((out - target) ** 2) * weight).sum() / (weight.sum() * out.shape[1])
             return loss, cfg.disentangle_weight * dloss
 

@@ -288,7 +288,7 @@ def load_merfish(settings: dict[str, Any], factors: Sequence[int], n_genes: int,
         # top-N genes by variance of the normalised training bins (log1p of counts / gene mean)
         from ..pp import fit_normalizer
 
-        z = fit_normalizer([train]).transform(train.hr)[:, train.mask_hr]
+        z = fit_normalizer([train]).transform(train.hr)[:, train.truth_mask]
         var = z.var(axis=1)
         order = np.argsort(-var, kind="stable")[: int(n_genes)]
         genes = [train.genes[i] for i in sorted(order, key=lambda i: -var[i])]
@@ -470,7 +470,7 @@ def run_split(
     cfg = DiffSTConfig.preset(settings["preset"], he_scale=split.he_scale, **settings.get("overrides", {}))
     normalizer = fit_normalizer(split.train)
     truths = [normalizer.transform(s.hr) for s in split.test]
-    masks = [s.mask_hr.astype(bool) for s in split.test]
+    masks = [s.truth_mask.astype(bool) for s in split.test]
     genes = split.genes
     n_samples = int(settings["n_samples"])
     ddim = int(settings["ddim_steps"])

@@ -55,6 +55,7 @@ class _Prepared:
         self.base = upsample_lr(self.z_lr, section.factor).numpy()
         self.z_hr = norm.transform(section.hr) if (with_truth and section.hr is not None) else None
         self.mask_hr = section.mask_hr.astype(np.float32)
+        self.mask_truth = section.truth_mask.astype(np.float32)
         self.lr_up = self.base * self.mask_hr[None]
         he = section.he
         self.he = he if he.dtype == np.uint8 else np.clip(he, 0, 255).astype(np.uint8)
@@ -71,6 +72,7 @@ class _Prepared:
         }
         if self.z_hr is not None:
             out["z_hr"] = self.z_hr[:, r * f : r * f + T, c * f : c * f + T]
+            out["mask_truth"] = self.mask_truth[None, r * f : r * f + T, c * f : c * f + T]
         return out
 
 
@@ -165,12 +167,12 @@ class DiffST:
                 )
         normalizer = data.normalizer if isinstance(data, Tiles) else fit_normalizer(sections)
         prepared = [_Prepared(s, normalizer, with_truth=True) for s in sections]
-        expr = np.concatenate([p.z_hr[:, p.mask_hr > 0] for p in prepared], axis=1)
+        expr = np.concatenate([p.z_hr[:, p.mask_truth > 0] for p in prepared], axis=1)
         if expr.shape[1] > 200_000:
             idx = np.random.default_rng(0).choice(expr.shape[1], 200_000, replace=False)
             expr = expr[:, idx]
         graph = coexpression_graph(expr, sections[0].genes, threshold=config.graph_threshold, top_k=config.graph_top_k)
-        resid = np.concatenate([(p.z_hr - p.base)[:, p.mask_hr > 0].ravel() for p in prepared])
+        resid = np.concatenate([(p.z_hr - p.base)[:, p.mask_truth > 0].ravel() for p in prepared])
         residual_scale = float(max(resid.std(), 1e-3))
         model = cls(
             sections[0].genes,
@@ -298,8 +300,9 @@ class DiffST:
             fraction = cfg.admitted_fraction(self.step / max(total, 1))
             out, dloss = net(xt, tt, batch["lr_up"], mask, he, fraction)
             target = sched.training_target(x0, noise, tt)
-            weight = (mask + 0.05) * sched.loss_weight(tt, cfg.min_snr_gamma).view(-1, 1, 1, 1)
-            loss = (((out - target) ** 2) * weight).sum() / ((mask + 0.05).sum() * out.shape[1])
+            truth = batch["mask_truth"].float()
+            weight = (truth + 0.05) * sched.loss_weight(tt, cfg.min_snr_gamma).view(-1, 1, 1, 1)
+            loss = (((out - target) ** 2) * weight).sum() / ((truth + 0.05).sum() * out.shape[1])
             total_loss = loss + cfg.disentangle_weight * dloss
             opt.zero_grad(set_to_none=True)
             total_loss.backward()
@@ -622,4 +625,5 @@ def _pad_section(section: Section, ph: int, pw: int) -> Section:
         he=np.pad(section.he, ((0, 0), (0, ph * s), (0, pw * s)), constant_values=fill),
         mask_lr=np.pad(section.mask_lr, ((0, ph), (0, pw))),
         mask_hr=np.pad(section.mask_hr, ((0, ph * f), (0, pw * f))),
+        mask_truth=None if section.mask_truth is None else np.pad(section.mask_truth, ((0, ph * f), (0, pw * f))),
     )

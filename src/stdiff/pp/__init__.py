@@ -1,5 +1,6 @@
 """Preprocessing: rasterise SpatialData onto LR / HR / histology grids and cut paired tiles."""
 
+from ._lr_maps import lr_per_tissue_pixel
 from ._normalize import Normalizer
 from ._tiling import Section, Tiles, aggregate, fit_normalizer, make_tiles, rasterize, tile_positions
 
@@ -9,6 +10,7 @@ __all__ = [
     "Tiles",
     "aggregate",
     "fit_normalizer",
+    "lr_per_tissue_pixel",
     "make_tiles",
     "rasterize",
     "tile_positions",

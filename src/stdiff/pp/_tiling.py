@@ -62,7 +62,8 @@ class Section:
     he
         ``(C, h·factor·he_scale, w·factor·he_scale)`` histology image (uint8 for RGB).
     mask_lr, mask_hr
-        Tissue masks on the LR and HR grids.
+        Tissue masks on the LR and HR grids, derived only from what exists at inference (the LR
+        map and the histology); they are the model's input mask.
     origin
         ``(x, y)`` of the grids' top-left corner in ``coordinate_system``.
     lr_um, factor, he_scale
@@ -71,6 +72,9 @@ class Section:
     coordinate_system, image_key, source
         Where the section came from: ``source`` is how the expression was read ("points",
         "image" or "spots") and ``lr_from`` whether LR was aggregated from HR or mapped from spots.
+    mask_truth
+        HR pixels where the truth is measured (for the training loss and for scoring only; never an
+        input). ``None`` means ``mask_hr``; see :attr:`truth_mask`.
     """
 
     genes: list[str]
@@ -89,6 +93,12 @@ class Section:
     lr_from: str = "aggregate"
     name: str = "section"
     meta: dict[str, Any] = field(default_factory=dict)
+    mask_truth: np.ndarray | None = None
+
+    @property
+    def truth_mask(self) -> np.ndarray:
+        """HR pixels where the truth is measured (``mask_truth``, or ``mask_hr`` when not set)."""
+        return self.mask_hr if self.mask_truth is None else self.mask_truth
 
     @property
     def hr_um(self) -> float:
@@ -121,6 +131,7 @@ class Section:
             he=self.he[:, r0 * s : r1 * s, c0 * s : c1 * s].copy(),
             mask_lr=self.mask_lr[r0:r1, c0:c1].copy(),
             mask_hr=self.mask_hr[r0 * f : r1 * f, c0 * f : c1 * f].copy(),
+            mask_truth=None if self.mask_truth is None else self.mask_truth[r0 * f : r1 * f, c0 * f : c1 * f].copy(),
             origin=(self.origin[0] + c0 * self.lr_um, self.origin[1] + r0 * self.lr_um),
             name=name or f"{self.name}[{r0}:{r1},{c0}:{c1}]",
             meta=dict(self.meta),
@@ -623,18 +634,25 @@ def rasterize(
         he = np.clip((he - lo_q) / np.maximum(hi_q - lo_q, 1e-12) * 255, 0, 255).astype(np.uint8)
 
     # --- tissue masks
+    # The input mask (mask_hr) uses only what exists at inference: the LR tissue pixels refined by
+    # the histology's tissue. Where the truth is measured (mask_truth) is for the loss and scoring.
+    mask_truth = None
     if kind == "spots" and spots_as == "lr":
         mask_lr = spot_mask_lr
-        mask_hr = np.kron(mask_lr, np.ones((factor, factor), dtype=bool))
     elif kind == "spots":
-        mask_hr = spot_mask_hr
-        mask_lr = aggregate(mask_hr.astype(np.int32), factor) > 0
+        mask_truth = spot_mask_hr
+        mask_lr = aggregate(spot_mask_hr.astype(np.int32), factor) > 0
     else:
         mask_lr = lr.sum(0) >= min_counts
-        mask_hr = np.kron(mask_lr, np.ones((factor, factor), dtype=bool))
-        tissue = _he_tissue(he, he_scale)
-        if tissue is not None:
-            mask_hr &= tissue | (hr.sum(0) > 0)
+    mask_hr = np.kron(mask_lr, np.ones((factor, factor), dtype=bool))
+    tissue = _he_tissue(he, he_scale)
+    if kind in ("points", "image"):
+        mask_truth = mask_hr & (tissue | (hr.sum(0) > 0)) if tissue is not None else mask_hr.copy()
+    if tissue is not None:
+        refined = mask_hr & tissue
+        # keep an LR pixel's whole block when the histology finds no tissue in it (faint staining)
+        empty = np.kron(aggregate(refined.astype(np.int32), factor) == 0, np.ones((factor, factor), dtype=bool))
+        mask_hr = refined | (mask_hr & empty)
     logger.info(
         "Rasterised %s: %d genes, LR %d×%d at %.4g µm, HR ×%d, histology %.4g µm/px, %d tissue LR pixels.",
         name,
@@ -663,6 +681,7 @@ def rasterize(
         lr_from=lr_from,
         name=name,
         meta={"source_key": key},
+        mask_truth=mask_truth,
     )
 
 
@@ -775,7 +794,7 @@ def fit_normalizer(sections: Sequence[Section]) -> Normalizer:
     for s in sections:
         if s.hr is not None:
             values.append(s.hr.reshape(len(s.genes), -1))
-            masks.append(s.mask_hr.reshape(-1))
+            masks.append(s.truth_mask.reshape(-1))
         else:
             values.append((s.lr / s.factor**2).reshape(len(s.genes), -1))
             masks.append(s.mask_lr.reshape(-1))
