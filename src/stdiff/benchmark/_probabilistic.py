@@ -10,7 +10,8 @@ other samples (blending independent tiles would shrink the spread).
   distribution the samples come from. A point forecast (``n = 1``) gets its absolute error, so
   deterministic methods sit in the same column with CRPS = MAE.
 - **Coverage** (:func:`coverage`) of the central 50% and 90% prediction intervals. With at least
-  :data:`MIN_EMPIRICAL` samples the interval is given by the empirical quantiles of the samples;
+  :data:`MIN_EMPIRICAL` samples the interval is given by the empirical quantiles of the samples
+  (Weibull plotting positions, so that a new draw falls inside with the nominal probability);
   with fewer it is the Gaussian prediction interval ``mean ± t_{n−1, q} · sd · √(1 + 1/n)`` (``sd``
   with ``ddof = 1``), which is exact for a Gaussian ensemble of any size ``n ≥ 2``.
 - **Spread-skill** (:func:`spread_skill`): ``rms(sd) · √((n + 1) / n) / RMSE(ensemble mean)`` with
@@ -85,7 +86,9 @@ def interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray,
         raise ValueError("An interval needs at least 2 samples.")
     a = (1.0 - float(level)) / 2.0
     if n >= MIN_EMPIRICAL:
-        lo, hi = np.quantile(x, [a, 1.0 - a], axis=0)
+        # Weibull plotting positions (rank p·(n+1)): a new draw from the same distribution falls between
+        # them with probability 1 − 2a exactly (the default linear positions under-cover by ~2/(n+1))
+        lo, hi = np.quantile(x, [a, 1.0 - a], axis=0, method="weibull")
         return lo, hi, "empirical"
     mean, sd = x.mean(0), x.std(0, ddof=1)
     half = student_t.ppf(1.0 - a, df=n - 1) * sd * math.sqrt(1.0 + 1.0 / n)

@@ -21,7 +21,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "seeds": [0],
         "he_scale": 2,
         "datasets": {
-            "synthetic": {"size_um": 600.0, "genes": 8, "factors": [10], "he_um": 5.0},
+            "synthetic": {"size_um": 1200.0, "genes": 8, "factors": [5], "he_um": 5.0},
             "her2st": {"genes": 8, "factors": [2], "he_um": 25.0},
             "merfish": {"genes": 8, "factors": [5], "he_um": 5.0},
         },
@@ -41,8 +41,13 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "gpu": {
         "preset": "paper",
-        "budget": {"max_steps": 50_000, "eval_every": 500, "patience": 10, "max_time_s": 3600.0,
-                   "fallback_steps": 20_000},  # fmt: skip
+        "budget": {
+            "max_steps": 50_000,
+            "eval_every": 500,
+            "patience": 10,
+            "max_time_s": 3600.0,
+            "fallback_steps": 20_000,
+        },  # fmt: skip
         "n_samples": 16,
         "ablation_samples": 8,
         "seeds": [0, 1, 2],

@@ -91,7 +91,9 @@ def track_markdown(track: str, tr: dict[str, Any]) -> list[str]:
     ms = tr.get("methods", {})
     if ms:
         lines += [
-            "| method | " + " | ".join(HEADERS) + " | train steps | stopped | train (s) | predict (s) | peak RSS (MB) |",
+            "| method | "
+            + " | ".join(HEADERS)
+            + " | train steps | stopped | train (s) | predict (s) | peak RSS (MB) |",
             "|---" * (len(HEADERS) + 6) + "|",
         ]
     for name in METHODS:

@@ -90,8 +90,15 @@ def run_track(
     tests = [_methods.strip_truth(s) for s in split.test]
     fit, val, note = validation_split(split.train, tile_lr=cfg.tile_lr)
     res = result if result is not None else {}
-    res.update({"methods": {}, "skipped": {}, "comparisons": {}, "histology_gain": {},
-                "validation": note if track == "reference" else "carved by each method from the test LR map"})
+    res.update(
+        {
+            "methods": {},
+            "skipped": {},
+            "comparisons": {},
+            "histology_gain": {},
+            "validation": note if track == "reference" else "carved by each method from the test LR map",
+        }
+    )
     per_seed: dict[str, list] = {}
     per_seed_rot: dict[str, list] = {}
     for seed in seeds:
@@ -130,8 +137,8 @@ def run_track(
             })  # fmt: skip
             _summarize(entry, per_seed[name])
             logger.info(
-                "%s / %s seed %d: PCC %.3f RMSE %.3f CRPS %.4f (train %s steps %.1fs, predict %.1fs)", track, name, seed,
-                means["pcc"], means["rmse"], means["crps"], info.get("steps"), fm["seconds"], pm["seconds"],
+                "%s / %s seed %d: PCC %.3f RMSE %.3f CRPS %.4f (train %s steps %.1fs, predict %.1fs)", track, name,
+                seed, means["pcc"], means["rmse"], means["crps"], info.get("steps"), fm["seconds"], pm["seconds"],
             )  # fmt: skip
             if on_update is not None:
                 on_update()

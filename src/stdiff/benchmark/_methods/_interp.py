@@ -46,7 +46,7 @@ class Interpolation(Method):
 
     FUNCTIONS = {
         "bicubic": (bicubic, "bicubic upsampling of the normalised LR map (Diff-ST's base)"),
-        "nearest": (nearest, "nearest (block) upsampling of the normalised LR map; edge blocks diluted by empty pixels"),
+        "nearest": (nearest, "nearest (block) upsampling of the normalised LR map (edge blocks diluted)"),
         "nearest_masked": (nearest_masked, "mask-aware nearest: LR counts ÷ tissue HR pixels of the block "
                                            "(stdiff.pp.lr_per_tissue_pixel)"),
     }  # fmt: skip
