@@ -43,11 +43,13 @@ def features(section: Section) -> tuple[np.ndarray, list[str]]:
     except ImportError:
         return fallback_features(section)
     out = histology_features(section)
-    if isinstance(out, tuple):
+    if hasattr(out, "values") and hasattr(out, "names"):  # HistologyFeatures
+        feats, names = out.values, list(out.names)
+    elif isinstance(out, tuple):
         feats, names = out[0], list(out[1])
     else:
         feats, names = out, [f"f{i}" for i in range(len(out))]
-    return np.asarray(feats, dtype=np.float32), names
+    return np.nan_to_num(np.asarray(feats, dtype=np.float32)), names
 
 
 def feature_source() -> str:
@@ -57,6 +59,11 @@ def feature_source() -> str:
     except ImportError:
         return "fallback: optical-density block mean/sd + 100 µm Gaussian context (benchmark/_features.py)"
     return "stdiff.pp.histology_features"
+
+
+def standardize(values: np.ndarray, mean: np.ndarray, sd: np.ndarray, *, clip: float = 5.0) -> np.ndarray:
+    """``(F, H, W)`` features standardised with training statistics, clipped at ±``clip`` sd."""
+    return np.clip((values - mean[:, None, None]) / sd[:, None, None], -clip, clip).astype(np.float32)
 
 
 def rotated(section: Section) -> Section:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...pp import Section
-from .._features import features
+from .._features import features, standardize
 from ._base import Context, Method, Output
 from ._interp import lr_z
 
@@ -30,7 +30,7 @@ class _Slide:
 
     def __init__(self, section: Section, mu, sd, normalizer, keep_lr: np.ndarray | None = None):
         f = section.factor
-        feats = (features(section)[0] - mu[:, None, None]) / sd[:, None, None]
+        feats = standardize(features(section)[0], mu, sd)
         H, W = feats.shape[-2:]
         mask = section.mask_hr
         rows, cols = np.nonzero(mask)
@@ -124,7 +124,7 @@ class IStar(Method):
                 "best_validation_loss": None if best_state is None else best}  # fmt: skip
 
     def predict(self, section: Section) -> Output:
-        feats = (features(section)[0] - self.mu[:, None, None]) / self.sd[:, None, None]
+        feats = standardize(features(section)[0], self.mu, self.sd)
         G, (H, W) = len(section.genes), feats.shape[-2:]
         with torch.no_grad():
             rel = self.net(torch.from_numpy(feats.reshape(feats.shape[0], -1).T.copy()))

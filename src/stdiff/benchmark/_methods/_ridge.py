@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...pp import Section, aggregate
-from .._features import features
+from .._features import features, standardize
 from ._base import Context, Method, Output
 from ._interp import lr_z, nearest_masked
 
@@ -54,8 +54,7 @@ class Ridge(Method):
     learned = True
 
     def _features(self, section: Section) -> np.ndarray:
-        f, _ = features(section)
-        return (f - self.mu[:, None, None]) / self.sd[:, None, None]
+        return standardize(features(section)[0], self.mu, self.sd)
 
     def fit(self, ctx: Context) -> dict[str, Any]:
         self.ctx = ctx
@@ -66,7 +65,7 @@ class Ridge(Method):
         self.mu, self.sd = allf.mean(1), np.maximum(allf.std(1), 1e-6)
 
         def std(s):
-            return (raw[id(s)] - self.mu[:, None, None]) / self.sd[:, None, None]
+            return standardize(raw[id(s)], self.mu, self.sd)
 
         if ctx.self_supervised:
             xs, ys = [], []
