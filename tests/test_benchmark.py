@@ -293,10 +293,12 @@ def _load(path):
 
 @pytest.fixture(scope="module")
 def merfish_zarr(tmp_path_factory, data_root):
+    """The MERFISH mini section written as SpatialData (DAPI + transcripts, so no keys are needed)."""
     import stdiff as sd
 
     path = tmp_path_factory.mktemp("merfish") / "section.zarr"
-    sd.datasets.merfish_mouse_brain_mini(data_dir=data_root / "giotto_mini_merfish_mouse_brain").write(path)
+    sdata = sd.datasets.merfish_mouse_brain_mini(data_dir=data_root / "giotto_mini_merfish_mouse_brain")
+    sdata.subset(["dapi", "transcripts"]).write(path)
     return path
 
 
@@ -312,7 +314,7 @@ def test_input_reproduces_the_merfish_preset(tmp_path, merfish_zarr, data_root):
     assert main(["--dataset", "merfish", "--data-dir", str(data_root / "giotto_mini_merfish_mouse_brain"),
                  "--out", str(a), *common]) == 0  # fmt: skip
     assert main(["--input", str(merfish_zarr), "--split", "x:0.5", "--genes", "8", "--factor", "5", "--lr-um", "50",
-                 "--image-key", "dapi", "--counts-key", "transcripts", "--out", str(b), *common]) == 0  # fmt: skip
+                 "--out", str(b), *common]) == 0  # fmt: skip
     pa, pb = _load(a), _load(b)
     assert pa["genes"] == pb["genes"] and len(pa["genes"]) == 8
     for track in ("reference", "self_supervised"):

@@ -269,11 +269,17 @@ def load_sections(spec: DataSpec, factor: int, cache: dict[str, Any] | None = No
     for name, load in spec.sources.items():
         if name not in cache:
             cache[name] = load()
-        out[name] = rasterize(
-            cache[name], image_key=spec.image_key, counts_key=spec.counts_key, table_key=spec.table_key,
-            coordinate_system=spec.coordinate_system, lr_um=lr_um, factor=int(factor), he_scale=he_scale,
-            spots_as=spec.spots_as, name=name,
-        )  # fmt: skip
+        try:
+            out[name] = rasterize(
+                cache[name], image_key=spec.image_key, counts_key=spec.counts_key, table_key=spec.table_key,
+                coordinate_system=spec.coordinate_system, lr_um=lr_um, factor=int(factor), he_scale=he_scale,
+                spots_as=spec.spots_as, name=name,
+            )  # fmt: skip
+        except (ValueError, KeyError) as e:
+            raise ValueError(
+                f"Cannot rasterise section {name!r}: {e} (command line: --image-key, --counts-key, --table-key, "
+                "--coordinate-system, --lr-um, --factor, --he-um)"
+            ) from e
         if out[name].hr is None:
             raise ValueError(
                 f"Section {name!r} has no HR truth at factor {factor}: benchmarks need references (transcripts, "
