@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -28,8 +29,8 @@ def summarize_seeds(per_seed: Sequence[PerGene]) -> dict[str, dict]:
     out: dict[str, dict] = {"per_gene": {g: {} for g in genes}, "mean": {}, "sd": {}, "median": {}, "n_nan": {}}
     for m in METRICS:
         x = _matrix(per_seed, genes, m)
-        with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-            sup.filter(RuntimeWarning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             per_gene = np.nanmean(x, axis=0) if np.isfinite(x).any() else np.full(len(genes), np.nan)
             seed_means = np.array([np.nanmean(r) if np.isfinite(r).any() else np.nan for r in x])
         for g, v in zip(genes, per_gene):
@@ -59,8 +60,8 @@ def paired_difference(
     genes = [g for g in a[0] if g in b[0]]
     n = min(len(a), len(b))
     d = _matrix(a[:n], genes, metric) - _matrix(b[:n], genes, metric)
-    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         per_gene = np.nanmean(d, axis=0)
         per_seed = [float(np.nanmean(r)) if np.isfinite(r).any() else float("nan") for r in d]
     per_gene = per_gene[np.isfinite(per_gene)]

@@ -13,6 +13,7 @@ them; otherwise the budget's ``fallback_steps`` (reported as ``stopped: "fixed s
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
@@ -35,6 +36,12 @@ KNOCKOUTS: dict[str, str] = {
 }
 
 
+def _accepts(fn, *names: str) -> bool:
+    """Whether ``fn`` takes all the keyword arguments ``names``."""
+    params = inspect.signature(fn).parameters
+    return all(n in params for n in names)
+
+
 def train_diffst(ctx: Context, config) -> tuple[Any, dict[str, Any]]:
     """Set up and train a Diff-ST model on the context's data with the benchmark's stopping rule."""
     from ...models import DiffST
@@ -45,10 +52,10 @@ def train_diffst(ctx: Context, config) -> tuple[Any, dict[str, Any]]:
     b = ctx.budget
     t0, c0 = time.perf_counter(), time.process_time()
     kw = dict(seed=ctx.seed, device=ctx.device, progress=False)
-    try:
+    if _accepts(model.train, "validation", "max_time_s"):
         model.train(train, steps=b.max_steps, validation=val, max_time_s=b.max_time_s, **kw)
         stopped = None
-    except TypeError:
+    else:
         model.train(train, steps=b.fallback_steps, **kw)
         stopped = "fixed steps"
         logger.info("DiffST.train() has no validation=/max_time_s=: trained %d fixed steps.", b.fallback_steps)
@@ -138,8 +145,7 @@ class KnockOut(Method):
         return {"steps": 0, "best_step": None, "seconds": 0.0, "stopped": "reuses the stdiff model"}
 
     def predict(self, section: Section) -> Output:
-        try:
-            out = self.parent.sample(section, knockout=self.which)
-        except TypeError as e:
-            raise Skip(f"predict_section() has no knockout= option ({e})") from None
+        if not _accepts(self.parent.model.predict_section, "knockout"):
+            raise Skip("the model's predict_section() has no knockout= option")
+        out = self.parent.sample(section, knockout=self.which)
         return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=self.parent.model.normalizer)
