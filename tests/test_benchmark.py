@@ -369,3 +369,48 @@ def test_cli_errors(tmp_path):
         run_benchmark(inputs=["a.zarr"], profile="tiny", out=tmp_path / "x.json")
     with pytest.raises(ValueError, match="either"):
         run_benchmark("merfish", inputs=["a.zarr"], profile="tiny", out=tmp_path / "x.json")
+
+
+# ------------------------------------------------------------------ training budget
+
+
+@pytest.fixture(scope="module")
+def small_split(synthetic_small):
+    from stdiff.benchmark._splits import SplitSpec, make_split
+    from stdiff.pp import rasterize
+
+    sec = rasterize(synthetic_small, counts_key="hr_counts", image_key="he", lr_um=100, factor=5, he_scale=2)
+    return make_split({"s": sec}, SplitSpec.parse("x:0.5"), tile_lr=4)
+
+
+def test_fit_loop_stops_on_the_time_cap_and_keeps_the_best_validation_checkpoint(small_split):
+    from stdiff.benchmark._methods import Budget
+    from stdiff.benchmark._methods._unet import RegressionUNet
+    from stdiff.models import DiffST, DiffSTConfig
+
+    cfg = DiffSTConfig.preset("tiny", he_scale=2)
+    train, test = small_split.train, small_split.test
+    ref = DiffST.setup(train, cfg, seed=0)
+    capped = RegressionUNet(ref).train(train, None, budget=Budget(50, 5, 2, 0.0, 1), seed=0, device="cpu")
+    assert capped["steps"] == 1 and capped["stopped"] == "time_cap"
+    unet = RegressionUNet(ref)
+    info = unet.train(train, test, budget=Budget(6, 2, 10, 60.0, 1), seed=0, device="cpu")
+    assert info["steps"] == 6 and info["stopped"] == "max_steps"
+    steps, losses = zip(*unet.validation)
+    assert steps == (2, 4, 6)
+    assert info["best_step"] == steps[int(np.argmin(losses))] and info["best_validation_loss"] == min(losses)
+
+
+def test_self_supervised_track_hides_the_truth(small_split):
+    from stdiff.benchmark import _run
+    from stdiff.benchmark._profiles import profile
+    from stdiff.models import DiffSTConfig
+
+    cfg = DiffSTConfig.preset("tiny", he_scale=2)
+    ctx = _run._contexts("self_supervised", small_split, small_split.train, None, "", None, ["a"], cfg,
+                         profile("tiny"), 0, "cpu")  # fmt: skip
+    assert all(s.hr is None and s.mask_truth is None for s in ctx.train)
+    assert [s.name for s in ctx.train] == [s.name for s in small_split.test] and ctx.validation is None
+    # its normaliser comes from the LR map only: LR counts per HR pixel have the same per-gene mean
+    t = small_split.test[0]
+    np.testing.assert_allclose(ctx.normalizer.size, (t.lr / 25.0)[:, t.mask_lr].mean(1), rtol=1e-6)
