@@ -21,7 +21,7 @@ def lr_z(section: Section, normalizer: Normalizer) -> np.ndarray:
 
 def bicubic(section: Section, normalizer: Normalizer) -> np.ndarray:
     """Bicubic upsampling of the normalised LR map (clamped at 0), ``(G, H, W)`` (Diff-ST's base)."""
-    from ...models.diffst import upsample_lr
+    from ...models import upsample_lr
 
     return upsample_lr(lr_z(section, normalizer), section.factor).numpy()
 

@@ -10,8 +10,7 @@ iStar does), early-stopped on a random 20% of its LR pixels held out. Prediction
 
 from __future__ import annotations
 
-import copy
-import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from ...pp import Section
 from .._features import features, standardize
 from ._base import Context, Method, Output
 from ._interp import lr_z
+from ._stopping import EarlyStopping
 
 
 class _Slide:
@@ -91,37 +91,26 @@ class IStar(Method):
             note = ctx.validation_note if val else "no validation: budget only"
         self.net = IStarMLP(allf.shape[0], len(ctx.genes))
         opt = torch.optim.Adam(self.net.parameters(), lr=3e-3)
+        # the MLP is cheap: several of its steps per budget step, so that the budget means similar effort
         b = ctx.budget
-        best, best_step, best_state, bad, stopped, step = np.inf, None, None, 0, "max_steps", 0
-        t0 = time.perf_counter()
-        # the MLP is cheap: several of its steps per budget step, so the budget means the same "effort"
-        total = int(b.max_steps) * 4
-        while step < total:
-            slide = fit[step % len(fit)]
+        stop = EarlyStopping(replace(b, max_steps=4 * b.max_steps))
+
+        def validate():
+            with torch.no_grad():
+                return float(np.mean([float(self._loss(self.net, s, self.scale, s.lr_mask)) for s in val]))
+
+        while True:
+            slide = fit[stop.steps % len(fit)]
             loss = self._loss(self.net, slide, self.scale, slide.lr_mask)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            step += 1
-            if val and step % b.eval_every == 0:
-                with torch.no_grad():
-                    v = float(np.mean([float(self._loss(self.net, s, self.scale, s.lr_mask)) for s in val]))
-                if v < best - 1e-6:
-                    best, best_step, bad, best_state = v, step, 0, copy.deepcopy(self.net.state_dict())
-                else:
-                    bad += 1
-                    if bad >= b.patience:
-                        stopped = "early_stopping"
-                        break
-            if time.perf_counter() - t0 > b.max_time_s:
-                stopped = "time_cap"
+            if stop.step(validate if val else None, self.net.state_dict):
                 break
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
+        if stop.best_state is not None:
+            self.net.load_state_dict(stop.best_state)
         self.net.eval()
-        return {"steps": step, "best_step": best_step or step, "seconds": time.perf_counter() - t0,
-                "stopped": stopped, "validation": note,
-                "best_validation_loss": None if best_state is None else best}  # fmt: skip
+        return stop.info(validation=note)
 
     def predict(self, section: Section) -> Output:
         feats = standardize(features(section)[0], self.mu, self.sd)

@@ -1,14 +1,17 @@
 """stdiff (Diff-ST) and its variants: the model, one-sample output, retrained ablations, knock-outs.
 
-- ``stdiff``: posterior mean (``z_mean``) scored by PCC/RMSE/SSIM and its ``n`` whole-section posterior
-  samples (``samples``) by CRPS, coverage and spread-skill;
+- ``stdiff``: the posterior mean (``z_mean``) scored by PCC/RMSE/SSIM and ``n`` whole-section posterior
+  samples (``samples``, drawn on the model's canvas, never blended across tiles) by CRPS, coverage
+  and spread-skill;
 - ``stdiff_1sample``: the first posterior sample of that run, scored by CRPS only;
 - ``stdiff_no_*``: retrained with one component switched off in the configuration (ablations);
 - ``stdiff_ko_*``: the trained ``stdiff`` model with one component knocked out at inference
   (``predict_section(knockout=...)``; skipped with a note if the model has no such option).
 
-Training uses the model's own early stopping (``validation=`` sections and ``max_time_s``) when it has
-them; otherwise the budget's ``fallback_steps`` (reported as ``stopped: "fixed steps"``).
+Training applies the benchmark's budget through the model's own early stopping: ``validation=``
+(carved from the training data by the benchmark), ``val_every``/``patience`` from the budget, and
+the step and time caps per stage (the mean network, then the residual diffusion network). A model
+without those options is trained for the budget's ``fallback_steps`` ("fixed steps").
 """
 
 from __future__ import annotations
@@ -21,8 +24,7 @@ import torch
 
 from ..._utils import logger
 from ...pp import Section
-from ._base import Context, Method, Output, Skip
-from ._unet import training_data
+from ._base import Context, Method, Output, Skip, density_coarsen
 
 ABLATIONS: dict[str, dict[str, bool]] = {
     "stdiff_no_modulation": {"use_modulation": False},
@@ -42,30 +44,65 @@ def _accepts(fn, *names: str) -> bool:
     return all(n in params for n in names)
 
 
+def training_data(ctx: Context) -> tuple[list[Section], list[Section] | None, str]:
+    """Reference track: the context's data. Self-supervised: the coarsened test LR map (and its validation)."""
+    if not ctx.self_supervised:
+        return ctx.train, ctx.validation, ctx.validation_note
+    from .._splits import validation_split
+
+    t = ctx.config.tile_lr
+    coarse = []
+    for s in ctx.train:
+        h, w = s.shape_lr
+        if h // s.factor < t or w // s.factor < t:
+            raise Skip(
+                f"the test LR map of {s.name} ({h}×{w} px) coarsened ×{s.factor} is smaller than one {t}×{t} tile"
+            )
+        coarse.append(density_coarsen(s))
+    fit, val, note = validation_split(coarse, tile_lr=t)
+    return fit, val, f"coarsened test LR map; {note}"
+
+
+def _summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The model's ``train_info`` without loss histories, with one ``stopped`` label."""
+    out = {}
+    for k, v in info.items():
+        out[k] = {kk: vv for kk, vv in v.items() if kk != "history"} if isinstance(v, dict) else v
+    stages = [(k, info[k]) for k in ("stage_a", "stage_b") if isinstance(info.get(k), dict)]
+    if stages and "stopped" not in out:
+        out["stopped"] = ", ".join(f"{k[-1].upper()}: {v.get('stopped')}" for k, v in stages)
+    return out
+
+
 def train_diffst(ctx: Context, config) -> tuple[Any, dict[str, Any]]:
     """Set up and train a Diff-ST model on the context's data with the benchmark's stopping rule."""
     from ...models import DiffST
 
     train, val, note = training_data(ctx)
+    b = ctx.budget
+    if hasattr(config, "val_every") and hasattr(config, "patience"):
+        config = config.replace(val_every=b.eval_every, patience=b.patience)
     torch.manual_seed(ctx.seed)
     model = DiffST.setup(train, config, seed=ctx.seed)
-    b = ctx.budget
     t0, c0 = time.perf_counter(), time.process_time()
     kw = dict(seed=ctx.seed, device=ctx.device, progress=False)
     if _accepts(model.train, "validation", "max_time_s"):
-        model.train(train, steps=b.max_steps, validation=val, max_time_s=b.max_time_s, **kw)
+        extra = {}
+        if _accepts(model.train, "residual_steps"):  # stage B gets the same cap, unless switched off (0)
+            extra["residual_steps"] = 0 if getattr(config, "residual_steps", 1) == 0 else b.max_steps
+        model.train(train, steps=b.max_steps, validation=val, max_time_s=b.max_time_s, **extra, **kw)
         stopped = None
     else:
         model.train(train, steps=b.fallback_steps, **kw)
         stopped = "fixed steps"
         logger.info("DiffST.train() has no validation=/max_time_s=: trained %d fixed steps.", b.fallback_steps)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    info = dict(getattr(model, "train_info", None) or {})
+    info = _summary(dict(getattr(model, "train_info", None) or {}))
     info.setdefault("steps", int(getattr(model, "step", len(getattr(model, "history", [])))))
-    info.setdefault("best_step", info["steps"])
+    info.setdefault("best_step", None)
     info.setdefault("stopped", stopped or "unknown")
-    info["seconds"], info["cpu_seconds"] = seconds, cpu
-    info["validation"] = note if val else f"{note} (no validation: budget only)"
+    info["wall_seconds"], info["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
+    info.setdefault("seconds", info["wall_seconds"])
+    info["validation"] = note if val else f"{note} (no validation set: the model carves its own or uses the budget)"
     return model, info
 
 
@@ -83,6 +120,7 @@ class StDiff(Method):
             f"Diff-ST retrained with {what} (ablation)" if self.overrides
             else "Diff-ST: posterior mean (point metrics) and whole-section posterior samples (probabilistic)"
         )  # fmt: skip
+        self.cache: dict[int, dict[str, Any]] = {}
 
     def fit(self, ctx: Context) -> dict[str, Any]:
         self.ctx = ctx
@@ -102,7 +140,6 @@ class StDiff(Method):
 
     def predict(self, section: Section) -> Output:
         out = self.sample(section)
-        self.cache = getattr(self, "cache", {})
         self.cache[id(section)] = out
         return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=self.model.normalizer)
 
@@ -122,7 +159,7 @@ class OneSample(Method):
         return {"steps": 0, "best_step": None, "seconds": 0.0, "stopped": "reuses the stdiff model"}
 
     def predict(self, section: Section) -> Output:
-        out = getattr(self.parent, "cache", {}).get(id(section)) or self.parent.sample(section)
+        out = self.parent.cache.get(id(section)) or self.parent.sample(section)
         s = out["samples"][:1]
         return Output(mean=s[0], samples=s, normalizer=self.parent.model.normalizer, point=False)
 
