@@ -123,7 +123,7 @@ def run_track(
                 "interval_method": how, "reliability": rel, "n_samples": outs[0].samples.shape[0]
                 if outs[0].samples is not None else None,
             })  # fmt: skip
-            if m.learned:
+            if m.gain if m.gain is not None else m.learned:
                 try:
                     rot = [m.predict(rotated(s)) for s in tests]
                     per_seed_rot.setdefault(name, []).append(score(rot, truths, masks, genes, normalizer)[0])

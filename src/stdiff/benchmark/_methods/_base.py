@@ -93,6 +93,8 @@ class Method:
     learned: bool = False
     #: draws posterior samples (scored by CRPS/coverage/spread-skill)
     sampler: bool = False
+    #: gets a histology-gain row (real image vs rotated at inference); default: learned methods
+    gain: bool | None = None
 
     def fit(self, ctx: Context) -> dict[str, Any]:
         """Fit on ``ctx``; returns training info (``steps``, ``best_step``, ``seconds``, ``stopped``)."""

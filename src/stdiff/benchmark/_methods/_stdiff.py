@@ -111,10 +111,12 @@ class StDiff(Method):
 
     learned = True
     sampler = True
+    gain = True
 
     def __init__(self, name: str = "stdiff", overrides: dict[str, Any] | None = None) -> None:
         self.name = name
         self.overrides = dict(overrides or {})
+        self.gain = not self.overrides  # ablations: compared with stdiff, no histology-gain row of their own
         what = ", ".join(f"{k}={v}" for k, v in self.overrides.items())
         self.description = (
             f"Diff-ST retrained with {what} (ablation)" if self.overrides
@@ -126,14 +128,19 @@ class StDiff(Method):
         self.ctx = ctx
         cfg = ctx.config.replace(**self.overrides) if self.overrides else ctx.config
         self.n = ctx.n_samples if not self.overrides else ctx.ablation_samples
+        parent = ctx.shared.get("stdiff")
+        if self.overrides and parent is not None and hasattr(cfg, "step_candidates"):
+            # ablations sample with the steps chosen for stdiff; they only fit their own spread scale
+            cfg = cfg.replace(step_candidates=(int(parent.model.sampling_steps),))
         self.model, info = train_diffst(ctx, cfg)
         if not self.overrides:
             ctx.shared["stdiff"] = self
         return info
 
-    def sample(self, section: Section, *, knockout: str | None = None) -> dict[str, Any]:
-        """``predict_section`` with samples (and a knock-out if given)."""
-        kw = dict(n_samples=self.n, seed=self.ctx.seed, device=self.ctx.device, progress=False, return_samples=True)
+    def sample(self, section: Section, *, knockout: str | None = None, n: int | None = None) -> dict[str, Any]:
+        """``predict_section`` with ``n`` samples (default the method's; and a knock-out if given)."""
+        kw = dict(n_samples=n or self.n, seed=self.ctx.seed, device=self.ctx.device, progress=False,
+                  return_samples=True)  # fmt: skip
         if knockout is not None:
             kw["knockout"] = knockout
         return self.model.predict_section(section, **kw)
@@ -184,5 +191,5 @@ class KnockOut(Method):
     def predict(self, section: Section) -> Output:
         if not _accepts(self.parent.model.predict_section, "knockout"):
             raise Skip("the model's predict_section() has no knockout= option")
-        out = self.parent.sample(section, knockout=self.which)
+        out = self.parent.sample(section, knockout=self.which, n=self.ctx.ablation_samples)
         return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=self.parent.model.normalizer)
