@@ -24,7 +24,7 @@ import numpy as np
 from .._utils import logger
 from . import _methods, _metrics, _probabilistic, _stats
 from ._data import DataSpec, prepare
-from ._features import feature_source, rotated
+from ._features import feature_source
 from ._measure import measure, peak_rss_mb
 from ._profiles import profile as get_profile
 from ._report import jsonable, machine_info, to_markdown
@@ -125,7 +125,7 @@ def run_track(
             })  # fmt: skip
             if m.gain if m.gain is not None else m.learned:
                 try:
-                    rot = [m.predict(rotated(s)) for s in tests]
+                    rot = [m.predict_rotated(s) for s in tests]
                     per_seed_rot.setdefault(name, []).append(score(rot, truths, masks, genes, normalizer)[0])
                 except _methods.Skip:  # pragma: no cover
                     pass

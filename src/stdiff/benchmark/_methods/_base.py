@@ -105,6 +105,12 @@ class Method:
         """Predict one test section."""
         raise NotImplementedError
 
+    def predict_rotated(self, section: Section) -> Output:
+        """Predict the section with its histology rotated by 180° (the histology-gain control)."""
+        from .._features import rotated
+
+        return self.predict(rotated(section))
+
 
 def lr_normalizer(sections: list[Section]) -> Normalizer:
     """A normaliser fitted on the LR maps only (counts per HR pixel = LR counts / factor²)."""

@@ -150,6 +150,13 @@ class StDiff(Method):
         self.cache[id(section)] = out
         return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=self.model.normalizer)
 
+    def predict_rotated(self, section: Section) -> Output:
+        """The rotated-image control with as many samples as the ablations (the mean does not depend on n)."""
+        from .._features import rotated
+
+        out = self.sample(rotated(section), n=self.ctx.ablation_samples)
+        return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=self.model.normalizer)
+
 
 class OneSample(Method):
     """The first posterior sample of the ``stdiff`` run (CRPS only; never scored as a mean)."""
