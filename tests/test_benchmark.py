@@ -419,3 +419,29 @@ def test_self_supervised_track_hides_the_truth(small_split):
     # its normaliser comes from the LR map only: LR counts per HR pixel have the same per-gene mean
     t = small_split.test[0]
     np.testing.assert_allclose(ctx.normalizer.size, (t.lr / 25.0)[:, t.mask_lr].mean(1), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_input_section_split(tmp_path):
+    import stdiff as sd
+    from stdiff.benchmark import main
+
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"s{i}.zarr"
+        sd.datasets.synthetic_tissue(size_um=600, n_genes=6, seed=i, he_um=5.0).write(p)
+        paths.append(str(p))
+    out = tmp_path / "sections.json"
+    args = ["--counts-key", "hr_counts", "--image-key", "he", "--lr-um", "100", "--factor", "5", "--he-um", "10",
+            "--genes", "4", "--profile", "tiny", "--methods", "nearest_masked,ridge",
+            "--tracks", "reference"]  # fmt: skip
+    rc = main([*(x for p in paths for x in ("--input", p)), "--train", f"{paths[0]},{paths[1]}", "--test", paths[2],
+               "--out", str(out), *args])  # fmt: skip
+    assert rc == 0
+    res = _load(out)
+    info = res["runs"][0]["info"]
+    assert info["train_sections"] == ["s0", "s1"] and info["test_sections"] == ["s2"]
+    assert len(res["genes"]) == 4 and res["methods"]["ridge"]["mean"]["pcc"] is not None
+    assert res["runs"][0]["tracks"]["reference"]["validation"] == "validate on section s1"
+    with pytest.raises(ValueError, match="both"):
+        main(["--input", paths[0], "--train", paths[0], "--test", paths[0], *args])
