@@ -3,6 +3,7 @@
 Importing this subpackage imports torch.
 """
 
+from .aggregation_consistency import AggregationConsistency
 from .config import DiffSTConfig
 from .cross_modal_modulation import AdaptiveModulation, CrossModalModulation, DisentanglingNetwork
 from .diffst import DiffST, upsample_lr
@@ -12,6 +13,7 @@ from .scheduler import DDIMScheduler, DDPMScheduler, make_scheduler
 from .unet import DiffSTUNet
 
 __all__ = [
+    "AggregationConsistency",
     "AdaptiveModulation",
     "CrossModalModulation",
     "DDIMScheduler",
