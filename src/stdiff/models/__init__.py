@@ -4,6 +4,7 @@ Importing this subpackage imports torch.
 """
 
 from . import edm
+from .aggregation_consistency import AggregationConsistency
 from .canvas import Canvas
 from .config import DiffSTConfig
 from .cross_modal_modulation import CrossModalModulation, PlainFusion, disentangling_loss
@@ -13,6 +14,7 @@ from .gene_graph import GeneGraph, GeneGraphHead, coexpression_graph
 from .unet import DiffSTUNet, HistologyStem
 
 __all__ = [
+    "AggregationConsistency",
     "Canvas",
     "CrossModalModulation",
     "DiffST",

@@ -169,7 +169,8 @@ class DiffST:
         if config.use_histology_features:
             from ..pp import fit_feature_scaler, histology_features
 
-            feature_stats = fit_feature_scaler([histology_features(s) for s in sections])
+            mean, sd = fit_feature_scaler([histology_features(s) for s in sections])
+            feature_stats = {"mean": mean.tolist(), "sd": sd.tolist()}
         model = cls(
             sections[0].genes, config=config, factor=sections[0].factor, lr_um=sections[0].lr_um,
             normalizer=normalizer, graph=graph, image_channels=sections[0].he.shape[0],
@@ -189,12 +190,11 @@ class DiffST:
     def _features(self, section: Section) -> np.ndarray | None:
         if self.feature_stats is None:
             return None
-        from ..pp import histology_features
+        from ..pp import histology_features, standardize_features
 
-        feats = np.asarray(histology_features(section), np.float32)
-        mean = np.asarray(self.feature_stats["mean"], np.float32)[:, None, None]
-        sd = np.asarray(self.feature_stats["sd"], np.float32)[:, None, None]
-        return (feats - mean) / sd
+        mean = np.asarray(self.feature_stats["mean"], np.float32)
+        sd = np.asarray(self.feature_stats["sd"], np.float32)
+        return standardize_features(histology_features(section), mean, sd)
 
     def prepare(self, section: Section, *, with_truth: bool) -> Prepared:
         """The section in the model's space (conditioning maps, histology, optional truth)."""

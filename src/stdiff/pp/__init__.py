@@ -1,17 +1,22 @@
 """Preprocessing: rasterise SpatialData onto LR / HR / histology grids and cut paired tiles."""
 
+from ._histology import HistologyFeatures, fit_feature_scaler, histology_features, standardize_features
 from ._lr_maps import lr_per_tissue_pixel
 from ._normalize import Normalizer
 from ._tiling import Section, Tiles, aggregate, fit_normalizer, make_tiles, rasterize, tile_positions
 
 __all__ = [
+    "HistologyFeatures",
     "Normalizer",
     "Section",
     "Tiles",
     "aggregate",
+    "fit_feature_scaler",
     "fit_normalizer",
+    "histology_features",
     "lr_per_tissue_pixel",
     "make_tiles",
     "rasterize",
+    "standardize_features",
     "tile_positions",
 ]
