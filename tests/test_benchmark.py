@@ -383,29 +383,6 @@ def small_split(synthetic_small):
     return make_split({"s": sec}, SplitSpec.parse("x:0.5"), tile_lr=4)
 
 
-def test_early_stopping_rule_patience_time_cap_and_best_state():
-    from stdiff.benchmark._methods import Budget
-    from stdiff.benchmark._methods._stopping import EarlyStopping
-
-    losses = iter([5.0, 3.0, 4.0, 3.5, 1.0])  # best at the 2nd check, then 2 checks without improvement
-    stop = EarlyStopping(Budget(max_steps=100, eval_every=2, patience=2, max_time_s=60.0, fallback_steps=1))
-    state = {"w": 0}
-    n = 0
-    while True:
-        n += 1
-        state["w"] = n
-        if stop.step(lambda: next(losses), lambda: dict(state)):
-            break
-    info = stop.info()
-    assert n == 8 and info["stopped"] == "early_stopping" and info["steps"] == 8
-    assert info["best_step"] == 4 and stop.best_state == {"w": 4} and info["best_validation_loss"] == 3.0
-    capped = EarlyStopping(Budget(max_steps=100, eval_every=2, patience=2, max_time_s=0.0, fallback_steps=1))
-    assert capped.step(None, dict) and capped.info()["stopped"] == "time_cap" and capped.steps == 1
-    plain = EarlyStopping(Budget(max_steps=3, eval_every=2, patience=2, max_time_s=60.0, fallback_steps=1))
-    assert [plain.step(None, dict) for _ in range(3)] == [False, False, True]
-    assert plain.info()["stopped"] == "max_steps"
-
-
 def test_self_supervised_track_hides_the_truth(small_split):
     from stdiff.benchmark import _run
     from stdiff.benchmark._profiles import profile
