@@ -111,7 +111,11 @@ def _net(sample_channels=0, **cfg):
 
 def _inputs(b=2, size=12):
     g = torch.Generator().manual_seed(0)
-    return torch.randn(b, 11, size, size, generator=g), torch.ones(b, 1, size, size), torch.rand(b, 3, 4 * size, 4 * size, generator=g)
+    return (
+        torch.randn(b, 11, size, size, generator=g),
+        torch.ones(b, 1, size, size),
+        torch.rand(b, 3, 4 * size, 4 * size, generator=g),
+    )
 
 
 def test_unet_shapes_odd_sizes_and_cached_conditioning():
@@ -268,7 +272,9 @@ def test_input_mask_and_conditioning_never_read_the_truth(synthetic_small):
     sdata = synthetic_small
     m1 = rasterize(sdata, counts_key="hr_counts", image_key="he", lr_um=100, factor=5, he_scale=2).mask_hr
     assert np.array_equal(m1, sec.mask_hr)
-    np.testing.assert_array_equal(np.kron(sec.mask_lr, np.ones((5, 5), bool)) | sec.mask_hr, np.kron(sec.mask_lr, np.ones((5, 5), bool)))
+    np.testing.assert_array_equal(
+        np.kron(sec.mask_lr, np.ones((5, 5), bool)) | sec.mask_hr, np.kron(sec.mask_lr, np.ones((5, 5), bool))
+    )
 
 
 def test_base_is_mask_aware_and_conserves_mass(synthetic_small):

@@ -196,9 +196,29 @@ class DiffST:
         sd = np.asarray(self.feature_stats["sd"], np.float32)
         return standardize_features(histology_features(section), mean, sd)
 
+    def _base_counts(self, section: Section) -> np.ndarray | None:
+        """The histology-distributed base (``config.base == "aggregation"``), cached on the section."""
+        if self.config.base == "nearest":
+            return None
+        if self.config.base != "aggregation":
+            raise ValueError(f"config.base must be 'nearest' or 'aggregation', got {self.config.base!r}.")
+        key = ("stdiff_aggregation_base", tuple(section.genes))
+        cached = section.meta.get(key)
+        if cached is not None and cached.shape[-2:] == section.mask_hr.shape:
+            return cached
+        from .aggregation_consistency import AggregationConsistency
+
+        ac = AggregationConsistency().fit([section], seed=0, max_time=60.0, device="cpu")
+        counts = ac.predict(section)["mean"]
+        section.meta[key] = counts
+        return counts
+
     def prepare(self, section: Section, *, with_truth: bool) -> Prepared:
         """The section in the model's space (conditioning maps, histology, optional truth)."""
-        return Prepared(section, self.normalizer, with_truth=with_truth, features=self._features(section))
+        return Prepared(
+            section, self.normalizer, with_truth=with_truth, features=self._features(section),
+            base_counts=self._base_counts(section),
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ training
     def _check_sections(self, sections: Sequence[Section]) -> None:
@@ -361,7 +381,9 @@ class DiffST:
         self.train_info["calibration"] = {
             "n_samples": n,
             "steps": steps,
-            "candidates": {k: {"crps": v["crps"], "spread_skill_raw": v["spread_skill_raw"]} for k, v in results.items()},
+            "candidates": {
+                k: {"crps": v["crps"], "spread_skill_raw": v["spread_skill_raw"]} for k, v in results.items()
+            },
             "spread_scale_median": float(np.median(self.spread_scale)),
         }
         logger.info(
