@@ -296,3 +296,19 @@ def test_self_supervised_coarsening(synthetic_small):
     np.testing.assert_array_equal(coarse.hr, sec.lr * sec.mask_lr)
     np.testing.assert_array_equal(aggregate(coarse.hr, 2), coarse.lr)
     assert coarse.he.shape[-1] == coarse.hr.shape[-1] * coarse.he_scale
+
+
+def test_aggregation_base_distributes_counts_by_histology(synthetic_small):
+    """``base="aggregation"``: the base still sums to the LR map per block, but is not the even split."""
+    from stdiff.pp import lr_per_tissue_pixel
+
+    sec = _section(synthetic_small)
+    model = DiffST.setup(sec, DiffSTConfig.preset("tiny", base="aggregation"))
+    prep = model.prepare(sec, with_truth=False)
+    counts = model.normalizer.inverse(prep.base)
+    tissue_blocks = aggregate(sec.mask_hr.astype(np.float32), sec.factor) > 0
+    np.testing.assert_allclose(aggregate(counts, sec.factor)[:, tissue_blocks], sec.lr[:, tissue_blocks], rtol=1e-3)
+    assert not np.allclose(counts, lr_per_tissue_pixel(sec), rtol=1e-2)
+    assert model.prepare(sec, with_truth=False).base is not None  # cached: no refit
+    with pytest.raises(ValueError, match="config.base"):
+        DiffST.setup(sec, DiffSTConfig.preset("tiny", base="median")).prepare(sec, with_truth=False)
