@@ -100,7 +100,7 @@ class DiffSTConfig:
     p_std: float = 1.2
     solver: str = "heun"
     num_inference_steps: int = 8
-    step_candidates: tuple[int, ...] = (4, 8, 16)
+    step_candidates: tuple[int, ...] = (4, 8)
     n_samples: int = 8
     calibrate: bool = True
     # training (both stages): early stopping on validation windows, with a step and time cap
