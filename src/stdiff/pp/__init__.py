@@ -2,7 +2,9 @@
 
 from ._lr_maps import lr_per_tissue_pixel
 from ._normalize import Normalizer
-from ._tiling import Section, Tiles, aggregate, fit_normalizer, make_tiles, rasterize, tile_positions
+from ._rasterize import rasterize
+from ._section import Section, Tiles, aggregate
+from ._tiles import fit_normalizer, make_tiles, tile_positions
 
 __all__ = [
     "Normalizer",
