@@ -19,6 +19,7 @@ from ._read_image import GeneImageSource
 from ._read_points import PointsSource
 from ._read_spots import SpotsSource, table_region
 from ._section import Section
+from ._validate import check_expression
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
@@ -90,6 +91,7 @@ def open_source(
     coordinate_system: str | None,
     spots_as: str = "lr",
     layer: str | None = None,
+    allow_non_integer: bool = False,
 ):
     """Find and read the expression source; returns ``(source, image_key, coordinate_system)``."""
     kind, key = detect_source(sdata, counts_key, table_key, image_key)
@@ -99,9 +101,9 @@ def open_source(
     if kind == "points":
         source = PointsSource(sdata, key, cs, genes)
     elif kind == "image":
-        source = GeneImageSource(sdata, key, cs, genes)
+        source = GeneImageSource(sdata, key, cs, genes, allow_non_integer=allow_non_integer)
     else:
-        source = SpotsSource(sdata, key, cs, genes, layer=layer, spots_as=spots_as)
+        source = SpotsSource(sdata, key, cs, genes, layer=layer, spots_as=spots_as, allow_non_integer=allow_non_integer)
     return source, image_key, cs
 
 
@@ -139,6 +141,7 @@ def rasterize(
     spots_as: Literal["lr", "hr"] = "lr",
     layer: str | None = None,
     min_counts: float = 1.0,
+    allow_non_integer: bool = False,
     name: str = "section",
 ) -> Section:
     """Rasterise a SpatialData section onto aligned LR, HR and histology grids.
@@ -182,6 +185,9 @@ def rasterize(
         Table layer with raw counts (default ``X``).
     min_counts
         LR pixels with fewer total counts than this are treated as background.
+    allow_non_integer
+        Accept non-integer values where raw counts are expected (by default they raise: normalised
+        or log-transformed data would be super-resolved on the wrong scale).
     name
         A label for logs.
 
@@ -199,9 +205,11 @@ def rasterize(
         coordinate_system=coordinate_system,
         spots_as=spots_as,
         layer=layer,
+        allow_non_integer=allow_non_integer,
     )
     grid = source_grid(sdata, source, image_key, cs, lr_um, factor)
     raster = source.raster(grid, truth=True, min_counts=min_counts)
+    check_expression(raster.lr, raster.mask_lr, f"{source.kind} {source.key!r}", min_counts=min_counts)
     he = read_histology(sdata, image_key, cs, grid, he_scale)
     mask_hr, mask_truth = tissue_masks(raster, he, factor, he_scale)
     h, w = grid.shape_lr

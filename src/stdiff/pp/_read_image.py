@@ -10,10 +10,12 @@ from .._spatial import affine_to_cs, channel_names, element_bounds, image_levels
 from .._utils import logger
 from ._grid import Grid, Raster
 from ._section import aggregate
-from ._validate import check_counts, check_genes
+from ._validate import check_counts, check_genes, check_integer
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
+
+_IMAGE_FIX = "Pass counts_key= with an image of raw counts per bin (e.g. the binned transcripts)."
 
 
 class GeneImageSource:
@@ -26,8 +28,9 @@ class GeneImageSource:
 
     kind = "image"
 
-    def __init__(self, sdata: sd_mod.SpatialData, key: str, cs: str, genes) -> None:
+    def __init__(self, sdata: sd_mod.SpatialData, key: str, cs: str, genes, *, allow_non_integer: bool = False) -> None:
         self.element = sdata[key]
+        self.allow_non_integer = allow_non_integer
         self.key, self.cs = key, cs
         self.genes = check_genes(genes, channel_names(self.element), f"image {key!r}")
         self.bounds = element_bounds(sdata, key, cs)
@@ -75,7 +78,9 @@ class GeneImageSource:
                 self.bin_um,
                 hr_um,
             )
-            check_counts(self._data(), f"Image {self.key!r}")
+            data = self._data()
+            check_counts(np.asarray(data), f"Image {self.key!r}")
+            check_integer(data, f"Image {self.key!r}", allow_non_integer=self.allow_non_integer, fix=_IMAGE_FIX)
             el = self.element.sel(c=self.genes) if hasattr(self.element, "sel") else self.element
             density = resample_image(el, self.cs, origin=grid.origin, pixel_um=hr_um, shape=grid.shape_hr, fill=0.0)
             hr = density.astype(np.float32) * ratio**2
@@ -108,7 +113,8 @@ class GeneImageSource:
             src = da.pad(src, pad)
         summed = da.coarsen(np.sum, src, {1: k, 2: k}) if k > 1 else src
         bad = ~da.isfinite(src).all()
-        out, nonfinite, low = da.compute(summed, bad, src.min() if src.size else 0.0)
+        frac = (abs(src - da.floor(src + 0.5)) > 1e-4).any()
+        out, nonfinite, low, non_int = da.compute(summed, bad, src.min() if src.size else 0.0, frac)
         if nonfinite:
             raise ValueError(f"Image {self.key!r} contains NaN or infinite counts; fill or drop them before tiling.")
         if low < 0:
@@ -116,4 +122,6 @@ class GeneImageSource:
                 f"Image {self.key!r} contains negative counts (min {float(low):g}); stdiff expects raw counts "
                 "(use a raw layer= or undo scaling/centering)."
             )
+        if non_int:
+            check_integer(src, f"Image {self.key!r}", allow_non_integer=self.allow_non_integer, fix=_IMAGE_FIX)
         return np.asarray(out, dtype=np.float32)

@@ -9,7 +9,7 @@ import numpy as np
 from .._spatial import affine_to_cs
 from ._grid import Grid, Raster
 from ._section import aggregate
-from ._validate import check_counts, check_genes
+from ._validate import check_counts, check_genes, check_integer
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
@@ -42,6 +42,7 @@ class SpotsSource:
         *,
         layer: str | None = None,
         spots_as: str = "lr",
+        allow_non_integer: bool = False,
     ) -> None:
         if spots_as not in ("lr", "hr"):
             raise ValueError(f"spots_as must be 'lr' or 'hr', got {spots_as!r}.")
@@ -61,7 +62,9 @@ class SpotsSource:
         X = sub.layers[layer] if layer is not None else sub.X
         X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
         X = np.asarray(X, dtype=np.float64)
-        check_counts(X, f"Table {table_key!r}" + (f" layer {layer!r}" if layer else ""))
+        what = f"Table {table_key!r}" + (f" layer {layer!r}" if layer else "")
+        check_counts(X, what)
+        check_integer(X, what, allow_non_integer=allow_non_integer, fix=_raw_counts_hint(table, table_key, layer))
         if X.shape[0] == 0:
             raise ValueError(f"Table {table_key!r} has no spot: there is no expression to rasterise.")
         instance = table.obs[attrs["instance_key"]].to_numpy()
@@ -101,6 +104,19 @@ class SpotsSource:
             )
         lr, mask_lr = spots_to_grid(self.xy, self.values, self.radius, grid.origin, grid.lr_um, grid.shape_lr)
         return Raster(lr=lr, hr=None, mask_lr=mask_lr, lr_from="spots")
+
+
+def _raw_counts_hint(table, table_key: str, layer: str | None) -> str:
+    layers = [k for k in table.layers if k != layer]
+    hint = f"Pass layer= with the raw counts (table {table_key!r} has layers {layers})"
+    if table.raw is not None:
+        hint += (
+            f", or put the raw counts back from adata.raw (e.g. t = sdata.tables[{table_key!r}]; "
+            "t.layers['counts'] = t.raw[:, t.var_names].X, then layer='counts')"
+        )
+    else:
+        hint += " or keep the raw counts in adata.raw / a layer before normalising"
+    return hint + "."
 
 
 def spots_to_grid(xy, values, radius, origin, pixel_um, shape):

@@ -63,6 +63,8 @@ def superresolve(
     table_key: str | None = None,
     counts_key: str | None = None,
     coordinate_system: str | None = None,
+    layer: str | None = None,
+    allow_non_integer: bool = False,
     factor: int | None = None,
     lr_um: float | None = None,
     config: DiffSTConfig | str = "cpu",
@@ -107,6 +109,10 @@ def superresolve(
         Where the expression is (see :func:`stdiff.pp.rasterize`); default: found automatically.
     coordinate_system
         Coordinate system in µm shared by the image and the expression; required if there are several.
+    layer
+        Table layer with the raw counts (default ``X``).
+    allow_non_integer
+        Accept non-integer values where raw counts are expected (see :func:`stdiff.pp.rasterize`).
     factor
         Super-resolution factor; default: the model's (10 without a model).
     lr_um
@@ -188,6 +194,8 @@ def superresolve(
         factor=factor,
         he_scale=he_scale,
         spots_as="lr",
+        layer=layer,
+        allow_non_integer=allow_non_integer,
         name="input",
     )
     if model is None and genes is None and len(section.genes) > 200:
@@ -237,6 +245,8 @@ def superresolve(
         "image_key": section.image_key,
         "source": section.source,
         "source_key": section.meta.get("source_key"),
+        "layer": layer,
+        "allow_non_integer": bool(allow_non_integer),
         "sampler": used_sampler,
         "num_inference_steps": int(
             num_inference_steps or (cfg.num_inference_steps if used_sampler == "ddim" else cfg.num_train_timesteps)
@@ -306,5 +316,7 @@ def section_of(sdata: sd_mod.SpatialData, key: str = "stdiff") -> Section:
         factor=prov["factor"],
         he_scale=prov["config"]["he_scale"],
         spots_as="lr",
+        layer=prov.get("layer"),
+        allow_non_integer=prov.get("allow_non_integer", False),
         **src,
     )

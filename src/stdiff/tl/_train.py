@@ -82,6 +82,8 @@ def train(
     table_key: str | None = None,
     coordinate_system: str | None = None,
     spots_as: Literal["lr", "hr"] = "lr",
+    layer: str | None = None,
+    allow_non_integer: bool = False,
     self_supervised: Literal["auto", True, False] = "auto",
     device: str = "auto",
     seed: int = 0,
@@ -110,7 +112,7 @@ def train(
         A preset name (``"tiny"``, ``"cpu"``, ``"paper"``) or a :class:`~stdiff.models.DiffSTConfig`.
     steps
         Optimiser steps (default: the config's).
-    image_key, counts_key, table_key, coordinate_system, spots_as
+    image_key, counts_key, table_key, coordinate_system, spots_as, layer, allow_non_integer
         Passed to :func:`stdiff.pp.rasterize`.
     self_supervised
         ``"auto"``: only for sections without truth; ``True``: always (ignore any truth).
@@ -145,6 +147,8 @@ def train(
         table_key=table_key,
         coordinate_system=coordinate_system,
         spots_as=spots_as,
+        layer=layer,
+        allow_non_integer=allow_non_integer,
     )
     model = DiffST.setup(sections, cfg, seed=seed)
     return model.train(
