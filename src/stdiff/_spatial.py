@@ -105,12 +105,37 @@ def find_image(sdata: sd_mod.SpatialData, image_key: str | None, *, exclude: set
     rgb = [k for k in candidates if is_rgb(sdata[k])]
     if len(rgb) == 1:
         return rgb[0]
+    finest = _finest_of_one_picture(sdata, rgb)
+    if finest is not None:
+        return finest
     small = [k for k in candidates if len(channel_names(sdata[k])) <= 3]
     if len(small) == 1:
         return small[0]
     raise ValueError(
         f"Cannot tell which image is the histology (H&E) image among {candidates or images}; pass image_key=."
     )
+
+
+def _finest_of_one_picture(sdata: sd_mod.SpatialData, keys: Sequence[str]) -> str | None:
+    """The finest of images that are one picture at several resolutions, else ``None``.
+
+    E.g. the full-resolution, hires and lowres images of ``spatialdata_io.visium``.
+    """
+    from spatialdata.transformations import get_transformation
+
+    if len(keys) < 2:
+        return None
+    shared = set.intersection(*(set(get_transformation(sdata[k], get_all=True)) for k in keys))
+    if not shared:
+        return None
+    cs = sorted(shared)[0]
+    bounds = {k: np.array(element_bounds(sdata, k, cs)) for k in keys}
+    ref = bounds[keys[0]]
+    size = max(ref[2] - ref[0], ref[3] - ref[1])
+    if any(np.abs(b - ref).max() > 0.05 * size for b in bounds.values()):
+        return None
+    pixel = {k: (bounds[k][2] - bounds[k][0]) / image_levels(sdata[k])[0].shape[-1] for k in keys}
+    return min(keys, key=lambda k: pixel[k])
 
 
 def element_bounds(sdata: sd_mod.SpatialData, key: str, coordinate_system: str) -> tuple[float, float, float, float]:

@@ -5,6 +5,7 @@ from ._normalize import Normalizer
 from ._rasterize import rasterize
 from ._section import Section, Tiles, aggregate
 from ._tiles import fit_normalizer, make_tiles, tile_positions
+from ._units import to_micrometres
 
 __all__ = [
     "Normalizer",
@@ -16,4 +17,5 @@ __all__ = [
     "make_tiles",
     "rasterize",
     "tile_positions",
+    "to_micrometres",
 ]

@@ -19,6 +19,7 @@ from ._read_image import GeneImageSource
 from ._read_points import PointsSource
 from ._read_spots import SpotsSource, table_region
 from ._section import Section
+from ._units import check_micrometres, micrometre_systems
 from ._validate import check_expression
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,13 +98,18 @@ def open_source(
     kind, key = detect_source(sdata, counts_key, table_key, image_key)
     image_key = find_image(sdata, image_key, exclude={key})
     region = table_region(sdata, key) if kind == "spots" else None
+    if coordinate_system is None and len(micrometre_systems(sdata)) == 1:
+        coordinate_system = next(iter(micrometre_systems(sdata)))  # the µm system added by to_micrometres
     cs = resolve_coordinate_system(sdata, coordinate_system, [image_key, key if kind != "spots" else region])
+    if kind != "spots":
+        check_micrometres(sdata, cs)
     if kind == "points":
         source = PointsSource(sdata, key, cs, genes)
     elif kind == "image":
         source = GeneImageSource(sdata, key, cs, genes, allow_non_integer=allow_non_integer)
     else:
         source = SpotsSource(sdata, key, cs, genes, layer=layer, spots_as=spots_as, allow_non_integer=allow_non_integer)
+        check_micrometres(sdata, cs, (source.xy, source.radius))
     return source, image_key, cs
 
 
@@ -169,8 +175,10 @@ def rasterize(
     table_key
         Table annotating spot shapes.
     coordinate_system
-        Coordinate system (in µm) shared by the image and the expression; required when the
-        SpatialData has more than one.
+        Coordinate system in µm shared by the image and the expression; required when the SpatialData
+        has more than one (default: the µm system added by :func:`to_micrometres`, if there is one).
+        A system in pixels (e.g. as ``spatialdata_io.visium`` / ``visium_hd`` / ``xenium`` read it)
+        is refused: add a µm one with :func:`to_micrometres`.
     lr_um
         LR pixel size in µm (100 for Visium-like grids).
     factor

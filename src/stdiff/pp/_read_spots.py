@@ -9,6 +9,7 @@ import numpy as np
 from .._spatial import affine_to_cs
 from ._grid import Grid, Raster
 from ._section import aggregate
+from ._units import spot_radius_um
 from ._validate import check_counts, check_genes, check_integer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,6 +80,9 @@ class SpotsSource:
         self.xy = A[:2, :2] @ centres + A[:2, 2:3]
         self.values = X.T
         self.radius = radius * float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
+        physical = spot_radius_um(sdata, cs, region)
+        if physical is not None:  # e.g. Visium circles drawn for a 65 µm spot; the spots are 55 µm
+            self.radius = np.full_like(self.radius, physical)
 
     def extent(self, lr_um: float, hr_um: float) -> tuple[tuple[float, float], np.ndarray]:
         """Grid origin (half a pixel before the first spot centre) and the far corner."""
