@@ -14,20 +14,33 @@ if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
 
 
-def read_histology(sdata: sd_mod.SpatialData, image_key: str, cs: str, grid: Grid, he_scale: int) -> np.ndarray:
+def read_histology(
+    sdata: sd_mod.SpatialData,
+    image_key: str,
+    cs: str,
+    grid: Grid,
+    he_scale: int,
+    *,
+    value_range: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """The histology resampled to ``he_scale`` pixels per HR pixel of ``grid``, as ``uint8``.
 
     Only the part of the image under the grid is read, from the coarsest pyramid level that is still
     finer than the target (so a small grid reads little of a large lazily loaded image). Non-``uint8``
-    images (fluorescence) are rescaled per channel (1st–99.5th percentile → 0–255).
+    images (fluorescence) are rescaled per channel from ``value_range`` (low, high), by default their
+    1st–99.5th percentiles over the grid, to 0–255.
     """
     H, W = grid.shape_hr
     he = resample_image(
         sdata[image_key], cs, origin=grid.origin, pixel_um=grid.hr_um / he_scale, shape=(H * he_scale, W * he_scale)
     )
     if he.dtype != np.uint8:
-        lo_q = np.percentile(he, 1, axis=(1, 2), keepdims=True)
-        hi_q = np.percentile(he, 99.5, axis=(1, 2), keepdims=True)
+        if value_range is None:
+            value_range = (
+                np.percentile(he, 1, axis=(1, 2), keepdims=True),
+                np.percentile(he, 99.5, axis=(1, 2), keepdims=True),
+            )
+        lo_q, hi_q = value_range
         he = np.clip((he - lo_q) / np.maximum(hi_q - lo_q, 1e-12) * 255, 0, 255).astype(np.uint8)
     return he
 
