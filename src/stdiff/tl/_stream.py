@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: memory for one chunk's prediction (MB) when ``chunk_lr`` is not given
 CHUNK_BUDGET_MB = 1024
 #: results larger than this (MB) are kept in a temporary folder until written, smaller ones in memory
-IN_MEMORY_MB = 256
+IN_MEMORY_MB = 64
 
 
 def rescale_to_lr(mean: np.ndarray, lr: np.ndarray, factor: int, mask_lr: np.ndarray, *extra: np.ndarray):
