@@ -81,7 +81,7 @@ def train_model(n_genes: int, path: Path) -> None:
     model.save(path)
 
 
-def measure(data: Path, model: Path, out: Path, chunk_lr: int | None) -> dict:
+def measure(data: Path, model: Path, out: Path, chunk_lr: int | None, steps: int | None) -> dict:
     """Read lazily, super-resolve, write streamed; peak RSS (MB) and seconds of this process."""
     import spatialdata
 
@@ -89,7 +89,15 @@ def measure(data: Path, model: Path, out: Path, chunk_lr: int | None) -> dict:
 
     t0 = time.perf_counter()
     s = spatialdata.read_zarr(data)
-    sd.tl.superresolve(s, model=model, counts_key="hr_counts", chunk_lr=chunk_lr, progress=False, device="cpu")
+    sd.tl.superresolve(
+        s,
+        model=model,
+        counts_key="hr_counts",
+        chunk_lr=chunk_lr,
+        num_inference_steps=steps,
+        progress=False,
+        device="cpu",
+    )
     t1 = time.perf_counter()
     s.write(out, overwrite=True)
     t2 = time.perf_counter()
@@ -116,6 +124,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=[3.2, 6.4, 12.8], help="section sides in mm")
     parser.add_argument("--genes", type=int, default=300)
     parser.add_argument("--chunk-lr", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "stdiff-memory-bench")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/memory"))
     parser.add_argument("--step", choices=["prepare", "train", "measure"], help=argparse.SUPPRESS)
@@ -132,7 +141,7 @@ def main() -> None:
         print(json.dumps({}))
         return
     if args.step == "measure":
-        res = measure(work / f"section_{args.size:g}mm.zarr", model_path, work / "out.zarr", args.chunk_lr)
+        res = measure(work / f"section_{args.size:g}mm.zarr", model_path, work / "out.zarr", args.chunk_lr, args.steps)
         print(json.dumps(res))
         return
 
@@ -145,6 +154,7 @@ def main() -> None:
         if not (work / f"section_{size:g}mm.zarr").exists():
             _run(["--step", "prepare", "--size", str(size), "--genes", str(args.genes), "--work", str(work)])
         extra = ["--chunk-lr", str(args.chunk_lr)] if args.chunk_lr else []
+        extra += ["--steps", str(args.steps)] if args.steps else []
         res = _run(["--step", "measure", "--size", str(size), "--genes", str(args.genes), "--work", str(work), *extra])
         area = size**2
         res.update(size_mm=size, area_mm2=area, genes=args.genes, s_per_mm2=round(res["superresolve_s"] / area, 2))
@@ -152,7 +162,8 @@ def main() -> None:
         print(json.dumps(res), flush=True)
     (args.out / "memory.json").write_text(json.dumps(rows, indent=1))
     lines = [
-        f"Peak RSS and time of `superresolve` + streamed `write` ({args.genes} genes, 10 µm HR, tiny model, CPU).",
+        f"Peak RSS and time of `superresolve` + streamed `write` ({args.genes} genes, 10 µm HR, tiny model, "
+        f"{args.steps or 'default'} sampler steps, CPU).",
         "",
         "| section | area (mm²) | HR output (G×H×W) | peak RSS (MB) | superresolve (s) | s / mm² | write (s) |",
         "|---|---|---|---|---|---|---|",

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._grid import Grid, Raster
-from ._histology import read_histology, tissue_masks
 from ._rasterize import check_geometry, open_source, source_grid
+from ._read_histology import read_histology, tissue_masks
 from ._section import Section
 from ._validate import check_expression
 

@@ -14,7 +14,7 @@ import numpy as np
 from .._spatial import channel_names, element_bounds, find_image, is_rgb, resolve_coordinate_system, stdiff_outputs
 from .._utils import logger
 from ._grid import Grid
-from ._histology import read_histology, tissue_masks
+from ._read_histology import read_histology, tissue_masks
 from ._read_image import GeneImageSource
 from ._read_points import PointsSource
 from ._read_spots import SpotsSource, table_region

@@ -2,7 +2,7 @@
 
 - :mod:`._section`: :class:`Section`, :class:`Tiles`, :func:`aggregate`;
 - :mod:`._rasterize`: :func:`rasterize` (with the readers ``_read_points``, ``_read_image``,
-  ``_read_spots``, the histology in ``_histology`` and the grid in ``_grid``);
+  ``_read_spots``, the histology in ``_read_histology`` and the grid in ``_grid``);
 - :mod:`._tiles`: :func:`tile_positions`, :func:`make_tiles`, :func:`fit_normalizer`.
 """
 
