@@ -1,5 +1,6 @@
 """Preprocessing: rasterise SpatialData onto LR / HR / histology grids and cut paired tiles."""
 
+from ._histology import HistologyFeatures, fit_feature_scaler, histology_features, standardize_features
 from ._lr_maps import lr_per_tissue_pixel
 from ._normalize import Normalizer
 from ._rasterize import rasterize
@@ -8,14 +9,18 @@ from ._tiles import fit_normalizer, make_tiles, tile_positions
 from ._units import to_micrometres
 
 __all__ = [
+    "HistologyFeatures",
     "Normalizer",
     "Section",
     "Tiles",
     "aggregate",
+    "fit_feature_scaler",
     "fit_normalizer",
+    "histology_features",
     "lr_per_tissue_pixel",
     "make_tiles",
     "rasterize",
+    "standardize_features",
     "tile_positions",
     "to_micrometres",
 ]
