@@ -190,3 +190,44 @@ def test_xenium_folder_read_by_spatialdata_io(tmp_path, source, tiny_model):
     out_a = sd.tl.superresolve(direct, model=tiny_model, progress=False, copy=True)
     out_b = sd.tl.superresolve(read, model=tiny_model, progress=False, copy=True)
     np.testing.assert_allclose(_img(out_b, "stdiff"), _img(out_a, "stdiff"), rtol=1e-4, atol=1e-4)
+
+
+def test_visium_hd_bins_give_the_pixel_size():
+    """As spatialdata_io.visium_hd lays it out: squares of the bin size (in pixels), one table per bin size."""
+    import anndata as ad
+    import geopandas as gpd
+    import scipy.sparse as sp
+    from shapely.geometry import box
+    from spatialdata import SpatialData
+    from spatialdata.models import ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    um_per_px, bin_um = 0.2738, 8.0
+    side = bin_um / um_per_px
+    rows, cols = np.meshgrid(np.arange(6), np.arange(5), indexing="ij")
+    x, y = (cols.ravel() + 0.5) * side + 1000, (rows.ravel() + 0.5) * side + 2000
+    squares = gpd.GeoDataFrame(
+        geometry=[box(a - side / 2, b - side / 2, a + side / 2, b + side / 2) for a, b in zip(x, y, strict=True)]
+    )
+    tf = {"hd": Identity(), "hd_downscaled_hires": Scale([0.1, 0.1], axes=("x", "y"))}
+    shapes = ShapesModel.parse(squares, transformations=tf)
+    obs = pd.DataFrame(
+        {
+            "array_row": rows.ravel(),
+            "array_col": cols.ravel(),
+            "region": "hd_square_008um",
+            "location_id": np.arange(30),
+        }
+    )
+    obs["region"] = obs["region"].astype("category")
+    table = TableModel.parse(
+        ad.AnnData(sp.csr_matrix(np.ones((30, 2), np.float32)), obs=obs),
+        region="hd_square_008um",
+        region_key="region",
+        instance_key="location_id",
+    )
+    s = SpatialData(shapes={"hd_square_008um": shapes}, tables={"square_008um": table})
+    s.attrs["spatialdata_io_reader"] = "visium_hd"
+    sd.pp.to_micrometres(s)  # the full-resolution system, not the downscaled one
+    info = s.attrs["stdiff_micrometres"]["hd_um"]
+    assert info["um_per_unit"] == pytest.approx(um_per_px) and "8 µm" in info["how"]
