@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..pp._input import InputGrid
 
 #: memory for one chunk's prediction (MB) when ``chunk_lr`` is not given
-CHUNK_BUDGET_MB = 1024
+CHUNK_BUDGET_MB = 2560
 #: results larger than this (MB) are kept in a temporary folder until written, smaller ones in memory
 IN_MEMORY_MB = 64
 
@@ -53,17 +53,26 @@ def rescale_to_lr(mean: np.ndarray, lr: np.ndarray, factor: int, mask_lr: np.nda
 
 
 def auto_chunk_lr(
-    n_genes: int, factor: int, tile_lr: int, n_samples: int, he_scale: int, budget_mb: float = CHUNK_BUDGET_MB
+    n_genes: int,
+    factor: int,
+    tile_lr: int,
+    n_samples: int,
+    he_scale: int,
+    budget_mb: float = CHUNK_BUDGET_MB,
+    batch_size: int = 16,
 ) -> int:
     """LR pixels per chunk side so that one chunk's prediction fits in about ``budget_mb``.
 
-    Per HR pixel the prediction holds a few ``(G,)`` float32 maps and, with tiles overlapping by half,
-    about four copies of every sample (plus the first-step estimates) and of the tiles' histology.
+    Calibrated on ``predict_section`` (300 genes, ``"tiny"`` preset, CPU): a fixed part for the network's
+    activations on a batch of tiles (~100 bytes per gene and tile pixel) and, per HR pixel of the chunk
+    and its halo, ~4 bytes × genes × (20 + 15 × samples) (the mean, the samples, their counts and
+    quantiles) plus the histology.
     """
-    per_hr_px = 4.0 * (n_genes * (6 + 8 * n_samples) + 16 * he_scale**2)
-    side_hr = np.sqrt(budget_mb * 2**20 / per_hr_px)
-    halo = halo_lr(tile_lr)
-    side = int(side_hr // factor) - 2 * halo
+    fixed = 100.0 * n_genes * batch_size * (tile_lr * factor) ** 2
+    per_hr_px = 4.0 * n_genes * (20 + 15 * n_samples) + 16 * he_scale**2
+    budget = budget_mb * 2**20
+    side_hr = np.sqrt(max(budget - fixed, 0.25 * budget) / per_hr_px)
+    side = int(side_hr // factor) - 2 * halo_lr(tile_lr)
     step = max(1, tile_lr // 2)
     return max(tile_lr, (side // step) * step)
 

@@ -112,7 +112,8 @@ def superresolve(
     chunk_lr
         Inference runs chunk by chunk (``chunk_lr × chunk_lr`` LR pixels plus a halo of half a tile,
         blended), reading only the histology under each chunk, so memory does not grow with the slide;
-        default: chunks of about 1 GB of working memory.
+        default: chunks of about 2.5 GB of working memory
+        (``stdiff.tl._stream.CHUNK_BUDGET_MB``).
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     seed
