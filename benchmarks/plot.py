@@ -1,12 +1,16 @@
-"""Plots of benchmark results: PCC per gene per method, and sampler steps against PCC and time.
+"""Plots of benchmark (v2) results: per-gene PCC per method, and reliability of the sampling methods.
 
 Usage::
 
     python benchmarks/plot.py benchmarks/results/synthetic_cpu.json [more.json ...] --out docs/_static
 
-writes ``bench_{dataset}_pcc.png`` (one panel per run/factor: per-gene PCC of every method, genes
-sorted by the bicubic PCC) and ``bench_{dataset}_steps.png`` (fast sampler at 10/25/50 steps and
-1000-step DDPM on the same test tiles: mean PCC and seconds per tile).
+writes, per result file,
+
+- ``bench_{dataset}_pcc.png``: one panel per factor and track, the per-gene PCC (seed-averaged) of
+  every method, genes sorted by the mask-aware nearest (or bicubic) PCC;
+- ``bench_{dataset}_reliability.png``: one panel per factor and track, binned predicted spread
+  (``rms sd · √((n+1)/n)``) against the binned RMSE of the ensemble mean for every method that
+  samples (first seed); a calibrated ensemble lies on the diagonal, an over-confident one below it.
 """
 
 from __future__ import annotations
@@ -22,91 +26,92 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 ORDER = [
-    "bicubic", "nearest", "histology", "unet", "stdiff", "stdiff_sample_mean", "stdiff_1sample", "stdiff_ablation_n",
+    "bicubic", "nearest", "nearest_masked", "ridge", "istar", "unet", "stdiff",
     "stdiff_no_modulation", "stdiff_no_cross_attention", "stdiff_no_gene_graph",
+    "stdiff_ko_modulation", "stdiff_ko_cross_attention", "stdiff_ko_gene_graph",
 ]  # fmt: skip
 STYLE = {
     "bicubic": dict(color="0.35", marker="s"),
     "nearest": dict(color="0.65", marker="s"),
-    "histology": dict(color="tab:brown", marker="^"),
+    "nearest_masked": dict(color="0.1", marker="s"),
+    "ridge": dict(color="tab:olive", marker="^"),
+    "istar": dict(color="tab:brown", marker="^"),
     "unet": dict(color="tab:blue", marker="D"),
     "stdiff": dict(color="tab:red", marker="o"),
-    "stdiff_sample_mean": dict(color="darkred", marker="x"),
-    "stdiff_1sample": dict(color="salmon", marker="o"),
-    "stdiff_ablation_n": dict(color="lightcoral", marker="."),
     "stdiff_no_modulation": dict(color="tab:purple", marker="v"),
     "stdiff_no_cross_attention": dict(color="tab:green", marker="v"),
     "stdiff_no_gene_graph": dict(color="tab:orange", marker="v"),
+    "stdiff_ko_modulation": dict(color="plum", marker="x"),
+    "stdiff_ko_cross_attention": dict(color="lightgreen", marker="x"),
+    "stdiff_ko_gene_graph": dict(color="navajowhite", marker="x"),
 }
+BOLD = ("stdiff", "nearest_masked", "unet")
 
 
-def _pcc(run, name):
-    per_gene = run["methods"][name]["per_gene"]
+def _panels(res: dict) -> list[tuple[dict, str, dict]]:
+    return [(run, track, tr) for run in res["runs"] for track, tr in run.get("tracks", {}).items() if tr.get("methods")]
+
+
+def _pcc(run: dict, methods: dict, name: str) -> np.ndarray:
+    per_gene = methods[name]["per_gene"]
     return np.array([np.nan if per_gene[g]["pcc"] is None else per_gene[g]["pcc"] for g in run["genes"]])
 
 
-def plot_pcc(res: dict, path: Path) -> None:
-    """Per-gene PCC of every method (genes sorted by bicubic PCC); one panel per run."""
-    runs = res["runs"]
-    fig, axes = plt.subplots(len(runs), 1, figsize=(max(9, 0.17 * len(runs[0]["genes"]) + 5), 3.6 * len(runs)),
-                             squeeze=False)  # fmt: skip
-    for ax, run in zip(axes[:, 0], runs):
-        names = [n for n in ORDER if n in run["methods"]]
-        ref = _pcc(run, "bicubic") if "bicubic" in names else _pcc(run, names[0])
+def plot_pcc(res: dict, path: Path) -> bool:
+    """Per-gene PCC of every method; one panel per factor and track."""
+    panels = _panels(res)
+    if not panels:
+        return False
+    n_genes = len(panels[0][0]["genes"])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(9, 0.17 * n_genes + 5), 3.6 * len(panels)), squeeze=False)
+    for ax, (run, track, tr) in zip(axes[:, 0], panels):
+        ms = tr["methods"]
+        names = [n for n in ORDER if n in ms and ms[n]["mean"].get("pcc") is not None]
+        if not names:
+            continue
+        ref_name = next((n for n in ("nearest_masked", "bicubic") if n in names), names[0])
+        ref = _pcc(run, ms, ref_name)
         order = np.argsort(np.where(np.isfinite(ref), ref, -2))
         x = np.arange(len(order))
         for n in names:
-            v = _pcc(run, n)[order]
-            mean = np.nanmean(v)
-            ax.plot(x, v, lw=1.6 if n == "stdiff" else 0.8, ms=3.5 if n == "stdiff" else 2.5,
-                    label=f"{n} ({mean:.3f})", alpha=1 if n in ("stdiff", "bicubic", "unet") else 0.75,
+            v = _pcc(run, ms, n)[order]
+            ax.plot(x, v, lw=1.6 if n in BOLD else 0.8, ms=3.5 if n in BOLD else 2.5,
+                    label=f"{n} ({np.nanmean(v):.3f})", alpha=1 if n in BOLD else 0.75,
                     **STYLE.get(n, {}))  # fmt: skip
         ax.set_xticks(x)
         ax.set_xticklabels([run["genes"][i] for i in order], rotation=90, fontsize=6)
-        ax.set_ylabel("PCC (held-out tissue)")
-        ax.set_title(f"{res['dataset']} ×{run['factor']}: LR {run['lr_um']:g} µm → HR {run['hr_um']:g} µm "
-                     f"({res['profile']} profile)", fontsize=10)  # fmt: skip
+        ax.set_ylabel("PCC (test tissue)")
+        ax.set_title(f"{res['dataset']} ×{run['factor']}, {track.replace('_', '-')} track: LR {run['lr_um']:g} µm → "
+                     f"HR {run['hr_um']:g} µm ({res['profile']} profile)", fontsize=10)  # fmt: skip
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method (mean PCC)", title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+    return True
 
 
-def plot_steps(res: dict, path: Path) -> bool:
-    """Mean PCC and seconds per tile against sampler steps (DDIM 10/25/50 vs DDPM 1000)."""
-    runs = [r for r in res["runs"] if any(s["phase"] == "sample_tiles" for s in r.get("speed", []))]
-    if not runs:
+def plot_reliability(res: dict, path: Path) -> bool:
+    """Binned spread against binned RMSE of the ensemble mean, per sampling method; one panel per factor/track."""
+    panels = [(r, t, tr) for r, t, tr in _panels(res) if any((m.get("reliability") or {}).get("spread")
+                                                            for m in tr["methods"].values())]  # fmt: skip
+    if not panels:
         return False
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.8), squeeze=False)
-    for ax, run in zip(axes[0], runs):
-        sp = [s for s in run["speed"] if s["phase"] == "sample_tiles"]
-        ddim = sorted((s for s in sp if s["sampler"] == "ddim"), key=lambda s: s["steps"])
-        ddpm = [s for s in sp if s["sampler"] == "ddpm"]
-        ax.plot([s["steps"] for s in ddim], [s["pcc_mean"] for s in ddim], "o-", color="tab:red",
-                label="DDIM, 1 finished sample")  # fmt: skip
-        for s in ddpm:
-            ax.plot([s["steps"]], [s["pcc_mean"]], "*", ms=12, color="tab:red", label=f"DDPM-{s['steps']}, 1 sample")
-        first = [s for s in ddim + ddpm if s.get("first_step_pcc_mean") is not None]
-        if first:
-            ax.plot([s["steps"] for s in first], [s["first_step_pcc_mean"] for s in first], "^:", color="darkred",
-                    label="first-step E[x0] (stdiff's mean estimate)")  # fmt: skip
-        bic = [s["bicubic_pcc_mean"] for s in sp if s.get("bicubic_pcc_mean") is not None]
-        if bic:
-            ax.axhline(bic[0], color="0.4", ls="--", lw=1, label="bicubic (same tiles)")
-        ax.set_xscale("log")
-        ax.set_xlabel("sampler steps")
-        ax.set_ylabel(f"mean PCC ({sp[0]['tiles']} test tiles, 1 sample)")
-        ax2 = ax.twinx()
-        ax2.plot([s["steps"] for s in ddim + ddpm], [s["s_per_tile"] for s in ddim + ddpm], "s--", color="tab:blue",
-                 label="s / tile")  # fmt: skip
-        ax2.set_yscale("log")
-        ax2.set_ylabel("seconds per tile per sample", color="tab:blue")
-        ax.set_title(f"{res['dataset']} ×{run['factor']}", fontsize=10)
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
+    for ax, (run, track, tr) in zip(axes[0], panels):
+        top = 0.0
+        for n in ORDER:
+            rel = (tr["methods"].get(n) or {}).get("reliability") or {}
+            if not rel.get("spread"):
+                continue
+            ax.plot(rel["spread"], rel["rmse"], "-", lw=1.6 if n == "stdiff" else 0.9, label=n, **STYLE.get(n, {}))
+            top = max(top, max(rel["spread"]), max(rel["rmse"]))
+        ax.plot([0, top], [0, top], color="0.5", ls="--", lw=1, label="calibrated")
+        ax.set_xlabel("predicted spread, rms sd·√((n+1)/n)")
+        ax.set_ylabel("RMSE of the ensemble mean")
+        ax.set_title(f"{res['dataset']} ×{run['factor']}, {track.replace('_', '-')}", fontsize=10)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -124,11 +129,11 @@ def main(argv=None) -> int:
     for f in args.results:
         res = json.loads(Path(f).read_text())
         ds = res["dataset"]
-        plot_pcc(res, out / f"bench_{ds}_pcc.png")
-        made = [f"bench_{ds}_pcc.png"]
-        if plot_steps(res, out / f"bench_{ds}_steps.png"):
-            made.append(f"bench_{ds}_steps.png")
-        print(f"{f}: wrote {', '.join(str(out / m) for m in made)}")
+        made = []
+        for kind, fn in (("pcc", plot_pcc), ("reliability", plot_reliability)):
+            if fn(res, out / f"bench_{ds}_{kind}.png"):
+                made.append(str(out / f"bench_{ds}_{kind}.png"))
+        print(f"{f}: wrote {', '.join(made) or 'nothing (no v2 runs)'}")
     return 0
 
 

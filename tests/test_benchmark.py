@@ -1,4 +1,4 @@
-"""The benchmark harness: metric functions against known truth, baselines, and a tiny end-to-end run."""
+"""Benchmark metrics against known truth, interpolation baselines, splits, and tiny end-to-end runs."""
 
 from __future__ import annotations
 
@@ -78,25 +78,23 @@ def test_summarize_drops_nan_genes():
 
 
 def test_evaluate_sections_pools_test_sections():
-    from stdiff.benchmark._harness import evaluate_sections
-
     a, b = np.abs(_maps(6, g=2, h=10, w=12)), np.abs(_maps(7, g=2, h=9, w=9))
     ma, mb = np.ones((10, 12), bool), np.ones((9, 9), bool)
     mb[:, :2] = False
-    res = evaluate_sections([a, b], [a, b], [ma, mb], ["x", "y"])
+    res = _metrics.evaluate_sections([a, b], [a, b], [ma, mb], ["x", "y"])
     for g in ("x", "y"):
         assert res[g]["pcc"] == pytest.approx(1.0)
         assert res[g]["rmse"] == pytest.approx(0.0)
         assert res[g]["ssim"] == pytest.approx(1.0)
     # PCC pools the tissue pixels of both sections
     pred = [a, b * 0 + 1.0]
-    r = evaluate_sections(pred, [a, b], [ma, mb], ["x", "y"])["x"]["pcc"]
+    r = _metrics.evaluate_sections(pred, [a, b], [ma, mb], ["x", "y"])["x"]["pcc"]
     flat_p = np.concatenate([a[0][ma], np.ones(mb.sum())])
     flat_t = np.concatenate([a[0][ma], b[0][mb]])
     assert r == pytest.approx(np.corrcoef(flat_p, flat_t)[0, 1])
 
 
-# ------------------------------------------------------------------ baselines
+# ------------------------------------------------------------------ interpolation baselines
 
 
 def _constant_section(value=3.0, factor=5, he_scale=2, g=2, h=4, w=5):
@@ -112,61 +110,315 @@ def _constant_section(value=3.0, factor=5, he_scale=2, g=2, h=4, w=5):
     )  # fmt: skip
 
 
-def test_bicubic_reproduces_a_constant_map_exactly():
-    from stdiff.benchmark import _baselines
+def _norm(sec):
     from stdiff.pp import Normalizer
 
+    return Normalizer(genes=sec.genes, size=np.array([1.5, 2.5]), scale=np.array([1.2, 0.7]))
+
+
+def test_interpolation_reproduces_a_constant_map_exactly():
+    from stdiff.benchmark._methods import _interp
+
     sec = _constant_section()
-    norm = Normalizer(genes=sec.genes, size=np.array([1.5, 2.5]), scale=np.array([1.2, 0.7]))
+    norm = _norm(sec)
     truth = norm.transform(sec.hr)
-    for fn in (_baselines.bicubic, _baselines.nearest):
+    for fn in (_interp.bicubic, _interp.nearest, _interp.nearest_masked):
         pred = fn(sec, norm)
         assert pred.shape == truth.shape
         np.testing.assert_allclose(pred, truth, rtol=1e-6, atol=1e-6)
 
 
+def test_mask_aware_nearest_is_not_diluted_at_the_tissue_edge():
+    from dataclasses import replace
+
+    from stdiff.benchmark._methods import _interp
+    from stdiff.pp import aggregate
+
+    sec = _constant_section()
+    mask = np.ones(sec.mask_hr.shape, bool)
+    mask[:, :7] = False  # the first LR column is empty, the second has 3 of 5 HR columns on tissue
+    hr = sec.hr * mask[None]
+    sec = replace(sec, hr=hr, lr=aggregate(hr, 5), mask_hr=mask, mask_lr=aggregate(mask.astype(int), 5) > 0)
+    norm = _norm(sec)
+    truth = norm.transform(hr)
+    masked = _interp.nearest_masked(sec, norm)
+    np.testing.assert_allclose(masked[:, mask], truth[:, mask], rtol=1e-6)
+    plain = _interp.nearest(sec, norm)
+    assert np.all(plain[:, mask][:, :1] < truth[:, mask][:, :1] - 0.05)  # the edge block is diluted
+
+
+# ------------------------------------------------------------------ probabilistic metrics
+
+
+def test_crps_of_a_perfect_point_forecast_is_zero_and_a_point_forecast_gets_its_mae():
+    from stdiff.benchmark import _probabilistic as P
+
+    y = _maps(8, g=3, h=50, w=1)[..., 0]
+    np.testing.assert_allclose(P.crps_ensemble(y[None], y), 0.0, atol=1e-12)
+    np.testing.assert_allclose(P.crps_ensemble(np.repeat(y[None], 5, 0), y), 0.0, atol=1e-12)
+    pred = y + 0.3
+    np.testing.assert_allclose(P.crps_ensemble(pred, y), 0.3, rtol=1e-9)
+
+
+def test_fair_crps_of_a_gaussian_ensemble_matches_the_closed_form():
+    from stdiff.benchmark import _probabilistic as P
+
+    rng = np.random.default_rng(0)
+    mu, sigma = 0.4, 0.7
+    y = rng.normal(size=(2, 40_000)) * 1.3  # truths not from the forecast distribution
+    for n in (4, 16):
+        ens = mu + sigma * rng.normal(size=(n, *y.shape))
+        expected = P.crps_gaussian(mu, sigma, y).mean(-1)
+        np.testing.assert_allclose(P.crps_ensemble(ens, y), expected, rtol=0.01)
+    # the fair estimator is unbiased also for tiny ensembles (the plain one is not)
+    ens = mu + sigma * rng.normal(size=(2, *y.shape))
+    np.testing.assert_allclose(P.crps_ensemble(ens, y), P.crps_gaussian(mu, sigma, y).mean(-1), rtol=0.02)
+
+
+@pytest.mark.parametrize("n", [6, 50])
+def test_coverage_of_a_calibrated_ensemble_is_nominal(n):
+    from stdiff.benchmark import _probabilistic as P
+
+    rng = np.random.default_rng(n)
+    loc = rng.normal(size=(3, 20_000))
+    scale = rng.uniform(0.2, 1.0, size=loc.shape)
+    y = loc + scale * rng.normal(size=loc.shape)
+    ens = loc + scale * rng.normal(size=(n, *loc.shape))
+    assert P.interval(ens, 0.9)[2] == ("empirical" if n >= P.MIN_EMPIRICAL else "gaussian-t")
+    for level in (0.5, 0.9):
+        cov = P.coverage(ens, y, level)
+        np.testing.assert_allclose(cov, level, atol=0.015)
+    # an over-confident ensemble (half the spread) under-covers
+    assert np.all(P.coverage(loc + 0.5 * (ens - loc), y, 0.9) < 0.8)
+
+
+def test_spread_skill_is_one_for_a_calibrated_ensemble_and_below_one_when_over_confident():
+    from stdiff.benchmark import _probabilistic as P
+
+    rng = np.random.default_rng(3)
+    loc = rng.normal(size=(2, 50_000))
+    y = loc + 0.5 * rng.normal(size=loc.shape)
+    for n in (3, 8):
+        ens = loc + 0.5 * rng.normal(size=(n, *loc.shape))
+        np.testing.assert_allclose(P.spread_skill(ens, y), 1.0, atol=0.03)
+        narrow = loc + 0.25 * rng.normal(size=(n, *loc.shape))
+        assert np.all(P.spread_skill(narrow, y) < 0.7)
+    # reliability: with a spread that varies across pixels, binned spread follows binned error
+    scale = np.exp(rng.uniform(np.log(0.1), np.log(3.0), size=loc.shape))
+    y = loc + scale * rng.normal(size=loc.shape)
+    ens = loc + scale * rng.normal(size=(50, *loc.shape))
+    rel = P.reliability(ens, y, bins=5)
+    np.testing.assert_allclose(rel["spread"], rel["rmse"], rtol=0.1)
+    assert sum(rel["count"]) == y.size and np.all(np.diff(rel["spread"]) > 0)
+
+
+def test_paired_difference_and_seed_summary():
+    from stdiff.benchmark import _stats
+
+    rng = np.random.default_rng(0)
+    genes = [f"g{i}" for i in range(40)]
+    a = [{g: {"pcc": float(v)} for g, v in zip(genes, rng.uniform(0.3, 0.8, 40))} for _ in range(3)]
+    b = [{g: {"pcc": d[g]["pcc"] - 0.05} for g in genes} for d in a]
+    d = _stats.paired_difference(a, b, "pcc")
+    assert d["diff"] == pytest.approx(0.05) and d["ci95"][0] == pytest.approx(0.05)
+    same = _stats.paired_difference(a, a, "pcc")
+    assert same["diff"] == 0.0
+    s = _stats.summarize_seeds(a)
+    seed_means = [np.mean([x[g]["pcc"] for g in genes]) for x in a]
+    assert s["mean"]["pcc"] == pytest.approx(np.mean(seed_means))
+    assert s["sd"]["pcc"] == pytest.approx(np.std(seed_means, ddof=1))
+
+
+# ------------------------------------------------------------------ splits
+
+
+def _grid_section(h=9, w=11, factor=2):
+    from stdiff.pp import Section, aggregate
+
+    rng = np.random.default_rng(0)
+    hr = rng.poisson(3.0, size=(2, h * factor, w * factor)).astype(np.float32)
+    return Section(
+        genes=["a", "b"], lr=aggregate(hr, factor), hr=hr, he=np.zeros((3, h * factor, w * factor), np.uint8),
+        mask_lr=np.ones((h, w), bool), mask_hr=np.ones((h * factor, w * factor), bool), origin=(100.0, -50.0),
+        lr_um=20.0, factor=factor, he_scale=1, coordinate_system="global", name="s",
+    )  # fmt: skip
+
+
+def _hr_centres(sec):
+    rows, cols = np.nonzero(sec.truth_mask)
+    return {(sec.origin[0] + (c + 0.5) * sec.hr_um, sec.origin[1] + (r + 0.5) * sec.hr_um) for r, c in zip(rows, cols)}
+
+
+@pytest.mark.parametrize("how", ["x:0.5", "y:0.3", "x:0.7"])
+def test_region_split_puts_no_pixel_in_both_train_and_test(how):
+    from stdiff.benchmark._splits import SplitSpec, make_split, validation_split
+
+    sec = _grid_section()
+    sp = make_split({"s": sec}, SplitSpec.parse(how), tile_lr=2)
+    train, test = _hr_centres(sp.train[0]), _hr_centres(sp.test[0])
+    assert not train & test
+    assert train | test == _hr_centres(sec)
+    total = sp.train[0].hr.sum() + sp.test[0].hr.sum()
+    assert total == pytest.approx(sec.hr.sum())
+    fit, val, _ = validation_split(sp.train, tile_lr=2)
+    assert val is not None and not _hr_centres(fit[0]) & _hr_centres(val[0])
+    assert _hr_centres(fit[0]) | _hr_centres(val[0]) == train  # validation comes from the training part only
+
+
+def test_split_errors_are_clear():
+    from dataclasses import replace
+
+    from stdiff.benchmark._splits import SplitSpec, make_split
+
+    sec = _grid_section()
+    with pytest.raises(ValueError, match="fewer than one"):
+        make_split({"s": sec}, SplitSpec.parse("x:0.9"), tile_lr=3)
+    empty = sec.mask_lr.copy()
+    empty[:, 6:] = False
+    with pytest.raises(ValueError, match="no tissue"):
+        make_split({"s": replace(sec, mask_lr=empty)}, SplitSpec.parse("x:0.5"), tile_lr=2)
+    for bad in ("z:0.5", "x:1.5", "x"):
+        with pytest.raises(ValueError):
+            SplitSpec.parse(bad)
+    with pytest.raises(ValueError, match="both"):
+        SplitSpec.parse(train=["a"], test=["a"])
+
+
 # ------------------------------------------------------------------ end to end
 
 
+def _load(path):
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def merfish_zarr(tmp_path_factory, data_root):
+    """The MERFISH mini section written as SpatialData (DAPI + transcripts, so no keys are needed)."""
+    import stdiff as sd
+
+    path = tmp_path_factory.mktemp("merfish") / "section.zarr"
+    sdata = sd.datasets.merfish_mouse_brain_mini(data_dir=data_root / "giotto_mini_merfish_mouse_brain")
+    sdata.subset(["dapi", "transcripts"]).write(path)
+    return path
+
+
+FAST = "bicubic,nearest_masked,ridge,istar,unet,stdiff,stdiff_1sample,stdiff_no_gene_graph"
+
+
 @pytest.mark.slow
-def test_harness_tiny_end_to_end(tmp_path):
-    from stdiff.benchmark import METHODS, main
+def test_input_reproduces_the_merfish_preset(tmp_path, merfish_zarr, data_root):
+    from stdiff.benchmark import main
+
+    a, b = tmp_path / "preset.json", tmp_path / "input.json"
+    common = ["--profile", "tiny", "--seeds", "0", "--methods", FAST]
+    assert main(["--dataset", "merfish", "--data-dir", str(data_root / "giotto_mini_merfish_mouse_brain"),
+                 "--out", str(a), *common]) == 0  # fmt: skip
+    assert main(["--input", str(merfish_zarr), "--split", "x:0.5", "--genes", "8", "--factor", "5", "--lr-um", "50",
+                 "--out", str(b), *common]) == 0  # fmt: skip
+    pa, pb = _load(a), _load(b)
+    assert pa["genes"] == pb["genes"] and len(pa["genes"]) == 8
+    for track in ("reference", "self_supervised"):
+        ma, mb = pa["runs"][0]["tracks"][track]["methods"], pb["runs"][0]["tracks"][track]["methods"]
+        assert set(ma) == set(mb)
+        for name in ma:
+            assert ma[name]["per_gene"] == mb[name]["per_gene"], (track, name)
+    # every method and gene has every metric; timings, steps and memory per method
+    metrics = {"pcc", "rmse", "ssim", "crps", "coverage50", "coverage90", "spread_skill"}
+    ref = pb["runs"][0]["tracks"]["reference"]
+    assert {"bicubic", "nearest_masked", "ridge", "istar", "unet", "stdiff"} <= set(ref["methods"])
+    for name, m in ref["methods"].items():
+        assert set(m["per_gene"]) == set(pb["genes"])
+        assert all(set(v) == metrics for v in m["per_gene"].values()), name
+        for key in ("train_steps", "train_s", "predict_s", "peak_rss_mb"):
+            assert m[key] is not None and m[key] >= 0, (name, key)
+    st = ref["methods"]["stdiff"]
+    assert st["mean"]["crps"] > 0 and 0 <= st["mean"]["coverage90"] <= 1 and st["mean"]["spread_skill"] > 0
+    assert ref["methods"]["stdiff_1sample"]["mean"]["pcc"] is None  # a single sample is scored by CRPS only
+    bic = ref["methods"]["bicubic"]
+    assert bic["mean"]["coverage50"] is None and bic["mean"]["crps"] > 0  # CRPS = MAE for point forecasts
+    assert ref["methods"]["istar"]["train_steps"] > 0
+    assert set(ref["histology_gain"]) >= {"ridge", "istar", "unet", "stdiff"}
+    assert "stdiff_no_gene_graph" in ref["comparisons"]
+    md = b.with_suffix(".md").read_text()
+    assert "Reference-trained track" in md and "Self-supervised track" in md and "| **stdiff**" in md
+
+
+@pytest.mark.slow
+def test_synthetic_preset_tiny_end_to_end(tmp_path):
+    from stdiff.benchmark import main
 
     out = tmp_path / "bench.json"
-    rc = main(["--dataset", "synthetic", "--profile", "tiny", "--seed", "0", "--out", str(out)])
-    assert rc == 0
-    res = json.loads(out.read_text())
-    md = out.with_suffix(".md").read_text()
-    assert "| bicubic |" in md and "stdiff" in md
-    assert res["status"] == "complete"
-    assert res["dataset"] == "synthetic" and res["profile"] == "tiny"
-    for key in ("platform", "cpu_count", "torch"):
-        assert key in res["machine"]
-    assert res["peak_rss_mb"] > 0
-    genes = res["genes"]
-    assert len(genes) == 8
-    assert set(res["methods"]) == set(METHODS)
-    for name, m in res["methods"].items():
-        assert set(m["per_gene"]) == set(genes), name
-        for g in genes:
-            assert set(m["per_gene"][g]) == {"pcc", "rmse", "ssim"}
-        for stat in ("mean", "median"):
-            assert set(m[stat]) == {"pcc", "rmse", "ssim"}
-            assert m[stat]["rmse"] is not None and m[stat]["rmse"] >= 0
-            assert m[stat]["pcc"] is None or -1 <= m[stat]["pcc"] <= 1
-        assert "train_s" in m and "predict_s" in m
-    samplers = {(s["sampler"], s["steps"]) for s in res["speed"] if s["phase"] == "sample_tiles"}
-    assert ("ddpm", 20) in samplers and ("ddim", 4) in samplers
-    assert any(s["phase"] == "train" and s["s_per_step"] > 0 for s in res["speed"])
-    # the top level mirrors the first run (the primary factor)
-    assert res["runs"][0]["methods"]["bicubic"]["per_gene"] == res["methods"]["bicubic"]["per_gene"]
-    assert res["runs"][0]["target"]["target"] is not None
+    assert main(["--dataset", "synthetic", "--profile", "tiny", "--seeds", "0,1", "--out", str(out),
+                 "--methods", "nearest,nearest_masked,ridge,istar,stdiff", "--tracks", "reference"]) == 0  # fmt: skip
+    res = _load(out)
+    assert res["status"] == "complete" and res["seeds"] == [0, 1]
+    st = res["methods"]["stdiff"]
+    assert [s["seed"] for s in st["seeds"]] == [0, 1] and st["sd"]["pcc"] is not None
+    assert res["methods"]["nearest"]["sd"]["pcc"] == pytest.approx(0.0)  # interpolation has no seed
+    assert "±" in out.with_suffix(".md").read_text()
 
 
-def test_cli_rejects_sections_for_synthetic(tmp_path):
+def test_cli_errors(tmp_path):
     from stdiff.benchmark import run_benchmark
 
     with pytest.raises(ValueError, match="her2st"):
         run_benchmark("synthetic", profile="tiny", train=["B4"], out=tmp_path / "x.json")
     with pytest.raises(ValueError, match="Unknown method"):
         run_benchmark("synthetic", profile="tiny", methods=["magic"], out=tmp_path / "x.json")
+    with pytest.raises(ValueError, match="needs a split"):
+        run_benchmark(inputs=["a.zarr"], profile="tiny", out=tmp_path / "x.json")
+    with pytest.raises(ValueError, match="either"):
+        run_benchmark("merfish", inputs=["a.zarr"], profile="tiny", out=tmp_path / "x.json")
+
+
+# ------------------------------------------------------------------ training budget
+
+
+@pytest.fixture(scope="module")
+def small_split(synthetic_small):
+    from stdiff.benchmark._splits import SplitSpec, make_split
+    from stdiff.pp import rasterize
+
+    sec = rasterize(synthetic_small, counts_key="hr_counts", image_key="he", lr_um=100, factor=5, he_scale=2)
+    return make_split({"s": sec}, SplitSpec.parse("x:0.5"), tile_lr=4)
+
+
+def test_self_supervised_track_hides_the_truth(small_split):
+    from stdiff.benchmark import _run
+    from stdiff.benchmark._profiles import profile
+    from stdiff.models import DiffSTConfig
+
+    cfg = DiffSTConfig.preset("tiny", he_scale=2)
+    ctx = _run._contexts("self_supervised", small_split, small_split.train, None, "", None, ["a"], cfg,
+                         profile("tiny"), 0, "cpu")  # fmt: skip
+    assert all(s.hr is None and s.mask_truth is None for s in ctx.train)
+    assert [s.name for s in ctx.train] == [s.name for s in small_split.test] and ctx.validation is None
+    # its normaliser comes from the LR map only: LR counts per HR pixel have the same per-gene mean
+    t = small_split.test[0]
+    np.testing.assert_allclose(ctx.normalizer.size, (t.lr / 25.0)[:, t.mask_lr].mean(1), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_input_section_split(tmp_path):
+    import stdiff as sd
+    from stdiff.benchmark import main
+
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"s{i}.zarr"
+        sd.datasets.synthetic_tissue(size_um=600, n_genes=6, seed=i, he_um=5.0).write(p)
+        paths.append(str(p))
+    out = tmp_path / "sections.json"
+    args = ["--counts-key", "hr_counts", "--image-key", "he", "--lr-um", "100", "--factor", "5", "--he-um", "10",
+            "--genes", "4", "--profile", "tiny", "--methods", "nearest_masked,ridge",
+            "--tracks", "reference"]  # fmt: skip
+    rc = main([*(x for p in paths for x in ("--input", p)), "--train", f"{paths[0]},{paths[1]}", "--test", paths[2],
+               "--out", str(out), *args])  # fmt: skip
+    assert rc == 0
+    res = _load(out)
+    info = res["runs"][0]["info"]
+    assert info["train_sections"] == ["s0", "s1"] and info["test_sections"] == ["s2"]
+    assert len(res["genes"]) == 4 and res["methods"]["ridge"]["mean"]["pcc"] is not None
+    assert res["runs"][0]["tracks"]["reference"]["validation"] == "validate on section s1"
+    with pytest.raises(ValueError, match="both"):
+        main(["--input", paths[0], "--train", paths[0], "--test", paths[0], *args])

@@ -111,7 +111,11 @@ def _net(sample_channels=0, **cfg):
 
 def _inputs(b=2, size=12):
     g = torch.Generator().manual_seed(0)
-    return torch.randn(b, 11, size, size, generator=g), torch.ones(b, 1, size, size), torch.rand(b, 3, 4 * size, 4 * size, generator=g)
+    return (
+        torch.randn(b, 11, size, size, generator=g),
+        torch.ones(b, 1, size, size),
+        torch.rand(b, 3, 4 * size, 4 * size, generator=g),
+    )
 
 
 def test_unet_shapes_odd_sizes_and_cached_conditioning():
@@ -268,7 +272,9 @@ def test_input_mask_and_conditioning_never_read_the_truth(synthetic_small):
     sdata = synthetic_small
     m1 = rasterize(sdata, counts_key="hr_counts", image_key="he", lr_um=100, factor=5, he_scale=2).mask_hr
     assert np.array_equal(m1, sec.mask_hr)
-    np.testing.assert_array_equal(np.kron(sec.mask_lr, np.ones((5, 5), bool)) | sec.mask_hr, np.kron(sec.mask_lr, np.ones((5, 5), bool)))
+    np.testing.assert_array_equal(
+        np.kron(sec.mask_lr, np.ones((5, 5), bool)) | sec.mask_hr, np.kron(sec.mask_lr, np.ones((5, 5), bool))
+    )
 
 
 def test_base_is_mask_aware_and_conserves_mass(synthetic_small):
@@ -290,3 +296,19 @@ def test_self_supervised_coarsening(synthetic_small):
     np.testing.assert_array_equal(coarse.hr, sec.lr * sec.mask_lr)
     np.testing.assert_array_equal(aggregate(coarse.hr, 2), coarse.lr)
     assert coarse.he.shape[-1] == coarse.hr.shape[-1] * coarse.he_scale
+
+
+def test_aggregation_base_distributes_counts_by_histology(synthetic_small):
+    """``base="aggregation"``: the base still sums to the LR map per block, but is not the even split."""
+    from stdiff.pp import lr_per_tissue_pixel
+
+    sec = _section(synthetic_small)
+    model = DiffST.setup(sec, DiffSTConfig.preset("tiny", base="aggregation"))
+    prep = model.prepare(sec, with_truth=False)
+    counts = model.normalizer.inverse(prep.base)
+    tissue_blocks = aggregate(sec.mask_hr.astype(np.float32), sec.factor) > 0
+    np.testing.assert_allclose(aggregate(counts, sec.factor)[:, tissue_blocks], sec.lr[:, tissue_blocks], rtol=1e-3)
+    assert not np.allclose(counts, lr_per_tissue_pixel(sec), rtol=1e-2)
+    assert model.prepare(sec, with_truth=False).base is not None  # cached: no refit
+    with pytest.raises(ValueError, match="config.base"):
+        DiffST.setup(sec, DiffSTConfig.preset("tiny", base="median")).prepare(sec, with_truth=False)

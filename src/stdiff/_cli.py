@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "train":
         data = [sd_mod.read_zarr(p) for p in args.inputs]
-        model = sd.tl.train(
+        sd.tl.train(
             data,
             genes,
             factor=args.factor,

@@ -1,6 +1,6 @@
 """``python -m stdiff.benchmark``."""
 
-from ._harness import main
+from ._cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

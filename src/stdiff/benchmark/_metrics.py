@@ -127,3 +127,27 @@ def summarize(per_gene: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str
         out["median"][m] = float(np.median(v[ok])) if ok.any() else float("nan")
         out["n_nan"][m] = int((~ok).sum())
     return out
+
+
+def evaluate_sections(
+    preds: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    genes: Sequence[str],
+) -> dict[str, dict[str, float]]:
+    """Per-gene metrics over the tissue pixels of all test sections.
+
+    PCC and RMSE pool the tissue pixels of every test section; SSIM is computed per section (with one
+    ``data_range`` per gene from the truth of all test sections) and averaged weighted by tissue pixels.
+    """
+    pool_p = np.concatenate([p[:, m] for p, m in zip(preds, masks)], axis=1)[:, None]
+    pool_t = np.concatenate([t[:, m] for t, m in zip(truths, masks)], axis=1)[:, None]
+    pool_m = np.ones(pool_p.shape[1:], dtype=bool)
+    dr = data_ranges(pool_t, pool_m)
+    r = pcc(pool_p, pool_t, pool_m)
+    e = rmse(pool_p, pool_t, pool_m)
+    weights = np.array([m.sum() for m in masks], dtype=np.float64)
+    ss = np.stack([ssim(p, t, m, dr) for p, t, m in zip(preds, truths, masks)])
+    with np.errstate(invalid="ignore"):
+        s = (ss * weights[:, None]).sum(0) / weights.sum()
+    return {g: {"pcc": float(r[i]), "rmse": float(e[i]), "ssim": float(s[i])} for i, g in enumerate(genes)}

@@ -71,7 +71,9 @@ def masked_mse(out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) ->
 
 
 # ------------------------------------------------------------------ stage A
-def stage_a_loss(net: DiffSTUNet, b: dict[str, torch.Tensor], residual_scale: float, cfg: DiffSTConfig, progress: float):
+def stage_a_loss(
+    net: DiffSTUNet, b: dict[str, torch.Tensor], residual_scale: float, cfg: DiffSTConfig, progress: float
+):
     """Masked MSE of the regressed residual plus the disentangling loss."""
     out, dloss = net(b["cond"], b["mask"], b["he"], fraction=cfg.admitted_fraction(progress))
     target = (b["z_hr"] - b["base"]) / residual_scale
@@ -117,9 +119,7 @@ def _stage_b_inputs(b: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([b["cond"], b["mu"]], 1)
 
 
-def denoise(
-    net: DiffSTUNet, enc: dict, x: torch.Tensor, sigma: torch.Tensor, sigma_data: float = 1.0
-) -> torch.Tensor:
+def denoise(net: DiffSTUNet, enc: dict, x: torch.Tensor, sigma: torch.Tensor, sigma_data: float = 1.0) -> torch.Tensor:
     """EDM-preconditioned denoiser ``D(x; sigma)`` for residual tiles ``x`` ``(B, G, T, T)``."""
     c_skip, c_out, c_in, c_noise = edm.precondition(sigma.view(-1, 1, 1, 1), sigma_data)
     f = net.decode(enc, c_in * x, edm.noise_embedding_input(c_noise.view(-1)))
@@ -158,7 +158,9 @@ def stage_b_val(net: DiffSTUNet, batches: list[dict[str, torch.Tensor]], gene_si
             sigma = torch.full((r.shape[0],), s, device=r.device)
             d = denoise(net, enc, r + s * noise, sigma)
             w = float(edm.loss_weight(torch.tensor(s)))
-            tot += float(((((d - r) ** 2) * b["mask_truth"]).sum() / (b["mask_truth"].sum().clamp(min=1.0) * r.shape[1])) * w)
+            tot += float(
+                ((((d - r) ** 2) * b["mask_truth"]).sum() / (b["mask_truth"].sum().clamp(min=1.0) * r.shape[1])) * w
+            )
             n += 1
     return tot / max(n, 1)
 

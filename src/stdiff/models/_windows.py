@@ -46,10 +46,19 @@ class Prepared:
         Attach the normalised truth and the truth mask.
     features
         Optional ``(F, H, W)`` standardised histology features on the HR grid.
+    base_counts
+        Optional ``(G, H, W)`` counts per HR pixel to use as the base instead of the LR map per
+        tissue pixel (it must sum to the LR map over each block).
     """
 
     def __init__(
-        self, section: Section, normalizer: Normalizer, *, with_truth: bool, features: np.ndarray | None = None
+        self,
+        section: Section,
+        normalizer: Normalizer,
+        *,
+        with_truth: bool,
+        features: np.ndarray | None = None,
+        base_counts: np.ndarray | None = None,
     ) -> None:
         norm = normalizer.subset(section.genes) if normalizer.genes != section.genes else normalizer
         f = section.factor
@@ -57,7 +66,8 @@ class Prepared:
         self.f = f
         self.s = f * section.he_scale
         self.mask_hr = section.mask_hr.astype(np.float32)
-        self.base = norm.transform(lr_per_tissue_pixel(section)) * self.mask_hr[None]
+        counts = lr_per_tissue_pixel(section) if base_counts is None else base_counts
+        self.base = norm.transform(counts) * self.mask_hr[None]
         n = aggregate(self.mask_hr, f)
         per_tissue = np.where(n > 0, section.lr / np.maximum(n, 1.0), 0.0)
         self.bicubic = upsample_lr(norm.transform(per_tissue), f).numpy() * self.mask_hr[None]

@@ -38,6 +38,11 @@ class DiffSTConfig:
     use_gene_graph, gene_dim, graph_layers, graph_threshold, graph_top_k
         Co-expression gene graph: on/off, per-gene feature size, graph-convolution layers, minimum
         co-expression (Pearson r) for an edge, and most neighbours per gene.
+    base
+        What stage A corrects: ``"nearest"``, the LR map spread evenly over the tissue pixels of each
+        block (:func:`stdiff.pp.lr_per_tissue_pixel`), or ``"aggregation"``, each block's counts
+        distributed by histology (:class:`~stdiff.models.AggregationConsistency`, fitted on the
+        section's own LR map when it is prepared; mass is conserved either way).
     use_histology_features
         Feed the hand-made histology features (stain optical densities, nuclei, texture at cell and
         tissue scale; :func:`stdiff.pp.histology_features`) as conditioning channels.
@@ -84,6 +89,9 @@ class DiffSTConfig:
     graph_top_k: int = 8
     # histology feature channels (stdiff.pp.histology_features), next to the learned CNN
     use_histology_features: bool = False
+    # the base stage A corrects: "nearest" (LR per tissue pixel) or "aggregation" (LR counts
+    # distributed by histology within each block, fitted on the section's own LR map)
+    base: str = "nearest"
     # stage B: EDM residual diffusion
     sigma_min: float = 0.002
     sigma_max: float = 10.0
@@ -92,7 +100,7 @@ class DiffSTConfig:
     p_std: float = 1.2
     solver: str = "heun"
     num_inference_steps: int = 8
-    step_candidates: tuple[int, ...] = (4, 8, 16)
+    step_candidates: tuple[int, ...] = (4, 8)
     n_samples: int = 8
     calibrate: bool = True
     # training (both stages): early stopping on validation windows, with a step and time cap

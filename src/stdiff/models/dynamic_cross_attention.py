@@ -121,7 +121,9 @@ class DynamicCrossAttention(nn.Module):
         image = image[..., : gh * k, : gw * k]
         tokens = self.encoder(image)
         keep = admitted_mask(patch_entropy(image, k), fraction)
-        yy, xx = torch.meshgrid(torch.arange(gh, device=image.device), torch.arange(gw, device=image.device), indexing="ij")
+        yy, xx = torch.meshgrid(
+            torch.arange(gh, device=image.device), torch.arange(gw, device=image.device), indexing="ij"
+        )
         centres = torch.stack([(yy.reshape(-1) + 0.5), (xx.reshape(-1) + 0.5)], 1).float() * (k / self.he_per_query)
         return {"tokens": tokens, "keep": keep, "centres": centres}
 

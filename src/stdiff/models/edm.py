@@ -49,9 +49,7 @@ def noise_embedding_input(c_noise: torch.Tensor) -> torch.Tensor:
     return (c_noise + 2.0) * 250.0
 
 
-def karras_sigmas(
-    steps: int, *, sigma_min: float = 0.002, sigma_max: float = 10.0, rho: float = 7.0
-) -> torch.Tensor:
+def karras_sigmas(steps: int, *, sigma_min: float = 0.002, sigma_max: float = 10.0, rho: float = 7.0) -> torch.Tensor:
     """``steps`` noise levels from ``sigma_max`` to ``sigma_min`` (``rho`` spacing), then a final 0."""
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}.")

@@ -134,6 +134,10 @@ class GeneGraphHead(nn.Module):
             self.convs = nn.ModuleList([nn.Linear(gene_dim, gene_dim) for _ in range(layers)])
         self.act = nn.SiLU()
         self.out = nn.Linear(gene_dim, 1)
+        # zero-initialised output: an untrained network predicts a zero residual, i.e. exactly the
+        # base (stage A) or the input's clean part (stage B), and training can only move away from it
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
         self.enabled = True  # False: the adjacency is zeroed (inference-time knock-out)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:

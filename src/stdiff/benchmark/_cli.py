@@ -1,0 +1,167 @@
+"""Command line of the benchmark (``stdiff benchmark``, ``python -m stdiff.benchmark``) and its Python twin."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .._utils import logger
+from ._data import GENE_RULES, PRESETS, input_spec, parse_genes, preset
+from ._methods import METHODS, TRACKS
+from ._profiles import PROFILES, dataset_settings
+from ._profiles import profile as get_profile
+from ._report import to_markdown
+from ._run import run
+from ._splits import SplitSpec
+
+
+def _list(value: str | Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def run_benchmark(
+    dataset: str | None = None,
+    *,
+    inputs: Sequence[str] | None = None,
+    profile: str = "cpu",
+    methods: Sequence[str] | None = None,
+    tracks: Sequence[str] = TRACKS,
+    seeds: Sequence[int] | None = None,
+    split: str | None = None,
+    train: Sequence[str] | None = None,
+    test: Sequence[str] | None = None,
+    factors: Sequence[int] | None = None,
+    genes: int | str | Sequence[str] | None = None,
+    gene_rule: str | None = None,
+    lr_um: float | None = None,
+    he_um: float | None = None,
+    image_key: str | None = None,
+    counts_key: str | None = None,
+    table_key: str | None = None,
+    coordinate_system: str | None = None,
+    spots_as: str = "lr",
+    data_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    out: str | os.PathLike | None = None,
+    command: str | None = None,
+    validate: bool = False,
+) -> dict[str, Any]:
+    """Benchmark a built-in ``dataset`` (a preset) or SpatialData ``inputs``; see ``stdiff benchmark --help``.
+
+    ``inputs`` are ``.zarr`` stores split by region (``split="x:0.5"``) or by store (``train``/``test``
+    names or paths). The presets are specs of the same code path: ``dataset="merfish"`` equals
+    ``inputs=[merfish.zarr], split="x:0.5", lr_um=50, factors=[5], genes=50`` (cpu profile).
+    Returns the result dict (also written to ``out`` and ``out`` with ``.md``).
+    """
+    if (dataset is None) == (not inputs):
+        raise ValueError("Give either a built-in dataset (--dataset) or --input stores, not both or neither.")
+    genes = genes if not isinstance(genes, list | tuple) else list(genes)
+    genes = parse_genes(genes) if isinstance(genes, str | int) or genes is None else genes
+    if dataset is not None:
+        settings = dataset_settings(profile, dataset) if dataset in PRESETS else {}
+        spec = preset(dataset, settings, factors=factors, genes=genes, train=train, test=test, data_dir=data_dir)
+        if split is not None:
+            spec.split = SplitSpec.parse(split)
+        if gene_rule:
+            spec.gene_rule = gene_rule
+    else:
+        if split is None and not (train or test):
+            raise ValueError("--input needs a split: --split x:0.5 (or y:...), or --train a.zarr --test b.zarr.")
+        prof = get_profile(profile)
+        lr = float(lr_um if lr_um is not None else 100.0)
+        fs = [int(f) for f in (factors or [10])]
+        hu = float(he_um) if he_um is not None else lr / fs[0] / int(prof["he_scale"])
+        spec = input_spec(
+            inputs, split=SplitSpec.parse(split, train=_list(train) or (), test=_list(test) or ()), factors=fs,
+            lr_um=lr, he_um=hu, genes=genes, gene_rule=gene_rule or "variance", image_key=image_key,
+            counts_key=counts_key, table_key=table_key, coordinate_system=coordinate_system, spots_as=spots_as,
+        )  # fmt: skip
+    if command is None:
+        command = f"stdiff benchmark {'--dataset ' + dataset if dataset else '--input ' + ' --input '.join(inputs)}"
+    return run(spec, profile=profile, methods=methods, tracks=tracks, seeds=seeds, device=device, out=out,
+               command=command, validate=validate)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``stdiff benchmark``."""
+    p = argparse.ArgumentParser(
+        prog="stdiff benchmark",
+        description="Benchmark stdiff against baselines on held-out tissue, in a reference-trained and a "
+        "self-supervised track (per-gene PCC, RMSE, SSIM of the mean; CRPS, coverage, spread-skill of the samples; "
+        "timings; memory). Writes --out (JSON) and the same path with .md.",
+    )
+    d = p.add_argument_group("data (a built-in preset, or any SpatialData)")
+    d.add_argument("--dataset", choices=PRESETS, default=None, help="built-in dataset preset")
+    d.add_argument("--input", action="append", default=None, metavar="ZARR",
+                   help="a SpatialData .zarr store (repeat for several sections)")  # fmt: skip
+    d.add_argument("--image-key", default=None, help="histology image element (default: the only image)")
+    d.add_argument("--counts-key", default=None, help="points or gene-image element with the expression")
+    d.add_argument("--table-key", default=None, help="table annotating spot shapes")
+    d.add_argument("--coordinate-system", default=None, help="coordinate system in µm")
+    d.add_argument("--spots-as", choices=("lr", "hr"), default="lr", help="spots are the HR truth with 'hr'")
+    d.add_argument("--lr-um", type=float, default=None, help="LR pixel size in µm (--input; default 100)")
+    d.add_argument("--he-um", type=float, default=None,
+                   help="histology pixel size in µm (--input; default HR pixel / the profile's he_scale)")  # fmt: skip
+    d.add_argument("--factor", default=None, help="super-resolution factor(s), comma separated")
+    d.add_argument("--genes", default=None, help="a number (top-N by --gene-rule on the training data) or a list")
+    d.add_argument("--gene-rule", choices=GENE_RULES, default=None,
+                   help="variance (default for --input) | hvg (scanpy, her2st) | panel (all genes)")  # fmt: skip
+    d.add_argument("--data-dir", default=None, help="her2st / merfish data folder of the presets")
+    s = p.add_argument_group("split")
+    s.add_argument("--split", default=None, help="region split 'x:0.5' (left half trains, right tests) or 'y:0.3'")
+    s.add_argument("--train", default=None, help="training sections (her2st names, or --input stores), comma list")
+    s.add_argument("--test", default=None, help="test sections, comma list")
+    r = p.add_argument_group("run")
+    r.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="tiny | cpu | gpu (default cpu)")
+    r.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)} (default all)")
+    r.add_argument("--tracks", default=",".join(TRACKS), help="reference,self_supervised (default both)")
+    r.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
+    r.add_argument("--seed", type=int, default=None, help="a single seed (same as --seeds N)")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    r.add_argument("--out", default=None, help="output JSON (default benchmarks/results/{dataset}_{profile}.json)")
+    r.add_argument("--validate", action="store_true",
+                   help="evaluate on held-out training data instead of the test data (to choose settings)")  # fmt: skip
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    import logging
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers and not logger.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logger.setLevel(logging.INFO)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+    methods = _list(args.methods)
+    if methods == ["all"]:
+        methods = None
+    seeds = [int(x) for x in _list(args.seeds)] if args.seeds else ([args.seed] if args.seed is not None else None)
+    dataset = args.dataset or (None if args.input else "synthetic")
+    res = run_benchmark(
+        dataset, inputs=args.input, profile=args.profile, methods=methods,
+        tracks=_list(args.tracks), seeds=seeds, split=args.split, train=_list(args.train), test=_list(args.test),
+        factors=[int(f) for f in _list(args.factor)] if args.factor else None, genes=args.genes,
+        gene_rule=args.gene_rule, lr_um=args.lr_um, he_um=args.he_um, image_key=args.image_key,
+        counts_key=args.counts_key, table_key=args.table_key, coordinate_system=args.coordinate_system,
+        spots_as=args.spots_as, data_dir=args.data_dir, device=args.device, out=args.out,
+        command=" ".join(["stdiff benchmark", *argv]),
+        validate=args.validate,
+    )  # fmt: skip
+    out = Path(args.out or f"benchmarks/results/{res['dataset']}_{args.profile}.json")
+    print(to_markdown(res))
+    print(f"Wrote {out} and {out.with_suffix('.md')}.")
+    return 0

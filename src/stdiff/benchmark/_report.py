@@ -1,0 +1,197 @@
+"""The benchmark's report: machine description, JSON-safe values and the markdown tables of both tracks."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from typing import Any
+
+import numpy as np
+
+from ._methods import METHODS, VARIANTS
+
+TRACK_TITLES = {
+    "reference": "Reference-trained track (trained on the training tissue's HR truth, tested on held-out tissue)",
+    "self_supervised": "Self-supervised track (each method sees only the test region's LR map and image)",
+}
+COLUMNS = ("pcc", "rmse", "ssim", "crps", "coverage50", "coverage90", "spread_skill")
+HEADERS = ("PCC", "RMSE", "SSIM", "CRPS", "cov50", "cov90", "spread-skill")
+
+
+def machine_info(device: str) -> dict[str, Any]:
+    """Platform, CPU count, torch/numpy versions and the accelerator, if any."""
+    import torch
+
+    import stdiff
+
+    info = {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
+        "stdiff": stdiff.__version__, "device": device,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }  # fmt: skip
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:  # pragma: no cover
+        pass
+    return info
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers and non-finite floats as ``None``."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def _fmt_s(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return f"{v:.3g}" if v < 10 else f"{v:.0f}"
+
+
+def _pm(mean: Any, sd: Any, n_seeds: int, nd: int = 3) -> str:
+    if n_seeds > 1 and mean is not None and sd is not None:
+        return f"{_fmt(mean, nd)} ± {_fmt(sd, nd)}"
+    return _fmt(mean, nd)
+
+
+def _diff(d: dict[str, Any] | None, nd: int = 3) -> str:
+    if not d or d.get("diff") is None:
+        return "–"
+    lo, hi = d["ci95"]
+    return f"{d['diff']:+.{nd}f} [{_fmt(lo, nd)}, {_fmt(hi, nd)}]"
+
+
+def track_markdown(track: str, tr: dict[str, Any]) -> list[str]:
+    """The tables of one track: methods, paired differences vs stdiff, histology gain, skipped methods."""
+    lines = [f"#### {TRACK_TITLES.get(track, track)}", ""]
+    ms = tr.get("methods", {})
+    if ms:
+        lines += [
+            "| method | "
+            + " | ".join(HEADERS)
+            + " | train steps | stopped | train (s) | predict (s) | peak RSS (MB) |",
+            "|---" * (len(HEADERS) + 6) + "|",
+        ]
+    for name in METHODS:
+        if name not in ms:
+            continue
+        r = ms[name]
+        n = len(r.get("seeds", []))
+        nd = {"crps": 4}
+        cells = [_pm(r["mean"].get(c), r["sd"].get(c), n, nd.get(c, 3)) for c in COLUMNS]
+        label = f"**{name}**" if name == "stdiff" else name
+        if r.get("n_samples"):
+            label += f" (n={r['n_samples']})"
+        steps = _fmt_s(r.get("train_steps")) if r.get("learned") else "–"
+        stopped = ", ".join(r.get("stopped", [])) if r.get("learned") else "–"
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {steps} | {stopped} | {_fmt_s(r.get('train_s'))} | "
+            f"{_fmt_s(r.get('predict_s'))} | {_fmt_s(r.get('peak_rss_mb'))} |"
+        )
+    cmp_ = tr.get("comparisons", {})
+    if cmp_:
+        lines += [
+            "",
+            "Ablations and knock-outs against stdiff: mean over genes of the per-gene difference (variant − stdiff, "
+            "seeds paired), 95% bootstrap interval over genes.",
+            "",
+            "| variant | ΔPCC | ΔRMSE | ΔCRPS |",
+            "|---|---|---|---|",
+        ]
+        for name in VARIANTS:
+            if name in cmp_:
+                c = cmp_[name]
+                lines.append(f"| {name} | {_diff(c['pcc'])} | {_diff(c['rmse'])} | {_diff(c['crps'], 4)} |")
+    gain = tr.get("histology_gain", {})
+    if gain:
+        lines += [
+            "",
+            "Histology gain: metric with the real image − metric with the test image rotated 180° (same trained "
+            "model; PCC: positive = the image helps; RMSE/CRPS: negative = the image helps).",
+            "",
+            "| method | ΔPCC | ΔRMSE | ΔCRPS |",
+            "|---|---|---|---|",
+        ]
+        for name in METHODS:
+            if name in gain:
+                g = gain[name]
+                lines.append(f"| {name} | {_diff(g['pcc'])} | {_diff(g['rmse'])} | {_diff(g['crps'], 4)} |")
+    if tr.get("skipped"):
+        by_reason: dict[str, list[str]] = {}
+        for k, v in tr["skipped"].items():
+            by_reason.setdefault(v, []).append(k)
+        lines += ["", "Not run: " + "; ".join(f"{', '.join(ks)} ({v})" for v, ks in by_reason.items()) + "."]
+    if tr.get("validation"):
+        lines += ["", f"Early-stopping validation: {tr['validation']} (per method: see the JSON)."]
+    return lines
+
+
+def run_markdown(dataset: str, run: dict[str, Any]) -> str:
+    """Markdown of one factor: both tracks."""
+    info = run.get("info", {})
+    lines = [
+        f"### {dataset}, ×{run['factor']} (LR {run['lr_um']:g} µm → HR {run['hr_um']:g} µm; histology "
+        f"{run['he_um']:g} µm/px; {run['n_genes']} genes)",
+        "",
+        f"Split {info.get('split')}: train {info.get('train_sections')}, test {info.get('test_sections')}; "
+        f"genes: {info.get('gene_selection')}.",
+    ]
+    for track, tr in run.get("tracks", {}).items():
+        lines += [""] + track_markdown(track, tr)
+    return "\n".join(lines)
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    """The markdown report of a benchmark result (both tracks of every factor)."""
+    m = res["machine"]
+    b = res.get("budget", {})
+    lines = [
+        f"## Benchmark: {res['dataset']} ({res['profile']} profile)",
+        "",
+        f"Command: `{res.get('command', '')}`",
+        "",
+        f"Machine: {m.get('cpu_model', m.get('processor'))}, {m.get('affinity_cpus') or m.get('cpu_count')} CPU "
+        f"core(s), torch {m['torch']} ({m['torch_threads']} threads), device {m['device']}"
+        + (f" ({m['cuda']})" if m.get("cuda") else "")
+        + f"; total {res.get('total_s') or 0:.0f} s wall, peak RSS {res.get('peak_rss_mb') or 0:.0f} MB.",
+        "",
+        f"Seeds {res.get('seeds')} (values are mean ± sd over seeds of the mean over genes). Training of every "
+        f"learned method stops at the first of: {b.get('patience')} validation checks (every {b.get('eval_every')} "
+        f"steps) without improvement, {b.get('max_steps')} steps, {b.get('max_time_s')} s (a model whose train() "
+        f"cannot stop early: {b.get('fallback_steps')} fixed steps). stdiff: "
+        f"{res.get('n_samples')} posterior samples, ablations and knock-outs {res.get('ablation_samples')}.",
+        "",
+        "PCC/RMSE/SSIM score the mean (single samples are not scored by them); CRPS (fair ensemble estimator), "
+        "interval coverage and spread-skill (rms sd·√((n+1)/n) / RMSE of the mean; 1 = calibrated, < 1 "
+        f"over-confident) score the samples; a point forecast's CRPS is its MAE. Intervals: {res.get('interval_rule')}."
+        f" Histology features: {res.get('features')}.",
+    ]
+    for run in res.get("runs", []):
+        lines += ["", run_markdown(res["dataset"], run)]
+    if res.get("status") != "complete":
+        lines += ["", f"Status: {res.get('status')}"]
+    return "\n".join(lines) + "\n"

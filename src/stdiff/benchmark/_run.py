@@ -1,0 +1,285 @@
+"""The benchmark protocol: for each factor, track and seed, fit every method, predict the test tissue, score.
+
+*Reference-trained track*: methods train on the training sections/region (their HR truth), with early
+stopping on a validation part carved from the training data, and predict the held-out test tissue.
+*Self-supervised track*: methods see only the test region's LR map and image (truth removed) and are
+scored against its HR truth. Every prediction is mapped to one scoring space (the
+:class:`~stdiff.pp.Normalizer` fitted on the training truth) and scored on the test truth mask:
+PCC/RMSE/SSIM of the mean, CRPS/coverage/spread-skill of the samples (CRPS = MAE for point
+forecasts). Learned methods are also run with the test image rotated by 180° (histology gain), and
+stdiff's ablations and knock-outs are compared with it by paired per-gene differences.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._utils import logger
+from . import _methods, _metrics, _probabilistic, _stats
+from ._data import DataSpec, prepare
+from ._features import feature_source
+from ._measure import measure, peak_rss_mb
+from ._profiles import profile as get_profile
+from ._report import jsonable, machine_info, to_markdown
+from ._splits import validation_split
+
+
+def score(
+    outs: Sequence[_methods.Output],
+    truths: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    genes: Sequence[str],
+    normalizer,
+) -> tuple[dict[str, dict[str, float]], dict | None, str]:
+    """Per-gene point and probabilistic metrics of one method's outputs on all test sections."""
+    means = [_methods.rescore(o.mean, o.normalizer, normalizer) for o in outs]
+    samples = None
+    if all(o.samples is not None for o in outs):
+        samples = [_methods.rescore(o.samples, o.normalizer, normalizer) for o in outs]
+    per_gene = _metrics.evaluate_sections(means, truths, masks, genes)
+    if not outs[0].point:
+        for d in per_gene.values():
+            d.update(pcc=float("nan"), rmse=float("nan"), ssim=float("nan"))
+    prob, rel, how = _probabilistic.evaluate_samples(samples, means, truths, masks)
+    for i, g in enumerate(genes):
+        per_gene[g].update({k: float(v[i]) for k, v in prob.items()})
+    return per_gene, rel, how
+
+
+def _contexts(track, split, fit, val, note, normalizer, genes, cfg, prof, seed, device):
+    if track == "reference":
+        return _methods.Context(
+            track=track, train=fit, validation=val, validation_note=note, normalizer=normalizer, genes=genes,
+            config=cfg, budget=prof["budget"], seed=seed, device=device, n_samples=int(prof["n_samples"]),
+            ablation_samples=int(prof["ablation_samples"]),
+        )  # fmt: skip
+    stripped = [_methods.strip_truth(s) for s in split.test]
+    return _methods.Context(
+        track=track, train=stripped, validation=None, validation_note="carved by each method from the test LR map",
+        normalizer=_methods.lr_normalizer(stripped), genes=genes, config=cfg, budget=prof["budget"], seed=seed,
+        device=device, n_samples=int(prof["n_samples"]), ablation_samples=int(prof["ablation_samples"]),
+    )  # fmt: skip
+
+
+def run_track(
+    track: str,
+    split,
+    *,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    cfg,
+    prof: dict[str, Any],
+    device: str,
+    on_update: Callable[[], None] | None = None,
+    result: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """All methods and seeds of one track; returns ``{"methods", "skipped", "comparisons", "histology_gain"}``."""
+    from ..pp import fit_normalizer
+
+    genes = list(split.train[0].genes)
+    normalizer = fit_normalizer(split.train)
+    truths = [normalizer.transform(s.hr) for s in split.test]
+    masks = [s.truth_mask.astype(bool) for s in split.test]
+    tests = [_methods.strip_truth(s) for s in split.test]
+    fit, val, note = validation_split(split.train, tile_lr=cfg.tile_lr)
+    res = result if result is not None else {}
+    res.update(
+        {
+            "methods": {},
+            "skipped": {},
+            "comparisons": {},
+            "histology_gain": {},
+            "validation": note if track == "reference" else "carved by each method from the test LR map",
+        }
+    )
+    per_seed: dict[str, list] = {}
+    per_seed_rot: dict[str, list] = {}
+    for seed in seeds:
+        ctx = _contexts(track, split, fit, val, note, normalizer, genes, cfg, prof, seed, device)
+        for name in methods:
+            if name in res["skipped"]:
+                continue
+            m = _methods.build(name)
+            try:
+                with measure() as fm:
+                    info = m.fit(ctx)
+                with measure() as pm:
+                    outs = [m.predict(s) for s in tests]
+            except _methods.Skip as e:
+                res["skipped"][name] = str(e)
+                logger.info("%s / %s skipped: %s", track, name, e)
+                continue
+            per_gene, rel, how = score(outs, truths, masks, genes, normalizer)
+            per_seed.setdefault(name, []).append(per_gene)
+            entry = res["methods"].setdefault(name, {
+                "description": m.description, "learned": m.learned, "sampler": m.sampler, "seeds": [],
+                "interval_method": how, "reliability": rel, "n_samples": outs[0].samples.shape[0]
+                if outs[0].samples is not None else None,
+            })  # fmt: skip
+            if m.gain if m.gain is not None else m.learned:
+                try:
+                    rot = [m.predict_rotated(s) for s in tests]
+                    per_seed_rot.setdefault(name, []).append(score(rot, truths, masks, genes, normalizer)[0])
+                except _methods.Skip:  # pragma: no cover
+                    pass
+            means = _stats.summarize_seeds([per_gene])["mean"]
+            entry["seeds"].append({
+                "seed": int(seed), "train": info, "train_s": fm["seconds"], "train_cpu_s": fm["cpu_seconds"],
+                "predict_s": pm["seconds"], "predict_cpu_s": pm["cpu_seconds"],
+                "peak_rss_mb": max(fm["peak_rss_mb"], pm["peak_rss_mb"]), "mean": means,
+            })  # fmt: skip
+            _summarize(entry, per_seed[name])
+            logger.info(
+                "%s / %s seed %d: PCC %.3f RMSE %.3f CRPS %.4f (train %s steps %.1fs, predict %.1fs)", track, name,
+                seed, means["pcc"], means["rmse"], means["crps"], info.get("steps"), fm["seconds"], pm["seconds"],
+            )  # fmt: skip
+            if on_update is not None:
+                on_update()
+    for name, rots in per_seed_rot.items():
+        res["histology_gain"][name] = {
+            k: _stats.paired_difference(per_seed[name], rots, k) for k in ("pcc", "rmse", "crps")
+        }
+    if "stdiff" in per_seed:
+        for name in _methods.VARIANTS:
+            if name in per_seed:
+                res["comparisons"][name] = {
+                    k: _stats.paired_difference(per_seed[name], per_seed["stdiff"], k) for k in ("pcc", "rmse", "crps")
+                }
+    return res
+
+
+def _summarize(entry: dict[str, Any], per_seed: list) -> None:
+    s = _stats.summarize_seeds(per_seed)
+    entry.update(per_gene=s["per_gene"], mean=s["mean"], sd=s["sd"], median=s["median"], n_nan=s["n_nan"])
+    seeds = entry["seeds"]
+    for key in ("train_s", "predict_s", "train_cpu_s", "predict_cpu_s"):
+        entry[key] = float(np.mean([x[key] for x in seeds]))
+    entry["train_steps"] = float(np.mean([x["train"].get("steps") or 0 for x in seeds]))
+    entry["peak_rss_mb"] = float(max(x["peak_rss_mb"] for x in seeds))
+    entry["stopped"] = sorted({str(x["train"].get("stopped")) for x in seeds})
+
+
+def run(
+    spec: DataSpec,
+    *,
+    profile: str = "cpu",
+    methods: Sequence[str] | None = None,
+    tracks: Sequence[str] = _methods.TRACKS,
+    seeds: Sequence[int] | None = None,
+    device: str = "auto",
+    out: str | os.PathLike | None = None,
+    command: str = "",
+    validate: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Benchmark one dataset spec in one profile; writes ``out`` (JSON) and the same name with ``.md``.
+
+    Parameters
+    ----------
+    spec
+        The dataset (:func:`stdiff.benchmark._data.preset` or :func:`~stdiff.benchmark._data.input_spec`).
+    profile
+        ``"tiny"``, ``"cpu"`` or ``"gpu"`` (:mod:`stdiff.benchmark._profiles`).
+    methods
+        Subset of :data:`stdiff.benchmark.METHODS` (default all).
+    tracks
+        ``"reference"`` and/or ``"self_supervised"``.
+    seeds
+        Seeds of every learned method (default: the profile's); metrics are reported as mean ± sd.
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    out
+        JSON path (default ``benchmarks/results/{dataset}_{profile}.json``).
+    command
+        The command line to record.
+    validate
+        Never look at the test data: the validation part of the training data plays the test.
+    overrides
+        :class:`~stdiff.models.DiffSTConfig` overrides on top of the profile's preset.
+    """
+    import torch
+
+    from .._utils import resolve_device
+    from ..models import DiffSTConfig
+
+    t_start, c_start = time.perf_counter(), time.process_time()
+    prof = get_profile(profile)
+    dev = str(resolve_device(device))
+    if prof.get("requires_cuda") and not dev.startswith("cuda"):
+        raise RuntimeError(f"The {profile!r} profile needs a CUDA GPU (device resolved to {dev!r}); use --profile cpu.")
+    methods = list(methods or _methods.METHODS)
+    unknown = [m for m in methods if m not in _methods.METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; choose from {list(_methods.METHODS)}.")
+    bad = [t for t in tracks if t not in _methods.TRACKS]
+    if bad:
+        raise ValueError(f"Unknown track(s) {bad}; use {list(_methods.TRACKS)}.")
+    seeds = [int(s) for s in (seeds if seeds is not None else prof["seeds"])]
+    out = Path(out) if out is not None else Path("benchmarks/results") / f"{spec.name}_{profile}.json"
+    overrides = {**spec.info.get("overrides", {}), **(overrides or {})}
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    res: dict[str, Any] = {
+        "dataset": spec.name, "profile": profile, "command": command, "machine": machine_info(dev), "seeds": seeds,
+        "tracks": list(tracks), "methods_requested": methods, "budget": vars(prof["budget"]),
+        "n_samples": prof["n_samples"], "ablation_samples": prof["ablation_samples"], "features": feature_source(),
+        "interval_rule": f"empirical quantiles with ≥ {_probabilistic.MIN_EMPIRICAL} samples, else mean ± "
+        "t_(n−1)·sd·√(1+1/n)", "status": "running", "runs": [],
+    }  # fmt: skip
+
+    last: dict[str, Any] = {}
+
+    def write() -> None:
+        first = res["runs"][0] if res["runs"] else {}
+        doc = {
+            **res,
+            "methods": first.get("tracks", {}).get("reference", {}).get("methods", {}),
+            "genes": first.get("genes"), "factor": first.get("factor"), "peak_rss_mb": peak_rss_mb(),
+            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+            "total_s": time.perf_counter() - t_start, "total_cpu_s": time.process_time() - c_start,
+            "loadavg_now": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        }  # fmt: skip
+        doc = jsonable(doc)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, out)
+        out.with_suffix(".md").write_text(to_markdown(doc))
+        last.clear()
+        last.update(doc)
+
+    cache: dict[str, Any] = {}
+    for factor in spec.factors:
+        tile_lr = DiffSTConfig.preset(prof["preset"], **overrides).tile_lr
+        t0 = time.perf_counter()
+        split = prepare(spec, factor, tile_lr=tile_lr, cache=cache)
+        if validate:
+            fit, val, note = validation_split(split.train, tile_lr=tile_lr)
+            if not val:
+                raise ValueError(f"--validate: cannot hold out validation data ({note}).")
+            split.train, split.test = fit, val
+            split.info["validate"] = note
+        he_scale = split.train[0].he_scale
+        cfg = DiffSTConfig.preset(prof["preset"], he_scale=he_scale, **overrides)
+        run_res: dict[str, Any] = {
+            **{k: split.info[k] for k in ("factor", "lr_um", "hr_um", "he_um", "genes")},
+            "n_genes": len(split.info["genes"]), "info": split.info, "load_s": time.perf_counter() - t0,
+            "config": cfg.to_dict(), "test_tissue_hr_pixels": int(sum(s.truth_mask.sum() for s in split.test)),
+            "tracks": {},
+        }  # fmt: skip
+        res["runs"].append(run_res)
+        for track in tracks:
+            run_res["tracks"][track] = {}
+            run_track(track, split, methods=methods, seeds=seeds, cfg=cfg, prof=prof, device=dev, on_update=write,
+                      result=run_res["tracks"][track])  # fmt: skip
+            write()
+    res["status"] = "complete"
+    write()
+    return dict(last)
