@@ -105,12 +105,37 @@ def find_image(sdata: sd_mod.SpatialData, image_key: str | None, *, exclude: set
     rgb = [k for k in candidates if is_rgb(sdata[k])]
     if len(rgb) == 1:
         return rgb[0]
+    finest = _finest_of_one_picture(sdata, rgb)
+    if finest is not None:
+        return finest
     small = [k for k in candidates if len(channel_names(sdata[k])) <= 3]
     if len(small) == 1:
         return small[0]
     raise ValueError(
         f"Cannot tell which image is the histology (H&E) image among {candidates or images}; pass image_key=."
     )
+
+
+def _finest_of_one_picture(sdata: sd_mod.SpatialData, keys: Sequence[str]) -> str | None:
+    """The finest of images that are one picture at several resolutions, else ``None``.
+
+    E.g. the full-resolution, hires and lowres images of ``spatialdata_io.visium``.
+    """
+    from spatialdata.transformations import get_transformation
+
+    if len(keys) < 2:
+        return None
+    shared = set.intersection(*(set(get_transformation(sdata[k], get_all=True)) for k in keys))
+    if not shared:
+        return None
+    cs = sorted(shared)[0]
+    bounds = {k: np.array(element_bounds(sdata, k, cs)) for k in keys}
+    ref = bounds[keys[0]]
+    size = max(ref[2] - ref[0], ref[3] - ref[1])
+    if any(np.abs(b - ref).max() > 0.05 * size for b in bounds.values()):
+        return None
+    pixel = {k: (bounds[k][2] - bounds[k][0]) / image_levels(sdata[k])[0].shape[-1] for k in keys}
+    return min(keys, key=lambda k: pixel[k])
 
 
 def element_bounds(sdata: sd_mod.SpatialData, key: str, coordinate_system: str) -> tuple[float, float, float, float]:
@@ -151,36 +176,47 @@ def resample_image(
         ds = h0 / lev.shape[-2]
         if src_um0 * ds <= pixel_um * 1.001:
             best, best_ds = lev, ds
-    arr = np.asarray(best.data if hasattr(best, "data") else best)
-    if hasattr(arr, "compute"):
-        arr = arr.compute()
-    arr = np.asarray(arr)
-    dtype = arr.dtype
+    dtype = np.dtype(best.dtype)
     if fill is None:
-        fill = 255.0 if (dtype == np.uint8 and arr.shape[0] == 3) else 0.0
+        fill = 255.0 if (dtype == np.uint8 and best.shape[0] == 3) else 0.0
     ratio = pixel_um / (src_um0 * best_ds)
     block = int(np.floor(ratio)) if ratio >= 1.5 else 1
-    if block > 1:
-        c, h, w = arr.shape
-        hh, ww = h // block, w // block
-        arr = arr[:, : hh * block, : ww * block].reshape(c, hh, block, ww, block).mean(axis=(2, 4))
-    scale_lvl = best_ds * block  # scale0 pixels per pixel of ``arr``
+    scale_lvl = best_ds * block  # scale0 pixels per pixel of the (block-averaged) level
     Ainv = np.linalg.inv(A0)
     H, W = shape
-    out = np.empty((arr.shape[0], H, W), dtype=np.float32)
+    # read only the window of the level under the grid (lazy images stay lazy elsewhere)
+    corners = np.array(
+        [[origin[0], origin[0] + W * pixel_um, origin[0], origin[0] + W * pixel_um],
+         [origin[1], origin[1], origin[1] + H * pixel_um, origin[1] + H * pixel_um], [1, 1, 1, 1]]
+    )  # fmt: skip
+    intr = Ainv @ corners / scale_lvl  # block pixels
+    c, h, w = best.shape[0], best.shape[-2] // block, best.shape[-1] // block
+    r0 = int(np.clip(np.floor(intr[1].min()) - 2, 0, h))
+    r1 = int(np.clip(np.ceil(intr[1].max()) + 2, r0, h))
+    c0 = int(np.clip(np.floor(intr[0].min()) - 2, 0, w))
+    c1 = int(np.clip(np.ceil(intr[0].max()) + 2, c0, w))
+    window = best.data if hasattr(best, "data") else best
+    window = window[:, r0 * block : r1 * block, c0 * block : c1 * block]
+    arr = np.asarray(window.compute() if hasattr(window, "compute") else window)
+    if block > 1:
+        arr = arr.reshape(c, r1 - r0, block, c1 - c0, block).mean(axis=(2, 4))
+    out = np.empty((c, H, W), dtype=np.float32)
     src = arr.astype(np.float32, copy=False)
     jj = np.arange(W, dtype=np.float64)
-    for r0 in range(0, H, 256):
-        rows = np.arange(r0, min(H, r0 + 256), dtype=np.float64)
+    for rr in range(0, H, 256):
+        rows = np.arange(rr, min(H, rr + 256), dtype=np.float64)
         X, Y = np.meshgrid(origin[0] + (jj + 0.5) * pixel_um, origin[1] + (rows + 0.5) * pixel_um)
         pts = np.stack([X.ravel(), Y.ravel(), np.ones(X.size)])
         intr = Ainv @ pts  # scale0 intrinsic (x, y); pixel k spans [k, k+1)
-        col = intr[0] / scale_lvl - 0.5
-        row = intr[1] / scale_lvl - 0.5
-        for ch in range(src.shape[0]):
-            vals = ndimage.map_coordinates(src[ch], [row, col], order=order, mode="constant", cval=np.nan)
+        col = intr[0] / scale_lvl - 0.5 - c0
+        row = intr[1] / scale_lvl - 0.5 - r0
+        for ch in range(c):
+            if src.shape[1] == 0 or src.shape[2] == 0:
+                vals = np.full(row.shape, np.nan)
+            else:
+                vals = ndimage.map_coordinates(src[ch], [row, col], order=order, mode="constant", cval=np.nan)
             vals = np.where(np.isnan(vals), fill, vals)
-            out[ch, r0 : r0 + len(rows)] = vals.reshape(len(rows), W)
+            out[ch, rr : rr + len(rows)] = vals.reshape(len(rows), W)
     if dtype == np.uint8:
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
     return out.astype(dtype, copy=False)

@@ -2,6 +2,7 @@
 
 from ._her2st import HER2ST_SECTIONS, her2st
 from ._merfish import merfish_mouse_brain_mini
+from ._space_ranger import synthetic_visium_outs
 from ._synthetic import synthetic_tissue
 from ._visium import visium_mouse_brain_mini
 
@@ -10,5 +11,6 @@ __all__ = [
     "her2st",
     "merfish_mouse_brain_mini",
     "synthetic_tissue",
+    "synthetic_visium_outs",
     "visium_mouse_brain_mini",
 ]

@@ -557,12 +557,9 @@ class DiffST:
         config
             If given, must equal the saved config (raises ``ValueError`` listing the differences).
         """
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"No stdiff model at {path}.")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a stdiff Diff-ST checkpoint (format {FORMAT}).")
+        from ._checkpoint import read_checkpoint
+
+        state = read_checkpoint(path, expected_format=FORMAT)
         saved_cfg = DiffSTConfig.from_dict(state["config"])
         if config is not None and config != saved_cfg:
             diff = {k: (v, saved_cfg.to_dict()[k]) for k, v in config.to_dict().items() if saved_cfg.to_dict()[k] != v}

@@ -3,7 +3,10 @@
 from ._histology import HistologyFeatures, fit_feature_scaler, histology_features, standardize_features
 from ._lr_maps import lr_per_tissue_pixel
 from ._normalize import Normalizer
-from ._tiling import Section, Tiles, aggregate, fit_normalizer, make_tiles, rasterize, tile_positions
+from ._rasterize import rasterize
+from ._section import Section, Tiles, aggregate
+from ._tiles import fit_normalizer, make_tiles, tile_positions
+from ._units import to_micrometres
 
 __all__ = [
     "HistologyFeatures",
@@ -19,4 +22,5 @@ __all__ = [
     "rasterize",
     "standardize_features",
     "tile_positions",
+    "to_micrometres",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._tiling import Section, aggregate
+from ._section import Section, aggregate
 
 
 def lr_per_tissue_pixel(section: Section) -> np.ndarray:

@@ -7,41 +7,20 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .. import __version__
 from .._spatial import composed_transform
 from .._utils import logger
+from ..pp._input import open_input
 from ..pp._tiling import Section, rasterize
+from ._stream import predict_streamed, rescale_to_lr
 from ._train import _config, sections_for_training
+
+__all__ = ["rescale_to_lr", "section_of", "superresolve"]
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
 
     from ..models import DiffST, DiffSTConfig
-
-
-def rescale_to_lr(mean: np.ndarray, lr: np.ndarray, factor: int, mask_lr: np.ndarray, *extra: np.ndarray):
-    """Rescale each LR pixel's ``factor × factor`` HR block so it sums to the LR value.
-
-    Blocks that are predicted empty receive the LR value spread uniformly. ``extra`` arrays (e.g. the
-    standard deviation) are rescaled by the same per-block ratio. Returns the rescaled arrays.
-    """
-    G, H, W = mean.shape
-    h, w = H // factor, W // factor
-    blocks = mean.reshape(G, h, factor, w, factor)
-    sums = blocks.sum(axis=(2, 4), dtype=np.float64)
-    target = lr.astype(np.float64) * mask_lr[None]
-    ratio = np.where(sums > 0, target / np.where(sums > 0, sums, 1.0), 0.0)
-    out = blocks * ratio[:, :, None, :, None]
-    empty = (sums <= 0) & (target > 0)
-    uniform = np.broadcast_to((target / factor**2)[:, :, None, :, None], blocks.shape)
-    out = np.where(empty[:, :, None, :, None], uniform, out).reshape(G, H, W).astype(np.float32)
-    rescaled = [
-        (e.reshape(G, h, factor, w, factor) * ratio[:, :, None, :, None]).reshape(G, H, W).astype(np.float32)
-        for e in extra
-    ]
-    return (out, *rescaled)
 
 
 def _scale_factors(shape: tuple[int, int], requested: Sequence[int] | None) -> list[int] | None:
@@ -63,6 +42,8 @@ def superresolve(
     table_key: str | None = None,
     counts_key: str | None = None,
     coordinate_system: str | None = None,
+    layer: str | None = None,
+    allow_non_integer: bool = False,
     factor: int | None = None,
     lr_um: float | None = None,
     config: DiffSTConfig | str = "cpu",
@@ -72,6 +53,7 @@ def superresolve(
     conserve_counts: bool = False,
     key_added: str = "stdiff",
     scale_factors: Sequence[int] | None = None,
+    chunk_lr: int | None = None,
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
@@ -81,7 +63,7 @@ def superresolve(
 
     The section's expression (spots of a table, transcripts, or a gene image) is mapped onto an LR
     grid of ``lr_um`` µm and super-resolved over overlapping tiles blended with a smooth window (no
-    seams). The mean is the model's regression network (stage A); ``n_samples`` whole-section
+    seams). The mean is the model's regression network (stage A); ``n_samples`` (per chunk, see ``chunk_lr``)
     samples of its residual diffusion model (stage B), calibrated on validation data at training,
     give the standard deviation and the 5% / 95% quantiles.
 
@@ -106,6 +88,10 @@ def superresolve(
         Where the expression is (see :func:`stdiff.pp.rasterize`); default: found automatically.
     coordinate_system
         Coordinate system in µm shared by the image and the expression; required if there are several.
+    layer
+        Table layer with the raw counts (default ``X``).
+    allow_non_integer
+        Accept non-integer values where raw counts are expected (see :func:`stdiff.pp.rasterize`).
     factor
         Super-resolution factor; default: the model's (10 without a model).
     lr_um
@@ -123,6 +109,11 @@ def superresolve(
         Name of the output image; the standard deviation goes to ``f"{key_added}_std"``.
     scale_factors
         Pyramid of the output images (default: halvings while the image stays ≥ 64 px).
+    chunk_lr
+        Inference runs chunk by chunk (``chunk_lr × chunk_lr`` LR pixels plus a halo of half a tile,
+        blended), reading only the histology under each chunk, so memory does not grow with the slide;
+        default: chunks of about 2.5 GB of working memory
+        (``stdiff.tl._stream.CHUNK_BUDGET_MB``).
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     seed
@@ -173,7 +164,7 @@ def superresolve(
     else:
         he_scale = _config(config).he_scale
         panel = list(genes) if genes is not None else None
-    section = rasterize(
+    inp = open_input(
         sdata,
         panel,
         image_key=image_key,
@@ -183,38 +174,35 @@ def superresolve(
         lr_um=lr_um,
         factor=factor,
         he_scale=he_scale,
-        spots_as="lr",
-        name="input",
+        layer=layer,
+        allow_non_integer=allow_non_integer,
     )
-    if model is None and genes is None and len(section.genes) > 200:
+    if model is None and genes is None and len(inp.genes) > 200:
         raise ValueError(
-            f"The data has {len(section.genes)} genes; without a trained model pass genes= (a panel of at most a "
+            f"The data has {len(inp.genes)} genes; without a trained model pass genes= (a panel of at most a "
             "few hundred genes, e.g. highly variable ones) to train on."
         )
-    if section.hr is not None:  # expression given at HR: super-resolve its LR aggregate
-        from dataclasses import replace
-
-        section = replace(section, hr=None, lr_from="aggregate")
     if model is None:
+        section = inp.section(name="input")
         train_sections = sections_for_training(
             [section], None, factor=factor, lr_um=lr_um, he_scale=he_scale, self_supervised=True
         )
         model = DiffST.setup(train_sections, config, seed=seed)
         model.train(train_sections, steps=train_steps, device=device, seed=seed, progress=progress)
     out_genes = list(genes) if genes is not None else list(model.genes)
-    pred = model.predict_section(
-        section,
+    # the model is called through model.predict_section, one chunk (and its halo) at a time
+    mean, std = predict_streamed(
+        model,
+        inp,
+        out_genes=out_genes,
+        chunk_lr=chunk_lr,
+        conserve_counts=conserve_counts,
+        seed=seed,
+        progress=progress,
         n_samples=n_samples,
         num_inference_steps=num_inference_steps,
-        seed=seed,
         device=device,
-        progress=progress,
     )
-    mean, std = pred["mean"], pred["std"]
-    if conserve_counts:
-        mean, std = rescale_to_lr(mean, section.lr, factor, section.mask_lr, std)
-    idx = [model.genes.index(g) for g in out_genes]
-    mean, std = mean[idx], std[idx]
 
     cfg = model.config
     provenance: dict[str, Any] = {
@@ -225,11 +213,13 @@ def superresolve(
         "factor": factor,
         "lr_um": lr_um,
         "hr_um": lr_um / factor,
-        "origin": list(section.origin),
-        "coordinate_system": section.coordinate_system,
-        "image_key": section.image_key,
-        "source": section.source,
-        "source_key": section.meta.get("source_key"),
+        "origin": list(inp.grid.origin),
+        "coordinate_system": inp.coordinate_system,
+        "image_key": inp.image_key,
+        "source": inp.source,
+        "source_key": inp.source_key,
+        "layer": layer,
+        "allow_non_integer": bool(allow_non_integer),
         "mean": "stage A regression (posterior mean in the normalised space, mapped to counts)",
         "sampler": f"edm-{cfg.solver}, whole-section canvas, per-gene calibrated spread",
         "num_inference_steps": int(num_inference_steps or model.sampling_steps),
@@ -240,13 +230,13 @@ def superresolve(
         "stdiff_version": __version__,
     }
     transforms = composed_transform(
-        sdata, section.image_key, section.coordinate_system, origin=section.origin, pixel_um=section.hr_um
+        sdata, inp.image_key, inp.coordinate_system, origin=inp.grid.origin, pixel_um=inp.grid.hr_um
     )
     sf = _scale_factors(mean.shape[-2:], scale_factors)
     images = {}
     for key, arr in ((key_added, mean), (f"{key_added}_std", std)):
         el = Image2DModel.parse(
-            arr.astype(np.float32),
+            arr,
             dims=("c", "y", "x"),
             c_coords=out_genes,
             transformations=transforms,
@@ -258,7 +248,7 @@ def superresolve(
     for key in images:
         if key in target.images:
             logger.info("Overwriting image element %r.", key)
-    # everything is computed; only now touch the SpatialData
+    # the prediction is done (the images read it lazily from its store); only now touch the SpatialData
     for key, el in images.items():
         target.images[key] = el
     attrs = dict(target.attrs or {})
@@ -297,5 +287,7 @@ def section_of(sdata: sd_mod.SpatialData, key: str = "stdiff") -> Section:
         factor=prov["factor"],
         he_scale=prov["config"]["he_scale"],
         spots_as="lr",
+        layer=prov.get("layer"),
+        allow_non_integer=prov.get("allow_non_integer", False),
         **src,
     )

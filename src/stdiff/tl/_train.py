@@ -82,6 +82,8 @@ def train(
     table_key: str | None = None,
     coordinate_system: str | None = None,
     spots_as: Literal["lr", "hr"] = "lr",
+    layer: str | None = None,
+    allow_non_integer: bool = False,
     self_supervised: Literal["auto", True, False] = "auto",
     device: str = "auto",
     seed: int = 0,
@@ -112,7 +114,7 @@ def train(
     steps
         Step cap of the mean network (stage A; default: the config's). Both stages stop early when
         the validation loss stops improving.
-    image_key, counts_key, table_key, coordinate_system, spots_as
+    image_key, counts_key, table_key, coordinate_system, spots_as, layer, allow_non_integer
         Passed to :func:`stdiff.pp.rasterize`.
     self_supervised
         ``"auto"``: only for sections without truth; ``True``: always (ignore any truth).
@@ -150,13 +152,15 @@ def train(
         table_key=table_key,
         coordinate_system=coordinate_system,
         spots_as=spots_as,
+        layer=layer,
+        allow_non_integer=allow_non_integer,
     )
     val = None
     if validation is not None:
         val = sections_for_training(
             validation, sections[0].genes, factor=factor, lr_um=lr_um, he_scale=cfg.he_scale,
             self_supervised=self_supervised, image_key=image_key, counts_key=counts_key, table_key=table_key,
-            coordinate_system=coordinate_system, spots_as=spots_as,
+            coordinate_system=coordinate_system, spots_as=spots_as, layer=layer, allow_non_integer=allow_non_integer,
         )  # fmt: skip
     model = DiffST.setup(sections, cfg, seed=seed)
     model.train(

@@ -1,0 +1,151 @@
+"""The input of inference, read lazily: the LR map of a whole section, and its histology window by window.
+
+:func:`open_input` reads only what is LR-sized (the expression mapped onto the LR grid, no HR truth,
+no histology); :meth:`InputGrid.section` then builds the :class:`~stdiff.pp.Section` of any window
+of LR pixels, reading the histology under it from the coarsest pyramid level that is fine enough.
+Memory therefore follows the window, not the slide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._grid import Grid, Raster
+from ._rasterize import check_geometry, open_source, source_grid
+from ._read_histology import read_histology, tissue_masks
+from ._section import Section
+from ._validate import check_expression
+
+if TYPE_CHECKING:  # pragma: no cover
+    import spatialdata as sd_mod
+
+
+@dataclass
+class InputGrid:
+    """A section's LR map on its grid, with what is needed to read its histology window by window."""
+
+    sdata: Any
+    genes: list[str]
+    grid: Grid
+    lr: np.ndarray
+    mask_lr: np.ndarray
+    he_scale: int
+    image_key: str
+    coordinate_system: str
+    source: str
+    source_key: str
+    lr_from: str
+    he_range: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def shape_lr(self) -> tuple[int, int]:
+        """LR grid shape ``(h, w)``."""
+        return self.grid.shape_lr
+
+    def section(self, rows: slice | None = None, cols: slice | None = None, *, name: str = "input") -> Section:
+        """The :class:`Section` of LR rows ``rows`` and columns ``cols`` (default: all), histology included."""
+        h, w = self.shape_lr
+        rows = slice(0, h) if rows is None else slice(*rows.indices(h)[:2])
+        cols = slice(0, w) if cols is None else slice(*cols.indices(w)[:2])
+        sub = self.grid.crop(rows, cols)
+        lr = self.lr[:, rows, cols]
+        mask_lr = self.mask_lr[rows, cols]
+        he = read_histology(
+            self.sdata, self.image_key, self.coordinate_system, sub, self.he_scale, value_range=self.he_range
+        )
+        mask_hr, _ = tissue_masks(Raster(lr=lr, hr=None, mask_lr=mask_lr), he, sub.factor, self.he_scale)
+        return Section(
+            genes=list(self.genes),
+            lr=np.ascontiguousarray(lr, dtype=np.float32),
+            hr=None,
+            he=he,
+            mask_lr=mask_lr.copy(),
+            mask_hr=mask_hr,
+            origin=sub.origin,
+            lr_um=sub.lr_um,
+            factor=sub.factor,
+            he_scale=self.he_scale,
+            coordinate_system=self.coordinate_system,
+            image_key=self.image_key,
+            source=self.source,
+            lr_from=self.lr_from,
+            name=name,
+            meta={"source_key": self.source_key},
+        )
+
+
+def open_input(
+    sdata: sd_mod.SpatialData,
+    genes: Sequence[str] | None = None,
+    *,
+    image_key: str | None = None,
+    counts_key: str | None = None,
+    table_key: str | None = None,
+    coordinate_system: str | None = None,
+    lr_um: float = 100.0,
+    factor: int = 10,
+    he_scale: int = 4,
+    layer: str | None = None,
+    allow_non_integer: bool = False,
+    min_counts: float = 1.0,
+) -> InputGrid:
+    """Read the LR map of a section for inference (spots map onto the LR grid; HR sources are aggregated).
+
+    Takes the arguments of :func:`~stdiff.pp.rasterize` (with ``spots_as="lr"``) and makes the same
+    checks; the histology is not read here (see :meth:`InputGrid.section`).
+    """
+    factor, he_scale = check_geometry(lr_um, factor, he_scale, None)
+    source, image_key, cs = open_source(
+        sdata,
+        genes,
+        image_key=image_key,
+        counts_key=counts_key,
+        table_key=table_key,
+        coordinate_system=coordinate_system,
+        spots_as="lr",
+        layer=layer,
+        allow_non_integer=allow_non_integer,
+    )
+    grid = source_grid(sdata, source, image_key, cs, lr_um, factor)
+    raster = source.raster(grid, truth=False, min_counts=min_counts)
+    check_expression(raster.lr, raster.mask_lr, f"{source.kind} {source.key!r}", min_counts=min_counts)
+    he_range = _histology_range(sdata, image_key, cs, grid, he_scale)
+    return InputGrid(
+        sdata=sdata,
+        genes=list(source.genes),
+        grid=grid,
+        lr=raster.lr.astype(np.float32),
+        mask_lr=raster.mask_lr,
+        he_scale=he_scale,
+        image_key=image_key,
+        coordinate_system=cs,
+        source=source.kind,
+        source_key=source.key,
+        lr_from=raster.lr_from,
+        he_range=he_range,
+    )
+
+
+def _histology_range(sdata, image_key: str, cs: str, grid: Grid, he_scale: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel 1st / 99.5th percentiles of a non-``uint8`` image over the grid (read coarsely), else ``None``.
+
+    Windows of a fluorescence image are then rescaled alike, wherever they are.
+    """
+    from .._spatial import image_levels
+
+    if np.dtype(image_levels(sdata[image_key])[0].dtype) == np.uint8:
+        return None
+    from .._spatial import resample_image
+
+    h, w = grid.shape_lr
+    k = grid.factor * he_scale  # the histology's own grid (as rasterize reads it) unless that is large
+    if h * w * k**2 > 16e6:
+        k = max(1, int(np.sqrt(16e6 / (h * w))))
+    step = grid.lr_um / k
+    img = resample_image(sdata[image_key], cs, origin=grid.origin, pixel_um=step, shape=(h * k, w * k))
+    img = img.astype(np.float32)
+    return np.percentile(img, 1, axis=(1, 2), keepdims=True), np.percentile(img, 99.5, axis=(1, 2), keepdims=True)

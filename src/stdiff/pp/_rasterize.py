@@ -1,0 +1,253 @@
+"""``rasterize``: a SpatialData section onto aligned LR, HR and histology grids.
+
+Each kind of expression source has its reader (``_read_points``, ``_read_image``, ``_read_spots``);
+this module finds the source, checks the geometry, and assembles the :class:`~stdiff.pp.Section`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from .._spatial import channel_names, element_bounds, find_image, is_rgb, resolve_coordinate_system, stdiff_outputs
+from .._utils import logger
+from ._grid import Grid
+from ._read_histology import read_histology, tissue_masks
+from ._read_image import GeneImageSource
+from ._read_points import PointsSource
+from ._read_spots import SpotsSource, table_region
+from ._section import Section
+from ._units import check_micrometres, micrometre_systems
+from ._validate import check_expression
+
+if TYPE_CHECKING:  # pragma: no cover
+    import spatialdata as sd_mod
+
+Source = Literal["auto", "points", "image", "spots"]
+
+
+def detect_source(
+    sdata: sd_mod.SpatialData, counts_key: str | None, table_key: str | None, image_key: str | None
+) -> tuple[str, str]:
+    """``(kind, key)`` of the expression: named by ``counts_key`` / ``table_key``, or the only candidate."""
+    if counts_key is not None:
+        if counts_key in sdata.points:
+            return "points", counts_key
+        if counts_key in sdata.images:
+            return "image", counts_key
+        raise KeyError(
+            f"counts_key={counts_key!r} is neither a points nor an image element; points are "
+            f"{list(sdata.points)}, images {list(sdata.images)}."
+        )
+    if table_key is not None:
+        if table_key not in sdata.tables:
+            raise KeyError(f"table_key={table_key!r} is not a table; tables are {list(sdata.tables)}.")
+        return "spots", table_key
+    if len(sdata.points) == 1:
+        return "points", next(iter(sdata.points))
+    excluded = stdiff_outputs(sdata) | ({image_key} if image_key else set())
+    gene_images = [
+        k for k in sdata.images if k not in excluded and not is_rgb(sdata[k]) and len(channel_names(sdata[k])) > 3
+    ]
+    if len(gene_images) == 1:
+        return "image", gene_images[0]
+    spot_tables = [k for k in sdata.tables if table_region(sdata, k) in sdata.shapes]
+    if len(spot_tables) == 1:
+        return "spots", spot_tables[0]
+    raise ValueError(
+        "Cannot tell where the expression is: pass counts_key= (points "
+        f"{list(sdata.points)} or gene image {gene_images}) or table_key= (tables {list(sdata.tables)})."
+    )
+
+
+def check_geometry(lr_um: float, factor: int, he_scale: int, he_um: float | None) -> tuple[int, int]:
+    """Validated ``(factor, he_scale)`` (``he_um`` given → ``he_scale`` from it)."""
+    if int(factor) != factor or factor < 1:
+        raise ValueError(f"factor must be a positive integer, got {factor!r}.")
+    factor = int(factor)
+    if lr_um <= 0:
+        raise ValueError(f"lr_um must be positive, got {lr_um!r}.")
+    if he_um is not None:
+        ratio = lr_um / factor / he_um
+        if he_um <= 0 or abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+            raise ValueError(
+                f"he_um={he_um!r} must divide the HR pixel ({lr_um / factor:g} µm) a whole number of times; "
+                f"e.g. he_um={lr_um / factor / max(1, round(ratio)):g}."
+            )
+        he_scale = int(round(ratio))
+    if int(he_scale) != he_scale or he_scale < 1:
+        raise ValueError(f"he_scale must be a positive integer, got {he_scale!r}.")
+    return factor, int(he_scale)
+
+
+def open_source(
+    sdata: sd_mod.SpatialData,
+    genes: Sequence[str] | None,
+    *,
+    image_key: str | None,
+    counts_key: str | None,
+    table_key: str | None,
+    coordinate_system: str | None,
+    spots_as: str = "lr",
+    layer: str | None = None,
+    allow_non_integer: bool = False,
+):
+    """Find and read the expression source; returns ``(source, image_key, coordinate_system)``."""
+    kind, key = detect_source(sdata, counts_key, table_key, image_key)
+    image_key = find_image(sdata, image_key, exclude={key})
+    region = table_region(sdata, key) if kind == "spots" else None
+    if coordinate_system is None and len(micrometre_systems(sdata)) == 1:
+        coordinate_system = next(iter(micrometre_systems(sdata)))  # the µm system added by to_micrometres
+    cs = resolve_coordinate_system(sdata, coordinate_system, [image_key, key if kind != "spots" else region])
+    if kind != "spots":
+        check_micrometres(sdata, cs)
+    if kind == "points":
+        source = PointsSource(sdata, key, cs, genes)
+    elif kind == "image":
+        source = GeneImageSource(sdata, key, cs, genes, allow_non_integer=allow_non_integer)
+    else:
+        source = SpotsSource(sdata, key, cs, genes, layer=layer, spots_as=spots_as, allow_non_integer=allow_non_integer)
+        check_micrometres(sdata, cs, (source.xy, source.radius))
+    return source, image_key, cs
+
+
+def source_grid(sdata: sd_mod.SpatialData, source, image_key: str, cs: str, lr_um: float, factor: int) -> Grid:
+    """The grid over the source's expression, after checking the image covers it."""
+    origin, far = source.extent(lr_um, lr_um / factor)
+    grid = Grid.covering(origin, far, lr_um, factor)
+    bounds = element_bounds(sdata, image_key, cs)
+    frac_out = source.outside_fraction(bounds)
+    if frac_out > 0.05:
+        ix0, iy0, ix1, iy1 = bounds
+        ox, oy = origin
+        raise ValueError(
+            f"Image {image_key!r} covers x∈[{ix0:.0f}, {ix1:.0f}], y∈[{iy0:.0f}, {iy1:.0f}] in coordinate system "
+            f"{cs!r}, but {100 * frac_out:.0f}% of the expression ({source.kind} {source.key!r}, x∈[{ox:.0f}, "
+            f"{far[0]:.0f}], y∈[{oy:.0f}, {far[1]:.0f}]) lies outside it. The image and the expression are not "
+            f"registered in {cs!r}: fix the image's transformation (spatialdata.transformations.set_transformation) "
+            "or pick the coordinate_system where both are aligned."
+        )
+    return grid
+
+
+def rasterize(
+    sdata: sd_mod.SpatialData,
+    genes: Sequence[str] | None = None,
+    *,
+    image_key: str | None = None,
+    counts_key: str | None = None,
+    table_key: str | None = None,
+    coordinate_system: str | None = None,
+    lr_um: float = 100.0,
+    factor: int = 10,
+    he_scale: int = 4,
+    he_um: float | None = None,
+    spots_as: Literal["lr", "hr"] = "lr",
+    layer: str | None = None,
+    min_counts: float = 1.0,
+    allow_non_integer: bool = False,
+    name: str = "section",
+) -> Section:
+    """Rasterise a SpatialData section onto aligned LR, HR and histology grids.
+
+    The expression comes from one of three sources, found automatically or named explicitly:
+
+    - a points element of transcripts (``counts_key``): binned onto the HR grid (truth); LR is their
+      aggregate (training data from Xenium/MERFISH-like references);
+    - an image of per-gene counts (``counts_key``, c = genes; e.g. Visium HD or binned Xenium): summed
+      onto the HR grid; LR is their aggregate;
+    - a table annotating spot shapes (``table_key``; Visium / legacy ST): spots are mapped onto the
+      LR grid (``spots_as="lr"``, inference — no truth) or onto the HR grid (``spots_as="hr"``, the
+      measured spots serve as the truth and LR is their aggregate).
+
+    Parameters
+    ----------
+    sdata
+        The section.
+    genes
+        Genes to keep (default: all of the source).
+    image_key
+        Histology image (H&E, or a fluorescence stain); default: the only non-gene image.
+    counts_key
+        Points or gene-image element with the expression.
+    table_key
+        Table annotating spot shapes.
+    coordinate_system
+        Coordinate system in µm shared by the image and the expression; required when the SpatialData
+        has more than one (default: the µm system added by :func:`to_micrometres`, if there is one).
+        A system in pixels (e.g. as ``spatialdata_io.visium`` / ``visium_hd`` / ``xenium`` read it)
+        is refused: add a µm one with :func:`to_micrometres`.
+    lr_um
+        LR pixel size in µm (100 for Visium-like grids).
+    factor
+        Integer super-resolution factor: HR pixel size is ``lr_um / factor``.
+    he_scale
+        Histology pixels per HR pixel (the image is resampled to ``lr_um / factor / he_scale`` µm/px).
+    he_um
+        Alternatively, the histology pixel size in µm; the HR pixel must be a whole multiple of it.
+    spots_as
+        Whether spots map to the LR grid (inference) or the HR grid (evaluation against spots).
+    layer
+        Table layer with raw counts (default ``X``).
+    min_counts
+        LR pixels with fewer total counts than this are treated as background.
+    allow_non_integer
+        Accept non-integer values where raw counts are expected (by default they raise: normalised
+        or log-transformed data would be super-resolved on the wrong scale).
+    name
+        A label for logs.
+
+    Returns
+    -------
+    The :class:`Section`.
+    """
+    factor, he_scale = check_geometry(lr_um, factor, he_scale, he_um)
+    source, image_key, cs = open_source(
+        sdata,
+        genes,
+        image_key=image_key,
+        counts_key=counts_key,
+        table_key=table_key,
+        coordinate_system=coordinate_system,
+        spots_as=spots_as,
+        layer=layer,
+        allow_non_integer=allow_non_integer,
+    )
+    grid = source_grid(sdata, source, image_key, cs, lr_um, factor)
+    raster = source.raster(grid, truth=True, min_counts=min_counts)
+    check_expression(raster.lr, raster.mask_lr, f"{source.kind} {source.key!r}", min_counts=min_counts)
+    he = read_histology(sdata, image_key, cs, grid, he_scale)
+    mask_hr, mask_truth = tissue_masks(raster, he, factor, he_scale)
+    h, w = grid.shape_lr
+    logger.info(
+        "Rasterised %s: %d genes, LR %d×%d at %.4g µm, HR ×%d, histology %.4g µm/px, %d tissue LR pixels.",
+        name,
+        len(source.genes),
+        h,
+        w,
+        lr_um,
+        factor,
+        grid.hr_um / he_scale,
+        int(raster.mask_lr.sum()),
+    )
+    return Section(
+        genes=list(source.genes),
+        lr=raster.lr.astype(np.float32),
+        hr=None if raster.hr is None else raster.hr.astype(np.float32),
+        he=he,
+        mask_lr=raster.mask_lr,
+        mask_hr=mask_hr,
+        origin=grid.origin,
+        lr_um=float(lr_um),
+        factor=factor,
+        he_scale=he_scale,
+        coordinate_system=cs,
+        image_key=image_key,
+        source=source.kind,
+        lr_from=raster.lr_from,
+        name=name,
+        meta={"source_key": source.key},
+        mask_truth=mask_truth,
+    )

@@ -1,0 +1,75 @@
+"""The histology image on a grid and the tissue masks derived from it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._spatial import resample_image
+from ._grid import Grid, Raster
+from ._section import aggregate
+
+if TYPE_CHECKING:  # pragma: no cover
+    import spatialdata as sd_mod
+
+
+def read_histology(
+    sdata: sd_mod.SpatialData,
+    image_key: str,
+    cs: str,
+    grid: Grid,
+    he_scale: int,
+    *,
+    value_range: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """The histology resampled to ``he_scale`` pixels per HR pixel of ``grid``, as ``uint8``.
+
+    Only the part of the image under the grid is read, from the coarsest pyramid level that is still
+    finer than the target (so a small grid reads little of a large lazily loaded image). Non-``uint8``
+    images (fluorescence) are rescaled per channel from ``value_range`` (low, high), by default their
+    1st–99.5th percentiles over the grid, to 0–255.
+    """
+    H, W = grid.shape_hr
+    he = resample_image(
+        sdata[image_key], cs, origin=grid.origin, pixel_um=grid.hr_um / he_scale, shape=(H * he_scale, W * he_scale)
+    )
+    if he.dtype != np.uint8:
+        if value_range is None:
+            value_range = (
+                np.percentile(he, 1, axis=(1, 2), keepdims=True),
+                np.percentile(he, 99.5, axis=(1, 2), keepdims=True),
+            )
+        lo_q, hi_q = value_range
+        he = np.clip((he - lo_q) / np.maximum(hi_q - lo_q, 1e-12) * 255, 0, 255).astype(np.uint8)
+    return he
+
+
+def he_tissue(he: np.ndarray, he_scale: int) -> np.ndarray | None:
+    """Tissue on the HR grid from an RGB image (optical density), ``None`` for non-RGB images."""
+    if he.shape[0] != 3:
+        return None
+    c, H, W = he.shape
+    od = -np.log((he.astype(np.float32) + 1.0) / 256.0).sum(0)
+    small = od.reshape(H // he_scale, he_scale, W // he_scale, he_scale).mean(axis=(1, 3))
+    return small > 0.15
+
+
+def tissue_masks(raster: Raster, he: np.ndarray, factor: int, he_scale: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The input mask on the HR grid and where the truth is measured.
+
+    The input mask uses only what exists at inference: the LR tissue pixels refined by the
+    histology's tissue (an LR pixel keeps its whole block when the histology finds no tissue in it,
+    e.g. faint staining). The truth mask (for the loss and scoring only) is the source's own, or for
+    dense sources the LR tissue where the histology shows tissue or the truth has counts.
+    """
+    mask_hr = np.kron(raster.mask_lr, np.ones((factor, factor), dtype=bool))
+    tissue = he_tissue(he, he_scale)
+    mask_truth = raster.mask_truth
+    if raster.dense and raster.hr is not None:
+        mask_truth = mask_hr & (tissue | (raster.hr.sum(0) > 0)) if tissue is not None else mask_hr.copy()
+    if tissue is not None:
+        refined = mask_hr & tissue
+        empty = np.kron(aggregate(refined.astype(np.int32), factor) == 0, np.ones((factor, factor), dtype=bool))
+        mask_hr = refined | (mask_hr & empty)
+    return mask_hr, mask_truth

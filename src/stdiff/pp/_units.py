@@ -1,0 +1,292 @@
+"""Micrometres: find the unit of a coordinate system and add a µm one (:func:`to_micrometres`).
+
+stdiff works in µm. Sections read by ``spatialdata_io`` are often in image pixels:
+
+- ``spatialdata_io.visium``: the system named after the dataset is in full-resolution pixels; the
+  spots are on a hexagonal lattice with 100 µm between neighbours (``array_row`` / ``array_col`` in
+  the table), and the circles' radius is half Space Ranger's ``spot_diameter_fullres`` (the pixels
+  spanning a theoretical 65 µm spot; the physical spot is 55 µm);
+- ``spatialdata_io.visium_hd``: the same pixel system; bins are squares of the size in the table's
+  name (``square_008um``);
+- ``spatialdata_io.xenium``: ``"global"`` is in morphology-image pixels (``pixel_size`` µm, 0.2125);
+  the transcripts are stored in µm with a ``Scale(1 / pixel_size)`` to it.
+
+:func:`to_micrometres` adds a coordinate system ``"<cs>_um"`` (every element of ``cs`` gets a
+transformation to it, scaled to µm) and records it in ``sdata.attrs["stdiff_micrometres"]``;
+:func:`check_micrometres` refuses a system that is known or looks to be in pixels.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._spatial import affine_to_cs
+from .._utils import logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    import spatialdata as sd_mod
+
+ATTRS_KEY = "stdiff_micrometres"
+VISIUM_PITCH_UM = 100.0  # centre-to-centre distance of neighbouring Visium spots
+VISIUM_SPOT_UM = 55.0  # physical spot diameter
+VISIUM_SCALEF_SPOT_UM = 65.0  # the spot that Space Ranger's spot_diameter_fullres refers to
+PIXEL_READERS = ("visium", "visium_hd", "xenium")
+_HD_BIN = re.compile(r"square_(\d{3})um")
+
+
+def micrometre_systems(sdata: sd_mod.SpatialData) -> dict[str, dict[str, Any]]:
+    """The µm coordinate systems added by :func:`to_micrometres` that still exist, with their provenance."""
+    recorded = (sdata.attrs or {}).get(ATTRS_KEY, {}) or {}
+    return {k: v for k, v in recorded.items() if k in sdata.coordinate_systems}
+
+
+def _reader(sdata: sd_mod.SpatialData) -> str | None:
+    return (sdata.attrs or {}).get("spatialdata_io_reader")
+
+
+def _elements_in(sdata: sd_mod.SpatialData, cs: str) -> list[tuple[str, str, Any]]:
+    from spatialdata.transformations import get_transformation
+
+    return [
+        (kind, name, el)
+        for kind, name, el in sdata.gen_spatial_elements()
+        if cs in get_transformation(el, get_all=True)
+    ]
+
+
+def _spot_tables(sdata: sd_mod.SpatialData, cs: str):
+    """``(table_key, table, region, centres (2, n) in cs, radius in cs, shapes)`` for tables annotating shapes in cs."""
+    from spatialdata.transformations import get_transformation
+
+    from ._read_spots import table_region
+
+    for key, table in sdata.tables.items():
+        region = table_region(sdata, key)
+        if region is None or region not in sdata.shapes:
+            continue
+        shapes = sdata.shapes[region]
+        if cs not in get_transformation(shapes, get_all=True):
+            continue
+        A = affine_to_cs(shapes, cs)
+        geom = shapes.geometry
+        xy = np.stack([geom.centroid.x.to_numpy(), geom.centroid.y.to_numpy()])
+        scale = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
+        if "radius" in shapes.columns:
+            radius = shapes["radius"].to_numpy(float) * scale
+        else:
+            radius = np.sqrt(geom.area.to_numpy(float) / np.pi) * scale
+        yield key, table, region, A[:2, :2] @ xy + A[:2, 2:3], radius, shapes
+
+
+def _pitch(xy: np.ndarray) -> float:
+    """Median distance to the nearest other spot."""
+    from scipy.spatial import cKDTree
+
+    if xy.shape[1] < 2:
+        return float("nan")
+    d, _ = cKDTree(xy.T).query(xy.T, k=2)
+    return float(np.median(d[:, 1]))
+
+
+def _visium_lattice_um_per_unit(table, shapes, xy: np.ndarray) -> float | None:
+    """µm per unit from the hexagonal Visium lattice (array_row / array_col → 100 µm neighbours)."""
+    obs = table.obs
+    if not {"array_row", "array_col"} <= set(obs.columns) or len(obs) < 3:
+        return None
+    attrs = table.uns["spatialdata_attrs"]
+    # centres in the table's order
+    pos = shapes.index.get_indexer(obs[attrs["instance_key"]].to_numpy())
+    if (pos < 0).any():
+        return None
+    pts = xy[:, pos].T
+    design = np.c_[obs["array_col"].to_numpy(float), obs["array_row"].to_numpy(float), np.ones(len(obs))]
+    coef, *_ = np.linalg.lstsq(design, pts, rcond=None)
+    per_col, per_row = np.linalg.norm(coef[0]), np.linalg.norm(coef[1])
+    if per_col <= 0 or abs(per_row / per_col - np.sqrt(3)) > 0.05 * np.sqrt(3):
+        return None  # not the Visium hexagonal lattice (column step = half the pitch, row step = √3/2 pitch)
+    return (VISIUM_PITCH_UM / 2) / per_col
+
+
+def infer_um_per_unit(sdata: sd_mod.SpatialData, coordinate_system: str) -> tuple[float, str, dict[str, float]]:
+    """µm per unit of ``coordinate_system``, how it was found, and physical spot radii (µm) per shapes element.
+
+    Raises ``ValueError`` (naming ``um_per_unit=``) when the SpatialData does not tell.
+    """
+    from spatialdata.transformations import get_transformation
+
+    cs = coordinate_system
+    reader = _reader(sdata)
+    radii: dict[str, float] = {}
+    if reader == "xenium":
+        for name, pts in sdata.points.items():
+            if cs not in get_transformation(pts, get_all=True):
+                continue
+            A = affine_to_cs(pts, cs)
+            s = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
+            if s > 0 and abs(s - 1.0) > 1e-9:  # transcripts are stored in µm, scaled by 1 / pixel_size
+                return 1.0 / s, f"Xenium transcripts {name!r} (µm) → {cs!r} scale: pixel_size {1 / s:.6g} µm", radii
+    for key, table, region, xy, radius, shapes in _spot_tables(sdata, cs):
+        for lib in (table.uns.get("spatial", {}) or {}).values():
+            sf = (lib or {}).get("scalefactors", {}) or {}
+            if "microns_per_pixel" in sf:
+                return float(sf["microns_per_pixel"]), f"table {key!r} uns scalefactors microns_per_pixel", radii
+        hd = _HD_BIN.search(f"{key} {region}")
+        if hd and reader in (None, "visium_hd"):
+            bin_um = float(hd.group(1))
+            if "radius" in shapes.columns:
+                side = 2 * float(np.median(radius))  # circles of the reader: radius = half the bin side
+            else:
+                side = float(np.median(radius)) * np.sqrt(np.pi)  # squares: radius = sqrt(area / π)
+            return bin_um / side, f"Visium HD bins of {bin_um:g} µm ({key!r}) are {side:.6g} units wide", radii
+        u = _visium_lattice_um_per_unit(table, shapes, xy)
+        if u is not None:
+            radii[region] = VISIUM_SPOT_UM / 2
+            return u, f"Visium spot lattice of table {key!r} (100 µm between neighbouring spots)", radii
+        for lib in (table.uns.get("spatial", {}) or {}).values():
+            sf = (lib or {}).get("scalefactors", {}) or {}
+            if "spot_diameter_fullres" in sf:
+                radii[region] = VISIUM_SPOT_UM / 2
+                u = VISIUM_SCALEF_SPOT_UM / float(sf["spot_diameter_fullres"])
+                return u, f"table {key!r} uns scalefactors spot_diameter_fullres (a 65 µm spot)", radii
+        if reader == "visium" and "radius" in shapes.columns:
+            radii[region] = VISIUM_SPOT_UM / 2
+            u = VISIUM_SCALEF_SPOT_UM / (2 * float(np.median(radius)))
+            return u, f"Visium spot circles {region!r} (radius = half spot_diameter_fullres, a 65 µm spot)", radii
+    raise ValueError(
+        f"Cannot establish how many µm one unit of coordinate system {cs!r} is: the SpatialData holds no Visium "
+        "spot lattice, Visium HD bins, Xenium transcripts or scalefactors for it. Give it yourself, e.g. "
+        f"sd.pp.to_micrometres(sdata, {cs!r}, um_per_unit=0.5) for an image of 0.5 µm per pixel (see the "
+        "microscope's metadata), then use coordinate_system="
+        f"{cs + '_um'!r}."
+    )
+
+
+def to_micrometres(
+    sdata: sd_mod.SpatialData,
+    coordinate_system: str | None = None,
+    *,
+    um_per_unit: float | None = None,
+    key_added: str | None = None,
+    copy: bool = False,
+) -> sd_mod.SpatialData | None:
+    """Add a coordinate system in micrometres next to one in pixels (or other units).
+
+    Every element with a transformation to ``coordinate_system`` gets one to the new system: the
+    same, followed by a scaling to µm. Other coordinate systems are left alone. The size of a unit is
+    found from what ``spatialdata_io`` readers store, or given with ``um_per_unit``:
+
+    - Visium: the spot lattice (``array_row`` / ``array_col``: 100 µm between neighbouring spots), or
+      ``spot_diameter_fullres`` (a 65 µm spot) from the circles or the table's ``uns``;
+    - Visium HD: the bin size in the table's name and the bins' width;
+    - Xenium: the transcripts' scale (they are stored in µm);
+    - ``adata.uns["spatial"][library]["scalefactors"]["microns_per_pixel"]`` when present.
+
+    Parameters
+    ----------
+    sdata
+        The SpatialData (e.g. straight from ``spatialdata_io.visium``).
+    coordinate_system
+        The system to convert; default: the only one in pixels (of the reader), else the only one.
+    um_per_unit
+        µm per unit of ``coordinate_system`` (e.g. per full-resolution pixel); default: found from the data.
+    key_added
+        Name of the new system (default ``f"{coordinate_system}_um"``).
+    copy
+        Return a modified copy instead of changing ``sdata`` in place.
+
+    Returns
+    -------
+    ``None`` (in place), or the copy with ``copy=True``. The new system's provenance (source system,
+    µm per unit, how it was found, physical spot radii) goes to ``sdata.attrs["stdiff_micrometres"]``.
+    """
+    import spatialdata as sd_mod
+    from spatialdata.transformations import Scale, Sequence, get_transformation, set_transformation
+
+    if not isinstance(sdata, sd_mod.SpatialData):
+        raise TypeError(f"sdata must be a spatialdata.SpatialData, not {type(sdata).__name__}.")
+    available = list(sdata.coordinate_systems)
+    done = micrometre_systems(sdata)
+    if coordinate_system is None:
+        candidates = [c for c in available if c not in done]
+        if _reader(sdata) in ("visium", "visium_hd"):  # the full-resolution system the others derive from
+            candidates = [c for c in candidates if not c.endswith(("_downscaled_hires", "_downscaled_lowres"))]
+        if len(candidates) != 1:
+            raise ValueError(
+                f"The SpatialData has coordinate systems {available}; pass the one to convert to µm, e.g. "
+                f"sd.pp.to_micrometres(sdata, {candidates[0] if candidates else available[0]!r})."
+            )
+        coordinate_system = candidates[0]
+    elif coordinate_system not in available:
+        raise ValueError(f"Unknown coordinate_system={coordinate_system!r}; the SpatialData has {available}.")
+    cs = coordinate_system
+    radii: dict[str, float] = {}
+    if um_per_unit is None:
+        um_per_unit, how, radii = infer_um_per_unit(sdata, cs)
+    else:
+        if not np.isfinite(um_per_unit) or um_per_unit <= 0:
+            raise ValueError(f"um_per_unit must be a positive number, got {um_per_unit!r}.")
+        how = "given (um_per_unit=)"
+        if _reader(sdata) == "visium":
+            radii = {region: VISIUM_SPOT_UM / 2 for *_, region, _, _, _ in _spot_tables(sdata, cs)}
+    name = key_added or f"{cs}_um"
+    if name in available and name not in done:
+        raise ValueError(f"A coordinate system {name!r} already exists; pass key_added= with another name.")
+    target = sd_mod.deepcopy(sdata) if copy else sdata
+    scale = Scale([float(um_per_unit), float(um_per_unit)], axes=("x", "y"))
+    for _, _, el in _elements_in(target, cs):
+        t = get_transformation(el, to_coordinate_system=cs)
+        set_transformation(el, Sequence([t, scale]), to_coordinate_system=name)
+    attrs = dict(target.attrs or {})
+    store = dict(attrs.get(ATTRS_KEY, {}) or {})
+    store[name] = {"source": cs, "um_per_unit": float(um_per_unit), "how": how, "spot_radius_um": radii}
+    attrs[ATTRS_KEY] = store
+    target.attrs = attrs
+    logger.info("Added coordinate system %r in µm: 1 unit of %r = %.6g µm (%s).", name, cs, um_per_unit, how)
+    return target if copy else None
+
+
+def pixel_reason(sdata: sd_mod.SpatialData, cs: str, spots: tuple[np.ndarray, np.ndarray] | None = None) -> str | None:
+    """Why ``cs`` is not in µm (a sentence), or ``None`` when nothing says so.
+
+    ``spots`` = (centres (2, n), radii) in ``cs`` when the expression is a spot table: a radius over
+    100 or a pitch over 200 units cannot be spots in µm (Visium spots are 55 µm, 100 µm apart).
+    """
+    if cs in micrometre_systems(sdata):
+        return None
+    reader = _reader(sdata)
+    if reader in PIXEL_READERS:
+        unit = "morphology-image pixels" if reader == "xenium" else "full-resolution image pixels"
+        return f"it is a coordinate system of spatialdata_io.{reader}, in {unit}"
+    if spots is not None:
+        xy, radius = spots
+        r, p = float(np.median(radius)), _pitch(xy)
+        if r > 100 or (np.isfinite(p) and p > 200):
+            return f"its spots have a radius of {r:.4g} and lie {p:.4g} apart, too large for µm (Visium: 27.5 and 100)"
+    return None
+
+
+def check_micrometres(sdata: sd_mod.SpatialData, cs: str, spots: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Raise when coordinate system ``cs`` is known or looks to be in pixels, naming :func:`to_micrometres`."""
+    reason = pixel_reason(sdata, cs, spots)
+    if reason is None:
+        return
+    ours = micrometre_systems(sdata)
+    hint = (
+        f"Use coordinate_system={next(iter(ours))!r} (µm, already added)"
+        if len(ours) == 1
+        else f"Add a µm coordinate system with sd.pp.to_micrometres(sdata, {cs!r}) (or um_per_unit= if it cannot "
+        f"find the pixel size) and pass coordinate_system={cs + '_um'!r}"
+    )
+    raise ValueError(f"Coordinate system {cs!r} is not in micrometres: {reason}. stdiff works in µm. {hint}.")
+
+
+def spot_radius_um(sdata: sd_mod.SpatialData, cs: str, region: str) -> float | None:
+    """The physical spot radius (µm) recorded by :func:`to_micrometres` for ``region``, if any."""
+    info = micrometre_systems(sdata).get(cs)
+    if not info:
+        return None
+    r = (info.get("spot_radius_um") or {}).get(region)
+    return None if r is None else float(r)

@@ -1,0 +1,219 @@
+"""Inference window by window: memory follows the window, the result is a chunked zarr-backed dask array.
+
+The LR grid is cut into chunks of ``chunk_lr × chunk_lr`` LR pixels. Each chunk is read with a
+halo of LR pixels around it (the histology under it only, at the resolution needed), predicted with
+``model.predict_section`` and added to the result with a weight that is 1 on the chunk and ramps down
+across the halo (constant over each LR pixel's block, so ``conserve_counts`` still holds), so chunks
+blend without seams. The weighted sums live in a zarr store (in memory for small results, else in a
+temporary folder); the result is their lazy ratio, which ``SpatialData.write`` streams to disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._utils import logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import DiffST
+    from ..pp._input import InputGrid
+
+#: memory for one chunk's prediction (MB) when ``chunk_lr`` is not given
+CHUNK_BUDGET_MB = 2560
+#: results larger than this (MB) are kept in a temporary folder until written, smaller ones in memory
+IN_MEMORY_MB = 64
+
+
+def rescale_to_lr(mean: np.ndarray, lr: np.ndarray, factor: int, mask_lr: np.ndarray, *extra: np.ndarray):
+    """Rescale each LR pixel's ``factor × factor`` HR block so it sums to the LR value.
+
+    Blocks that are predicted empty receive the LR value spread uniformly. ``extra`` arrays (e.g. the
+    standard deviation) are rescaled by the same per-block ratio. Returns the rescaled arrays.
+    """
+    G, H, W = mean.shape
+    h, w = H // factor, W // factor
+    blocks = mean.reshape(G, h, factor, w, factor)
+    sums = blocks.sum(axis=(2, 4), dtype=np.float64)
+    target = lr.astype(np.float64) * mask_lr[None]
+    ratio = np.where(sums > 0, target / np.where(sums > 0, sums, 1.0), 0.0)
+    out = blocks * ratio[:, :, None, :, None]
+    empty = (sums <= 0) & (target > 0)
+    uniform = np.broadcast_to((target / factor**2)[:, :, None, :, None], blocks.shape)
+    out = np.where(empty[:, :, None, :, None], uniform, out).reshape(G, H, W).astype(np.float32)
+    rescaled = [
+        (e.reshape(G, h, factor, w, factor) * ratio[:, :, None, :, None]).reshape(G, H, W).astype(np.float32)
+        for e in extra
+    ]
+    return (out, *rescaled)
+
+
+def auto_chunk_lr(
+    n_genes: int,
+    factor: int,
+    tile_lr: int,
+    n_samples: int,
+    he_scale: int,
+    budget_mb: float = CHUNK_BUDGET_MB,
+    batch_size: int = 16,
+) -> int:
+    """LR pixels per chunk side so that one chunk's prediction fits in about ``budget_mb``.
+
+    Calibrated on ``predict_section`` (300 genes, ``"tiny"`` preset, CPU): a fixed part for the network's
+    activations on a batch of tiles (~100 bytes per gene and tile pixel) and, per HR pixel of the chunk
+    and its halo, ~4 bytes × genes × (20 + 15 × samples) (the mean, the samples, their counts and
+    quantiles) plus the histology.
+    """
+    fixed = 100.0 * n_genes * batch_size * (tile_lr * factor) ** 2
+    per_hr_px = 4.0 * n_genes * (20 + 15 * n_samples) + 16 * he_scale**2
+    budget = budget_mb * 2**20
+    side_hr = np.sqrt(max(budget - fixed, 0.25 * budget) / per_hr_px)
+    side = int(side_hr // factor) - 2 * halo_lr(tile_lr)
+    step = max(1, tile_lr // 2)
+    return max(tile_lr, (side // step) * step)
+
+
+def halo_lr(tile_lr: int) -> int:
+    """LR pixels read around each chunk: half a tile (the tiles' stride)."""
+    return max(1, tile_lr // 2)
+
+
+def plan_chunks(shape_lr: tuple[int, int], chunk_lr: int, halo: int) -> list[tuple[slice, slice, slice, slice]]:
+    """``(rows, cols, padded rows, padded cols)`` of each chunk, in raster order."""
+    h, w = shape_lr
+    out = []
+    for r0 in range(0, h, chunk_lr):
+        for c0 in range(0, w, chunk_lr):
+            r1, c1 = min(h, r0 + chunk_lr), min(w, c0 + chunk_lr)
+            out.append(
+                (
+                    slice(r0, r1),
+                    slice(c0, c1),
+                    slice(max(0, r0 - halo), min(h, r1 + halo)),
+                    slice(max(0, c0 - halo), min(w, c1 + halo)),
+                )
+            )
+    return out
+
+
+def _ramp(core: slice, padded: slice) -> np.ndarray:
+    """1 on ``core``, falling linearly towards the ends of ``padded`` (in LR pixels)."""
+    n = padded.stop - padded.start
+    w = np.ones(n, dtype=np.float32)
+    before, after = core.start - padded.start, padded.stop - core.stop
+    if before:
+        w[:before] = (np.arange(before) + 1) / (before + 1)
+    if after:
+        w[n - after :] = (np.arange(after, 0, -1)) / (after + 1)
+    return w
+
+
+class _Store:
+    """Weighted sums of the mean and std and the sum of weights, in a zarr store."""
+
+    def __init__(self, n_genes: int, shape_hr: tuple[int, int], chunk_hr: int) -> None:
+        import zarr
+
+        H, W = shape_hr
+        nbytes = 2 * 4 * n_genes * H * W
+        if nbytes > IN_MEMORY_MB * 2**20:
+            self.path = tempfile.mkdtemp(prefix="stdiff-result-")
+            store: Any = zarr.storage.LocalStore(self.path)
+            logger.info("Keeping the %.0f MB result in %s until it is written.", nbytes / 2**20, self.path)
+        else:
+            self.path = None
+            store = zarr.storage.MemoryStore()
+        root = zarr.open_group(store, mode="w")
+        cy = int(min(H, max(64, chunk_hr)))
+        cx = int(min(W, max(64, chunk_hr)))
+        cg = int(min(n_genes, max(1, 2**22 // (cy * cx))))
+        kw = dict(dtype="float32", fill_value=0.0)
+        self.mean = root.create_array("mean", shape=(n_genes, H, W), chunks=(cg, cy, cx), **kw)
+        self.std = root.create_array("std", shape=(n_genes, H, W), chunks=(cg, cy, cx), **kw)
+        self.weight = root.create_array("weight", shape=(H, W), chunks=(cy, cx), **kw)
+        if self.path is not None:  # remove the folder once nothing refers to the arrays any more
+            weakref.finalize(self.mean, shutil.rmtree, self.path, True)
+
+    def add(self, rows: slice, cols: slice, mean: np.ndarray, std: np.ndarray, weight: np.ndarray) -> None:
+        self.mean[:, rows, cols] = self.mean[:, rows, cols] + mean * weight
+        self.std[:, rows, cols] = self.std[:, rows, cols] + std * weight
+        self.weight[rows, cols] = self.weight[rows, cols] + weight
+
+    def result(self):
+        """Lazy ``(mean, std)`` dask arrays."""
+        import dask.array as da
+
+        w = da.from_zarr(self.weight)
+        w = da.where(w > 0, w, 1.0)[None]
+        return (da.from_zarr(self.mean) / w).astype(np.float32), (da.from_zarr(self.std) / w).astype(np.float32)
+
+
+def predict_streamed(
+    model: DiffST,
+    inp: InputGrid,
+    *,
+    out_genes: list[str],
+    chunk_lr: int | None = None,
+    conserve_counts: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    **predict_kwargs: Any,
+):
+    """Super-resolve ``inp`` chunk by chunk with ``model.predict_section``; lazy ``(mean, std)`` of ``out_genes``.
+
+    ``predict_kwargs`` go to :meth:`~stdiff.models.DiffST.predict_section` (``n_samples``, ``sampler``,
+    ``num_inference_steps``, ``mean_estimator``, ``device``). Chunk ``k`` is sampled with seed
+    ``seed + k`` (the same seed gives the same result; a section in one chunk is sampled exactly as
+    by a single ``predict_section`` call).
+    """
+    cfg = model.config
+    f = model.factor
+    n_samples = int(predict_kwargs.get("n_samples") or cfg.n_samples)
+    if chunk_lr is None:
+        chunk_lr = auto_chunk_lr(len(model.genes), f, cfg.tile_lr, n_samples, inp.he_scale)
+    chunk_lr = int(chunk_lr)
+    if chunk_lr < 1:
+        raise ValueError(f"chunk_lr must be ≥ 1, got {chunk_lr}.")
+    halo = halo_lr(cfg.tile_lr)
+    chunks = plan_chunks(inp.shape_lr, chunk_lr, halo)
+    idx = [model.genes.index(g) for g in out_genes]
+    h, w = inp.shape_lr
+    store = _Store(len(out_genes), (h * f, w * f), chunk_lr * f)
+    logger.info(
+        "Super-resolving %d×%d LR pixels in %d chunk(s) of ≤%d×%d (+%d halo).",
+        h,
+        w,
+        len(chunks),
+        chunk_lr,
+        chunk_lr,
+        halo,
+    )
+    bar = None
+    if progress and len(chunks) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(chunks), desc="chunks", leave=False)
+    for k, (rows, cols, prow, pcol) in enumerate(chunks):
+        if not inp.mask_lr[prow, pcol].any():  # nothing on tissue here: the result stays 0
+            if bar is not None:
+                bar.update()
+            continue
+        section = inp.section(prow, pcol, name=f"chunk{k}")
+        pred = model.predict_section(section, seed=seed + k, progress=progress and bar is None, **predict_kwargs)
+        mean, std = pred["mean"], pred["std"]
+        if conserve_counts:
+            mean, std = rescale_to_lr(mean, section.lr, f, section.mask_lr, std)
+        weight = np.kron(np.outer(_ramp(rows, prow), _ramp(cols, pcol)), np.ones((f, f), np.float32))
+        hr_rows = slice(prow.start * f, prow.stop * f)
+        hr_cols = slice(pcol.start * f, pcol.stop * f)
+        store.add(hr_rows, hr_cols, mean[idx], std[idx], weight)
+        del pred, mean, std, section
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return store.result()
