@@ -10,6 +10,7 @@ from .config import DiffSTConfig
 from .cross_modal_modulation import CrossModalModulation, PlainFusion, disentangling_loss
 from .diffst import DiffST, carve_validation, upsample_lr
 from .dynamic_cross_attention import DynamicCrossAttention, PatchEncoder, admitted_mask, patch_entropy
+from .self_supervised import SelfSupervisedEnsemble
 from .gene_graph import GeneGraph, GeneGraphHead, coexpression_graph
 from .unet import DiffSTUNet, HistologyStem
 
@@ -26,6 +27,7 @@ __all__ = [
     "HistologyStem",
     "PatchEncoder",
     "PlainFusion",
+    "SelfSupervisedEnsemble",
     "admitted_mask",
     "carve_validation",
     "coexpression_graph",
