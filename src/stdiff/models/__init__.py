@@ -10,8 +10,8 @@ from .config import DiffSTConfig
 from .cross_modal_modulation import CrossModalModulation, PlainFusion, disentangling_loss
 from .diffst import DiffST, carve_validation, upsample_lr
 from .dynamic_cross_attention import DynamicCrossAttention, PatchEncoder, admitted_mask, patch_entropy
-from .self_supervised import SelfSupervisedEnsemble
 from .gene_graph import GeneGraph, GeneGraphHead, coexpression_graph
+from .self_supervised import SelfSupervisedEnsemble
 from .unet import DiffSTUNet, HistologyStem
 
 __all__ = [
