@@ -27,6 +27,10 @@ from ..pp._tiling import Section
 from .aggregation_consistency import AggregationConsistency
 
 
+#: Fewest tissue LR pixels (spots) a section needs to teach itself.
+MIN_SPOTS = 16
+
+
 @dataclass(frozen=True)
 class _Geometry:
     """The parts of a config that chunked prediction needs."""
@@ -66,6 +70,13 @@ class SelfSupervisedEnsemble:
 
     def fit(self, section: Section, *, seed: int = 0, device: str = "cpu") -> SelfSupervisedEnsemble:
         """Fit every member on ``section``'s LR map and histology (its HR truth, if any, is never read)."""
+        n_spots = int(section.mask_lr.sum())
+        if n_spots < MIN_SPOTS:
+            raise ValueError(
+                f"Section {section.name!r} is too small for self-supervised learning: {n_spots} LR pixels (spots) on "
+                f"tissue, at least {MIN_SPOTS} needed to learn where counts go from the histology; pass a trained "
+                "model= (stdiff.tl.train on a reference) instead."
+            )
         self.genes, self.factor, self.lr_um = list(section.genes), section.factor, section.lr_um
         self.config = _Geometry(tile_lr=4, he_scale=section.he_scale, n_samples=self.n_models)
         self.members = [
