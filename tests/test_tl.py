@@ -62,6 +62,11 @@ def test_write_read_zarr_round_trip(sdata, tiny_model, tmp_path):
     np.testing.assert_allclose(_affine(back.images["stdiff"]), _affine(sdata.images["stdiff"]))
     assert back.attrs["stdiff"]["stdiff"]["model_hash"] == tiny_model.model_hash()
     assert list(back.images["stdiff_std"].coords["c"].values) == tiny_model.genes
+    # writing again over the same store gives spatialdata's own clear refusal (not a crash in the
+    # in-memory result), and a fresh path works
+    with pytest.raises(ValueError, match="Cannot overwrite"):
+        sdata.write(path, overwrite=True)
+    sdata.write(tmp_path / "again.zarr")
     # the result can be exported from the re-read object
     adata = sd.tl.to_anndata(back, "stdiff")
     assert adata.n_vars == len(tiny_model.genes)

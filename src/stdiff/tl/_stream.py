@@ -149,7 +149,14 @@ class _Store:
 
         w = da.from_zarr(self.weight)
         w = da.where(w > 0, w, 1.0)[None]
-        return (da.from_zarr(self.mean) / w).astype(np.float32), (da.from_zarr(self.std) / w).astype(np.float32)
+        mean, std = (da.from_zarr(self.mean) / w).astype(np.float32), (da.from_zarr(self.std) / w).astype(np.float32)
+        if self.path is None:
+            # a small result held in a zarr MemoryStore: hand it over as plain in-memory arrays, since
+            # spatialdata's write(overwrite=True) inspects the stores behind dask graphs and cannot
+            # handle a MemoryStore
+            chunks = self.mean.chunks
+            mean, std = (da.from_array(np.asarray(a.compute()), chunks=chunks) for a in (mean, std))
+        return mean, std
 
 
 def predict_streamed(
