@@ -312,3 +312,7 @@ def test_aggregation_base_distributes_counts_by_histology(synthetic_small):
     assert model.prepare(sec, with_truth=False).base is not None  # cached: no refit
     with pytest.raises(ValueError, match="config.base"):
         DiffST.setup(sec, DiffSTConfig.preset("tiny", base="median")).prepare(sec, with_truth=False)
+    # the base is fitted inside predict_section too (under no_grad)
+    fresh = _section(synthetic_small)
+    out = model.predict_section(fresh, n_samples=0, progress=False)
+    assert np.isfinite(out["mean"]).all()

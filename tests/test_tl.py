@@ -113,14 +113,22 @@ def test_errors_leave_sdata_unchanged(sdata, tiny_model):
 def test_superresolve_self_supervised_without_model(her2st_dir):
     s = sd.datasets.her2st("C5", data_dir=her2st_dir)
     genes = ["ERBB2", "KRT19", "CD74", "PTPRC"]
-    # LR = the 200 µm spot grid; trained on its own 2× aggregate (400 µm), then applied at 200 µm
-    sd.tl.superresolve(s, genes, factor=2, lr_um=200, config="tiny", train_steps=3, table_key="table", progress=False)
-    mean = _img(s, "stdiff")
+    # LR = the 200 µm spot grid; the default learns at that native scale from the spots and the H&E
+    sd.tl.superresolve(s, genes, factor=2, lr_um=200, table_key="table", progress=False)
+    mean, std = _img(s, "stdiff"), _img(s, "stdiff_std")
     sec = sd.tl.section_of(s)
     assert mean.shape == (4, sec.shape_lr[0] * 2, sec.shape_lr[1] * 2)
     assert s.attrs["stdiff"]["stdiff"]["trained_here"] is True
-    # spots map onto the LR grid; HR pixels outside the spots' pixels are zero
+    # spots map onto the LR grid; HR pixels outside the input mask are zero
     assert (mean[:, ~sec.mask_hr] == 0).all() and mean[:, sec.mask_hr].mean() > 0
+    # every spot's counts are conserved, and the ensemble members disagree somewhere
+    tissue = aggregate(sec.mask_hr.astype(np.float32), 2) > 0
+    np.testing.assert_allclose(aggregate(mean.astype(np.float64), 2)[:, tissue], sec.lr[:, tissue], rtol=2e-3)
+    assert std[:, sec.mask_hr].max() > 0
+    # the coarsening scheme: trained on its own 2× aggregate (400 µm), then applied at 200 µm
+    sd.tl.superresolve(s, genes, factor=2, lr_um=200, config="tiny", train_steps=3, table_key="table",
+                       self_supervised="coarsen", progress=False, key_added="coarse")  # fmt: skip
+    assert _img(s, "coarse").shape == mean.shape
     with pytest.raises(ValueError, match="pass genes="):
         sd.tl.superresolve(
             s,

@@ -28,7 +28,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "preset": "cpu",
-        "budget": {"max_steps": 800, "eval_every": 25, "patience": 4, "max_time_s": 45.0, "fallback_steps": 200},
+        "budget": {"max_steps": 800, "eval_every": 25, "patience": 4, "max_time_s": 120.0, "fallback_steps": 200},
         "n_samples": 8,
         "ablation_samples": 4,
         "seeds": [0, 1, 2],

@@ -11,6 +11,7 @@ from .cross_modal_modulation import CrossModalModulation, PlainFusion, disentang
 from .diffst import DiffST, carve_validation, upsample_lr
 from .dynamic_cross_attention import DynamicCrossAttention, PatchEncoder, admitted_mask, patch_entropy
 from .gene_graph import GeneGraph, GeneGraphHead, coexpression_graph
+from .self_supervised import SelfSupervisedEnsemble
 from .unet import DiffSTUNet, HistologyStem
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "HistologyStem",
     "PatchEncoder",
     "PlainFusion",
+    "SelfSupervisedEnsemble",
     "admitted_mask",
     "carve_validation",
     "coexpression_graph",

@@ -88,10 +88,10 @@ class DiffSTConfig:
     graph_threshold: float = 0.2
     graph_top_k: int = 8
     # histology feature channels (stdiff.pp.histology_features), next to the learned CNN
-    use_histology_features: bool = False
+    use_histology_features: bool = True
     # the base stage A corrects: "nearest" (LR per tissue pixel) or "aggregation" (LR counts
     # distributed by histology within each block, fitted on the section's own LR map)
-    base: str = "nearest"
+    base: str = "aggregation"
     # stage B: EDM residual diffusion
     sigma_min: float = 0.002
     sigma_max: float = 10.0

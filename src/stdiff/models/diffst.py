@@ -208,7 +208,8 @@ class DiffST:
             return cached
         from .aggregation_consistency import AggregationConsistency
 
-        ac = AggregationConsistency().fit([section], seed=0, max_time=60.0, device="cpu")
+        with torch.enable_grad():  # also when called from predict_section (no_grad)
+            ac = AggregationConsistency().fit([section], seed=0, max_time=60.0, device="cpu")
         counts = ac.predict(section)["mean"]
         section.meta[key] = counts
         return counts

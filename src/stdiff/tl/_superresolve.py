@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .. import __version__
 from .._spatial import composed_transform
@@ -47,6 +47,7 @@ def superresolve(
     factor: int | None = None,
     lr_um: float | None = None,
     config: DiffSTConfig | str = "cpu",
+    self_supervised: Literal["aggregation", "coarsen"] = "aggregation",
     train_steps: int | None = None,
     n_samples: int | None = None,
     num_inference_steps: int | None = None,
@@ -67,12 +68,19 @@ def superresolve(
     samples of its residual diffusion model (stage B), calibrated on validation data at training,
     give the standard deviation and the 5% / 95% quantiles.
 
-    With ``model=None`` a model is trained on the data given, self-supervised: the LR map
-    aggregated ``factor×`` once more serves as the input and the LR map as the target, then the model
-    is applied to the real LR map. This assumes the tissue looks alike across scales (the relation
-    between a 1000 µm and a 100 µm map resembles that between 100 µm and 10 µm) and needs a section
-    of at least ``tile_lr · factor`` LR pixels per side; a model trained on HR references
-    (:func:`stdiff.tl.train`) does not need that assumption.
+    With ``model=None`` the section teaches itself, from its own spots and H&E:
+
+    - ``self_supervised="aggregation"`` (default): an ensemble of
+      :class:`~stdiff.models.AggregationConsistency` fits at the native scale
+      (:class:`~stdiff.models.SelfSupervisedEnsemble`): histology decides where each spot's counts go
+      inside it, every spot's counts are conserved, and the standard deviation is the members'
+      disagreement (not a calibrated posterior; there is no HR truth to calibrate against);
+    - ``self_supervised="coarsen"``: a Diff-ST model trained with the LR map aggregated ``factor×``
+      once more as the input and the LR map as the target, then applied to the real LR map. This
+      assumes the tissue looks alike across scales and needs a section of at least
+      ``tile_lr · factor`` LR pixels per side.
+
+    A model trained on HR references (:func:`stdiff.tl.train`) needs neither.
 
     Parameters
     ----------
@@ -97,7 +105,9 @@ def superresolve(
     lr_um
         LR grid in µm; default: the model's (100 without a model).
     config
-        Preset or config for training when ``model=None``.
+        Preset or config for training when ``model=None`` and ``self_supervised="coarsen"``.
+    self_supervised
+        How to learn without a model: ``"aggregation"`` or ``"coarsen"`` (above).
     train_steps
         Training steps when ``model=None`` (default: the config's).
     n_samples, num_inference_steps
@@ -140,7 +150,7 @@ def superresolve(
     import spatialdata as sd_mod
     from spatialdata.models import Image2DModel
 
-    from ..models import DiffST
+    from ..models import DiffST, SelfSupervisedEnsemble
 
     if not isinstance(sdata, sd_mod.SpatialData):
         raise TypeError(f"sdata must be a spatialdata.SpatialData, not {type(sdata).__name__}.")
@@ -184,11 +194,16 @@ def superresolve(
         )
     if model is None:
         section = inp.section(name="input")
-        train_sections = sections_for_training(
-            [section], None, factor=factor, lr_um=lr_um, he_scale=he_scale, self_supervised=True
-        )
-        model = DiffST.setup(train_sections, config, seed=seed)
-        model.train(train_sections, steps=train_steps, device=device, seed=seed, progress=progress)
+        if self_supervised == "aggregation":
+            model = SelfSupervisedEnsemble().fit(section, seed=seed)
+        elif self_supervised == "coarsen":
+            train_sections = sections_for_training(
+                [section], None, factor=factor, lr_um=lr_um, he_scale=he_scale, self_supervised=True
+            )
+            model = DiffST.setup(train_sections, config, seed=seed)
+            model.train(train_sections, steps=train_steps, device=device, seed=seed, progress=progress)
+        else:
+            raise ValueError(f"self_supervised must be 'aggregation' or 'coarsen', got {self_supervised!r}.")
     out_genes = list(genes) if genes is not None else list(model.genes)
     # the model is called through model.predict_section, one chunk (and its halo) at a time
     mean, std = predict_streamed(
@@ -220,9 +235,19 @@ def superresolve(
         "source_key": inp.source_key,
         "layer": layer,
         "allow_non_integer": bool(allow_non_integer),
-        "mean": "stage A regression (posterior mean in the normalised space, mapped to counts)",
-        "sampler": f"edm-{cfg.solver}, whole-section canvas, per-gene calibrated spread",
-        "num_inference_steps": int(num_inference_steps or model.sampling_steps),
+        **(
+            {
+                "mean": "mean of an ensemble of aggregation-consistency fits on the section's own spots",
+                "sampler": "none: std is the spread across the ensemble (not calibrated)",
+                "num_inference_steps": 0,
+            }
+            if isinstance(model, SelfSupervisedEnsemble)
+            else {
+                "mean": "stage A regression (posterior mean in the normalised space, mapped to counts)",
+                "sampler": f"edm-{cfg.solver}, whole-section canvas, per-gene calibrated spread",
+                "num_inference_steps": int(num_inference_steps or model.sampling_steps),
+            }
+        ),
         "n_samples": int(cfg.n_samples if n_samples is None else n_samples),
         "seed": int(seed),
         "conserve_counts": bool(conserve_counts),

@@ -158,6 +158,13 @@ class StDiff(Method):
         return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=self.model.normalizer)
 
 
+def _stdiff_of(ctx: Context):
+    """The ``stdiff`` method fitted earlier in the same run (one-sample scoring and knock-outs reuse it)."""
+    if "stdiff" not in ctx.shared:
+        raise Skip("needs the stdiff method in the same run")
+    return ctx.shared["stdiff"]
+
+
 class OneSample(Method):
     """The first posterior sample of the ``stdiff`` run (CRPS only; never scored as a mean)."""
 
@@ -167,9 +174,7 @@ class OneSample(Method):
 
     def fit(self, ctx: Context) -> dict[str, Any]:
         self.ctx = ctx
-        if "stdiff" not in ctx.shared:
-            raise Skip("needs the stdiff method in the same run")
-        self.parent = ctx.shared["stdiff"]
+        self.parent = _stdiff_of(ctx)
         return {"steps": 0, "best_step": None, "seconds": 0.0, "stopped": "reuses the stdiff model"}
 
     def predict(self, section: Section) -> Output:
@@ -190,9 +195,7 @@ class KnockOut(Method):
 
     def fit(self, ctx: Context) -> dict[str, Any]:
         self.ctx = ctx
-        if "stdiff" not in ctx.shared:
-            raise Skip("needs the stdiff method in the same run")
-        self.parent = ctx.shared["stdiff"]
+        self.parent = _stdiff_of(ctx)
         return {"steps": 0, "best_step": None, "seconds": 0.0, "stopped": "reuses the stdiff model"}
 
     def predict(self, section: Section) -> Output:
