@@ -316,3 +316,8 @@ def test_aggregation_base_distributes_counts_by_histology(synthetic_small):
     fresh = _section(synthetic_small)
     out = model.predict_section(fresh, n_samples=0, progress=False)
     assert np.isfinite(out["mean"]).all()
+    # a section whose histology is replaced (sharing ``meta``) gets its own base
+    from dataclasses import replace
+
+    rotated = replace(fresh, he=np.ascontiguousarray(fresh.he[:, ::-1, ::-1]))
+    assert not np.array_equal(model.prepare(rotated, with_truth=False).base, model.prepare(fresh, with_truth=False).base)

@@ -202,7 +202,10 @@ class DiffST:
             return None
         if self.config.base != "aggregation":
             raise ValueError(f"config.base must be 'nearest' or 'aggregation', got {self.config.base!r}.")
-        key = ("stdiff_aggregation_base", tuple(section.genes))
+        from ..pp._histology import _fingerprint
+
+        # keyed on the image too: a section whose histology was replaced (e.g. rotated) shares ``meta``
+        key = ("stdiff_aggregation_base", tuple(section.genes), _fingerprint(section.he))
         cached = section.meta.get(key)
         if cached is not None and cached.shape[-2:] == section.mask_hr.shape:
             return cached
