@@ -41,9 +41,7 @@ def _pick_zoom(domains: np.ndarray, bin_um: float, win_um: float) -> tuple[int, 
             sub = domains[i : i + w, j : j + w]
             f = np.bincount(sub.ravel(), minlength=len(DOMAINS)) / sub.size
             tissue = f[1:]
-            score = (
-                np.sum(tissue > 0.08) + (-(tissue[tissue > 0] * np.log(tissue[tissue > 0])).sum()) - 3 * f[0]
-            )
+            score = np.sum(tissue > 0.08) + (-(tissue[tissue > 0] * np.log(tissue[tissue > 0])).sum()) - 3 * f[0]
             if score > best_score:
                 best, best_score = (i, j), score
     return int(best[0] * bin_um), int(best[1] * bin_um)

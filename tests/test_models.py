@@ -320,4 +320,6 @@ def test_aggregation_base_distributes_counts_by_histology(synthetic_small):
     from dataclasses import replace
 
     rotated = replace(fresh, he=np.ascontiguousarray(fresh.he[:, ::-1, ::-1]))
-    assert not np.array_equal(model.prepare(rotated, with_truth=False).base, model.prepare(fresh, with_truth=False).base)
+    assert not np.array_equal(
+        model.prepare(rotated, with_truth=False).base, model.prepare(fresh, with_truth=False).base
+    )

@@ -26,7 +26,6 @@ from .._utils import logger
 from ..pp._tiling import Section
 from .aggregation_consistency import AggregationConsistency
 
-
 #: Fewest tissue LR pixels (spots) a section needs to teach itself.
 MIN_SPOTS = 16
 
