@@ -1,34 +1,36 @@
-"""The Diff-ST model: network, components, noise schedulers and configuration.
+"""The Diff-ST model: networks, the three named components, EDM noise levels and configuration.
 
 Importing this subpackage imports torch.
 """
 
+from . import edm
 from .aggregation_consistency import AggregationConsistency
+from .canvas import Canvas
 from .config import DiffSTConfig
-from .cross_modal_modulation import AdaptiveModulation, CrossModalModulation, DisentanglingNetwork
-from .diffst import DiffST, upsample_lr
+from .cross_modal_modulation import CrossModalModulation, PlainFusion, disentangling_loss
+from .diffst import DiffST, carve_validation, upsample_lr
 from .dynamic_cross_attention import DynamicCrossAttention, PatchEncoder, admitted_mask, patch_entropy
 from .gene_graph import GeneGraph, GeneGraphHead, coexpression_graph
-from .scheduler import DDIMScheduler, DDPMScheduler, make_scheduler
-from .unet import DiffSTUNet
+from .unet import DiffSTUNet, HistologyStem
 
 __all__ = [
     "AggregationConsistency",
-    "AdaptiveModulation",
+    "Canvas",
     "CrossModalModulation",
-    "DDIMScheduler",
-    "DDPMScheduler",
     "DiffST",
     "DiffSTConfig",
     "DiffSTUNet",
-    "DisentanglingNetwork",
     "DynamicCrossAttention",
     "GeneGraph",
     "GeneGraphHead",
+    "HistologyStem",
     "PatchEncoder",
+    "PlainFusion",
     "admitted_mask",
+    "carve_validation",
     "coexpression_graph",
-    "make_scheduler",
+    "disentangling_loss",
+    "edm",
     "patch_entropy",
     "upsample_lr",
 ]

@@ -22,26 +22,38 @@ class DiffSTConfig:
     he_scale
         Histology pixels per HR pixel (20 in the paper: 10 µm HR, 0.5 µm H&E).
     base_channels, channel_mults, num_res_blocks, attention_levels, num_heads
-        U-Net backbone: channels per level, residual blocks per level, levels with self-attention.
-    use_modulation, modulation_kernel, modulation_level, disentangle_weight
-        Cross-modal adaptive modulation with the multi-modal disentangling network: on/off, the
-        neighbourhood (kernel) of the per-location filters, the U-Net level it acts on, and the weight
-        of the disentangling loss.
-    use_cross_attention, patch_grid, patch_dim, curriculum
-        Dynamic cross-attention: on/off, cell-level patches per side (``patch_grid²`` patches),
-        patch feature size, and the curriculum as ``(progress, admitted fraction)`` steps.
+        U-Net backbone of the stage-A mean network: channels per level, residual blocks per level,
+        levels with self-attention.
+    residual_base_channels
+        Base channels of the stage-B residual denoiser (same layout, usually narrower).
+    use_modulation, modulation_kernel, disentangle_weight
+        Cross-modal adaptive modulation with the disentangling network as the fusion of the
+        expression and histology streams at every level: on/off (off: concatenate and project), the
+        neighbourhood of the convolutions predicting the modulation, and the weight of the
+        disentangling loss.
+    use_cross_attention, cross_attention_level, patch_um, patch_dim, curriculum
+        Dynamic cross-attention: on/off, the pyramid level of the queries (1: HR/2), the physical
+        side of a cell-level patch in µm, the patch embedding width, and the curriculum as
+        ``(progress, admitted fraction)`` steps.
     use_gene_graph, gene_dim, graph_layers, graph_threshold, graph_top_k
         Co-expression gene graph: on/off, per-gene feature size, graph-convolution layers, minimum
         co-expression (Pearson r) for an edge, and most neighbours per gene.
-    num_train_timesteps, beta_schedule, prediction_type, min_snr_gamma
-        Diffusion process (1000 steps; cosine schedule; v-prediction) and the Min-SNR-γ loss weighting
-        (``None`` for the plain loss).
-    steps, batch_size, learning_rate, weight_decay, ema_decay, min_tissue, augment
-        Training: optimiser steps, batch size, AdamW settings, EMA decay, minimum tissue fraction of a
-        training tile, random flips/rotations.
-    sampler, num_inference_steps, n_samples, mean_estimator
-        Default sampler (``"ddim"`` fast deterministic, or ``"ddpm"``), its steps, posterior samples per
-        tile, and how the posterior mean is estimated from them (see :meth:`DiffST.predict_section`).
+    use_histology_features
+        Feed the hand-made histology features (stain optical densities, nuclei, texture at cell and
+        tissue scale; :func:`stdiff.pp.histology_features`) as conditioning channels.
+    sigma_min, sigma_max, rho, p_mean, p_std, solver, num_inference_steps, step_candidates, n_samples
+        Stage B (EDM): sampling schedule, log-normal training noise levels, the ODE solver
+        (``"heun"`` or ``"euler"``), its steps, the candidate step counts compared by CRPS on the
+        validation data after training, and posterior samples per section.
+    calibrate
+        Fit a per-gene spread scale on the validation data (stored with the model).
+    steps, residual_steps, max_time_s, val_every, patience
+        Training caps of stage A and stage B (optimiser steps; seconds per stage) and early stopping:
+        validate every ``val_every`` steps, stop after ``patience`` validations without improvement,
+        keep the best weights.
+    batch_size, learning_rate, weight_decay, ema_decay, min_tissue, augment, stain_augment
+        AdamW settings, EMA decay, minimum tissue fraction of a training tile, random flips/rotations,
+        and stain augmentation (optical-density jitter per stain channel, brightness, contrast).
     """
 
     # geometry
@@ -53,40 +65,49 @@ class DiffSTConfig:
     num_res_blocks: int = 1
     attention_levels: tuple[int, ...] = (2,)
     num_heads: int = 4
-    # cross-modal adaptive modulation + disentangling
+    residual_base_channels: int = 16
+    # cross-modal adaptive modulation + disentangling (the fusion at every level)
     use_modulation: bool = True
     modulation_kernel: int = 3
-    modulation_level: int = 1
     disentangle_weight: float = 0.01
     # dynamic cross-attention
     use_cross_attention: bool = True
-    patch_grid: int = 4
+    cross_attention_level: int = 1
+    patch_um: float = 30.0
     patch_dim: int = 48
     curriculum: tuple[tuple[float, float], ...] = _CURRICULUM
     # gene graph
     use_gene_graph: bool = True
-    gene_dim: int = 4
+    gene_dim: int = 16
     graph_layers: int = 2
     graph_threshold: float = 0.2
     graph_top_k: int = 8
-    # diffusion
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "cosine"
-    prediction_type: str = "v_prediction"
-    min_snr_gamma: float | None = 5.0
-    # training
-    steps: int = 300
+    # histology feature channels (stdiff.pp.histology_features), next to the learned CNN
+    use_histology_features: bool = False
+    # stage B: EDM residual diffusion
+    sigma_min: float = 0.002
+    sigma_max: float = 10.0
+    rho: float = 7.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    solver: str = "heun"
+    num_inference_steps: int = 8
+    step_candidates: tuple[int, ...] = (4, 8, 16)
+    n_samples: int = 8
+    calibrate: bool = True
+    # training (both stages): early stopping on validation windows, with a step and time cap
+    steps: int = 600
+    residual_steps: int = 400
+    max_time_s: float = 300.0
+    val_every: int = 25
+    patience: int = 6
     batch_size: int = 8
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
-    ema_decay: float = 0.995
+    ema_decay: float = 0.99
     min_tissue: float = 0.25
     augment: bool = True
-    # sampling
-    sampler: str = "ddim"
-    num_inference_steps: int = 5
-    n_samples: int = 2
-    mean_estimator: str = "rao_blackwell"
+    stain_augment: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -97,37 +118,47 @@ class DiffSTConfig:
                 tile_lr=4,
                 he_scale=2,
                 base_channels=8,
+                residual_base_channels=8,
                 channel_mults=(1, 2),
                 attention_levels=(1,),
                 num_heads=2,
-                patch_grid=4,
                 patch_dim=16,
                 gene_dim=4,
                 graph_layers=1,
                 steps=20,
+                residual_steps=10,
+                max_time_s=60.0,
+                val_every=5,
+                patience=3,
                 batch_size=4,
                 learning_rate=2e-3,
                 ema_decay=0.9,
                 num_inference_steps=4,
-                n_samples=2,
+                step_candidates=(2, 4),
+                n_samples=4,
             ),
             "cpu": {},
             "paper": dict(
                 tile_lr=26,
                 he_scale=20,
                 base_channels=128,
+                residual_base_channels=64,
                 channel_mults=(1, 1, 2, 2, 4),
                 attention_levels=(2, 3, 4),
                 num_heads=4,
-                modulation_level=2,
-                patch_grid=16,
+                cross_attention_level=2,
                 patch_dim=256,
-                gene_dim=16,
+                gene_dim=32,
                 steps=100_000,
+                residual_steps=50_000,
+                max_time_s=24 * 3600.0,
+                val_every=500,
+                patience=10,
                 batch_size=4,
                 learning_rate=1e-4,
                 ema_decay=0.9999,
-                num_inference_steps=50,
+                num_inference_steps=32,
+                step_candidates=(16, 32, 64),
                 n_samples=8,
             ),
         }
@@ -144,6 +175,7 @@ class DiffSTConfig:
         d = asdict(self)
         d["channel_mults"] = list(self.channel_mults)
         d["attention_levels"] = list(self.attention_levels)
+        d["step_candidates"] = list(self.step_candidates)
         d["curriculum"] = [list(c) for c in self.curriculum]
         return d
 
@@ -155,7 +187,7 @@ class DiffSTConfig:
         if unknown:
             raise ValueError(f"Unknown config fields {sorted(unknown)}; this checkpoint is from another version.")
         d = dict(d)
-        for k in ("channel_mults", "attention_levels"):
+        for k in ("channel_mults", "attention_levels", "step_candidates"):
             if k in d:
                 d[k] = tuple(d[k])
         if "curriculum" in d:

@@ -1,16 +1,22 @@
-"""The Diff-ST model: training, posterior sampling, stitching, save and load.
+"""The Diff-ST model: a regression mean (stage A) with calibrated residual diffusion samples (stage B).
 
-What is diffused: the HR map in the normalised space (:class:`~stdiff.pp.Normalizer`) *minus* the
-bicubic upsampling of the normalised LR map, divided by the residual's standard deviation on the
-training tissue. The network predicts ``v`` (v-prediction, Salimans & Ho 2022) under a 1000-step
-cosine schedule. Starting from the bicubic map means an untrained model already equals the bicubic
-baseline and training only has to learn the correction that the histology and the LR context
-explain.
+Following CorrDiff (Mardani et al. 2023), the posterior mean is not estimated from diffusion samples:
+
+- **Stage A** is a regression network with the full Diff-ST conditioning (LR map per tissue pixel,
+  histology, cross-modal modulation, dynamic cross-attention, gene graph). Its output is the mean
+  written to the ``stdiff`` image.
+- **Stage B** is an EDM diffusion model (:mod:`~stdiff.models.edm`) of the per-gene-scaled residual
+  ``(z_HR − mean) / σ_g`` around it; its samples, drawn on the whole-section canvas
+  (:mod:`~stdiff.models.canvas`), give the ``stdiff_std`` map and quantiles.
+- After training, the sampler's step count is chosen among ``config.step_candidates`` by CRPS on
+  validation data carved from the training data, and a per-gene spread scale is fitted there
+  (split calibration). Both are stored with the model.
+
+Both stages train until their validation loss stops improving (:mod:`~stdiff.models._fit`).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import tempfile
@@ -20,81 +26,52 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .._utils import logger, resolve_device, torch_generator
 from ..pp._normalize import Normalizer
-from ..pp._tiling import Section, Tiles, fit_normalizer, tile_positions
+from ..pp._tiling import Section, Tiles, fit_normalizer
+from . import _stages
+from ._fit import fit
+from ._windows import Prepared, upsample_lr
+from .canvas import Canvas, padded_for_tiles
 from .config import DiffSTConfig
 from .gene_graph import GeneGraph, coexpression_graph
-from .scheduler import DDPMScheduler, make_scheduler
 from .unet import DiffSTUNet
 
-FORMAT = "stdiff-diffst-1"
+__all__ = ["DiffST", "upsample_lr"]
+
+FORMAT = "stdiff-diffst-2"
 
 
-def upsample_lr(z_lr: np.ndarray | torch.Tensor, factor: int) -> torch.Tensor:
-    """Bicubic upsampling of normalised LR maps ``(..., G, h, w)`` by ``factor``, clamped at 0."""
-    x = torch.as_tensor(z_lr, dtype=torch.float32)
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x[None]
-    up = F.interpolate(x, scale_factor=factor, mode="bicubic", align_corners=False).clamp(min=0)
-    return up[0] if squeeze else up
+def patch_px(config: DiffSTConfig, hr_um: float) -> int:
+    """Cell-level patch side in histology pixels for ``config.patch_um`` at this geometry."""
+    he_um = hr_um / config.he_scale
+    return max(1, int(round(config.patch_um / he_um)))
 
 
-class _Prepared:
-    """A section in the model's space: normalised LR/HR, bicubic base, histology, masks."""
+def carve_validation(sections: Sequence[Section], tile_lr: int) -> tuple[list[Section], list[Section]]:
+    """Training data → (fit, validation): the last section when there are ≥ 3, else the right fifth of each.
 
-    def __init__(self, section: Section, normalizer: Normalizer, with_truth: bool) -> None:
-        norm = normalizer.subset(section.genes) if normalizer.genes != section.genes else normalizer
-        self.section = section
-        self.f = section.factor
-        self.z_lr = norm.transform(section.lr, factor=section.factor)
-        self.base = upsample_lr(self.z_lr, section.factor).numpy()
-        self.z_hr = norm.transform(section.hr) if (with_truth and section.hr is not None) else None
-        self.mask_hr = section.mask_hr.astype(np.float32)
-        self.mask_truth = section.truth_mask.astype(np.float32)
-        self.lr_up = self.base * self.mask_hr[None]
-        he = section.he
-        self.he = he if he.dtype == np.uint8 else np.clip(he, 0, 255).astype(np.uint8)
-        self.s = section.factor * section.he_scale
-
-    def window(self, r: int, c: int, t: int) -> dict[str, np.ndarray]:
-        f, s = self.f, self.s
-        T = t * f
-        out = {
-            "lr_up": self.lr_up[:, r * f : r * f + T, c * f : c * f + T],
-            "base": self.base[:, r * f : r * f + T, c * f : c * f + T],
-            "mask": self.mask_hr[None, r * f : r * f + T, c * f : c * f + T],
-            "he": self.he[:, r * s : r * s + t * s, c * s : c * s + t * s],
-        }
-        if self.z_hr is not None:
-            out["z_hr"] = self.z_hr[:, r * f : r * f + T, c * f : c * f + T]
-            out["mask_truth"] = self.mask_truth[None, r * f : r * f + T, c * f : c * f + T]
-        return out
-
-
-def _augment(batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    k = int(rng.integers(4))
-    flip = bool(rng.integers(2))
-    out = {}
-    for key, arr in batch.items():
-        a = np.rot90(arr, k, axes=(-2, -1))
-        if flip:
-            a = a[..., ::-1]
-        out[key] = np.ascontiguousarray(a)
-    return out
-
-
-def _hann(size: int) -> np.ndarray:
-    w = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
-    return np.maximum(w, 1e-3)
+    A strip is carved only where the section stays at least one tile wide on both sides; sections
+    too small for that are kept whole for fitting.
+    """
+    sections = list(sections)
+    if len(sections) >= 3:
+        return sections[:-1], sections[-1:]
+    fit_part, val_part = [], []
+    for s in sections:
+        w = s.shape_lr[1]
+        cut = min(w - tile_lr, int(round(w * 0.8)))
+        if cut >= tile_lr and s.mask_lr[:, cut:].sum() > 0:
+            fit_part.append(s.crop_lr(slice(None), slice(0, cut), name=f"{s.name}_fit"))
+            val_part.append(s.crop_lr(slice(None), slice(cut, None), name=f"{s.name}_validation"))
+        else:
+            fit_part.append(s)
+    return fit_part, val_part
 
 
 class DiffST:
-    """Histology-conditioned diffusion model for spatial-transcriptomics super-resolution (Diff-ST).
+    """Histology-conditioned super-resolution of spatial transcriptomics: regression mean + residual diffusion.
 
     Build it with :meth:`setup` from training sections (fits the normalisation, the co-expression
     graph and the residual scale), then :meth:`train`; or :meth:`load` a saved one.
@@ -116,7 +93,9 @@ class DiffST:
     image_channels
         Channels of the histology image (3 for H&E).
     residual_scale
-        Standard deviation of the HR − bicubic residual on the training tissue.
+        Standard deviation of the HR − base residual on the training tissue (stage A's target scale).
+    feature_stats
+        Mean and sd of the histology feature channels on the training data (when they are used).
     seed
         Seed of the initial weights.
     """
@@ -132,6 +111,7 @@ class DiffST:
         graph: GeneGraph,
         image_channels: int = 3,
         residual_scale: float = 1.0,
+        feature_stats: dict[str, list[float]] | None = None,
         seed: int = 0,
     ) -> None:
         self.genes = list(genes)
@@ -142,14 +122,25 @@ class DiffST:
         self.graph = graph
         self.image_channels = int(image_channels)
         self.residual_scale = float(residual_scale)
+        self.feature_stats = feature_stats
+        G = len(self.genes)
+        n_feat = len(feature_stats["mean"]) if feature_stats else 0
+        cond = 2 * G + 1 + n_feat
+        adj = graph.adjacency()
+        px = patch_px(config, self.lr_um / self.factor)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # repeatable initial weights
-            self.network = DiffSTUNet(config, len(self.genes), self.image_channels, graph.adjacency())
-        self.ema = copy.deepcopy(self.network).requires_grad_(False)
-        self.scheduler = DDPMScheduler(config.num_train_timesteps, config.beta_schedule, config.prediction_type)
-        self.step = 0
-        self.history: list[float] = []
-        self._optimizer_state: dict | None = None
+            self.mean_net = DiffSTUNet(
+                config, G, cond_channels=cond, image_channels=self.image_channels, adjacency=adj, patch_px=px
+            )
+            self.residual_net = DiffSTUNet(
+                config.replace(base_channels=config.residual_base_channels), G, cond_channels=cond + G,
+                image_channels=self.image_channels, adjacency=adj, sample_channels=G, patch_px=px,
+            )  # fmt: skip
+        self.gene_sigma = np.ones(G, np.float32)
+        self.spread_scale = np.ones(G, np.float32)
+        self.sampling_steps = int(config.num_inference_steps)
+        self.train_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -166,7 +157,7 @@ class DiffST:
                     "or use Section.coarsen() for self-supervised training."
                 )
         normalizer = data.normalizer if isinstance(data, Tiles) else fit_normalizer(sections)
-        prepared = [_Prepared(s, normalizer, with_truth=True) for s in sections]
+        prepared = [Prepared(s, normalizer, with_truth=True) for s in sections]
         expr = np.concatenate([p.z_hr[:, p.mask_truth > 0] for p in prepared], axis=1)
         if expr.shape[1] > 200_000:
             idx = np.random.default_rng(0).choice(expr.shape[1], 200_000, replace=False)
@@ -174,29 +165,40 @@ class DiffST:
         graph = coexpression_graph(expr, sections[0].genes, threshold=config.graph_threshold, top_k=config.graph_top_k)
         resid = np.concatenate([(p.z_hr - p.base)[:, p.mask_truth > 0].ravel() for p in prepared])
         residual_scale = float(max(resid.std(), 1e-3))
+        feature_stats = None
+        if config.use_histology_features:
+            from ..pp import fit_feature_scaler, histology_features
+
+            mean, sd = fit_feature_scaler([histology_features(s) for s in sections])
+            feature_stats = {"mean": mean.tolist(), "sd": sd.tolist()}
         model = cls(
-            sections[0].genes,
-            config=config,
-            factor=sections[0].factor,
-            lr_um=sections[0].lr_um,
-            normalizer=normalizer,
-            graph=graph,
-            image_channels=sections[0].he.shape[0],
-            residual_scale=residual_scale,
-            seed=seed,
-        )
+            sections[0].genes, config=config, factor=sections[0].factor, lr_um=sections[0].lr_um,
+            normalizer=normalizer, graph=graph, image_channels=sections[0].he.shape[0],
+            residual_scale=residual_scale, feature_stats=feature_stats, seed=seed,
+        )  # fmt: skip
         logger.info(
-            "Diff-ST set up: %d genes, %d graph edges, residual scale %.3g, %d parameters.",
-            len(model.genes),
-            graph.edge_index.shape[1],
-            residual_scale,
-            model.num_parameters(),
-        )
+            "Diff-ST set up: %d genes, %d graph edges, residual scale %.3g, %d + %d parameters.",
+            len(model.genes), graph.edge_index.shape[1], residual_scale,
+            *(sum(p.numel() for p in n.parameters()) for n in (model.mean_net, model.residual_net)),
+        )  # fmt: skip
         return model
 
     def num_parameters(self) -> int:
-        """Trainable parameters of the network."""
-        return sum(p.numel() for p in self.network.parameters())
+        """Parameters of both networks."""
+        return sum(p.numel() for n in (self.mean_net, self.residual_net) for p in n.parameters())
+
+    def _features(self, section: Section) -> np.ndarray | None:
+        if self.feature_stats is None:
+            return None
+        from ..pp import histology_features, standardize_features
+
+        mean = np.asarray(self.feature_stats["mean"], np.float32)
+        sd = np.asarray(self.feature_stats["sd"], np.float32)
+        return standardize_features(histology_features(section), mean, sd)
+
+    def prepare(self, section: Section, *, with_truth: bool) -> Prepared:
+        """The section in the model's space (conditioning maps, histology, optional truth)."""
+        return Prepared(section, self.normalizer, with_truth=with_truth, features=self._features(section))
 
     # ------------------------------------------------------------------ training
     def _check_sections(self, sections: Sequence[Section]) -> None:
@@ -219,285 +221,256 @@ class DiffST:
         self,
         data: Tiles | Section | Sequence[Section],
         *,
+        validation: Section | Sequence[Section] | None = None,
         steps: int | None = None,
+        residual_steps: int | None = None,
+        max_time_s: float | None = None,
         device: str | torch.device = "auto",
         seed: int = 0,
         progress: bool = True,
-        checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int = 500,
-        resume: bool = False,
+        batch_size: int = 16,
     ) -> DiffST:
-        """Train on random tiles of the sections (with flips/rotations), AdamW + EMA of the weights.
+        """Train stage A, then stage B, then choose the sampler's steps and calibrate the spread.
 
         Parameters
         ----------
         data
             Training sections (with HR truth), or :class:`~stdiff.pp.Tiles` from them.
-        steps
-            Total optimiser steps (default ``config.steps``); with ``resume`` training continues up to it.
+        validation
+            Sections for early stopping and calibration; default: carved from ``data``
+            (:func:`carve_validation`: the last section when there are ≥ 3, else the right fifth).
+        steps, residual_steps
+            Step caps of stage A and stage B (default ``config.steps`` / ``config.residual_steps``).
+        max_time_s
+            Time cap per stage in seconds (default ``config.max_time_s``).
         device
             ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
         seed
-            Seed for tile sampling, noise and timesteps (CPU runs are repeatable).
+            Seed for tile sampling, augmentation and noise (CPU runs are repeatable).
         progress
-            Show a tqdm progress bar.
-        checkpoint
-            Path written every ``checkpoint_every`` steps and at the end (atomically).
-        checkpoint_every
-            Steps between checkpoints.
-        resume
-            Continue from ``checkpoint`` when it exists (weights, EMA, optimiser state, step).
+            Show tqdm progress bars.
+        batch_size
+            Tiles per batch when predicting whole sections (calibration).
 
         Returns
         -------
-        ``self``, trained.
+        ``self``, trained; :attr:`train_info` records steps, times, stopping reasons and the calibration.
         """
         sections = _as_sections(data)
         self._check_sections(sections)
         cfg = self.config
-        total = int(cfg.steps if steps is None else steps)
         dev = resolve_device(device)
-        if resume and checkpoint is not None and Path(checkpoint).exists():
-            other = DiffST.load(checkpoint, genes=self.genes)
-            self.network.load_state_dict(other.network.state_dict())
-            self.ema.load_state_dict(other.ema.state_dict())
-            self.step, self.history, self._optimizer_state = other.step, other.history, other._optimizer_state
-            logger.info("Resumed from %s at step %d.", checkpoint, self.step)
-        prepared = [_Prepared(s, self.normalizer.subset(s.genes), with_truth=True) for s in sections]
-        t = cfg.tile_lr
-        pools = []
-        for i, p in enumerate(prepared):
-            pos = tile_positions(p.section, t, 1, min_tissue=cfg.min_tissue)
-            pools.extend((i, r, c) for r, c in pos)
-        if not pools:
+        if validation is None:
+            sections, val_sections = carve_validation(sections, cfg.tile_lr)
+        else:
+            val_sections = [validation] if isinstance(validation, Section) else list(validation)
+            self._check_sections(val_sections)
+        cap = cfg.max_time_s if max_time_s is None else max_time_s
+        train_prep = [self.prepare(s, with_truth=True) for s in sections]
+        val_prep = [self.prepare(padded_for_tiles(s, cfg.tile_lr), with_truth=True) for s in val_sections]
+        pool = _stages.WindowPool(train_prep, cfg.tile_lr, cfg.min_tissue)
+        if len(pool) == 0:
             raise ValueError(
-                f"No training tile of {t}×{t} LR pixels with ≥{cfg.min_tissue:.0%} tissue; use a config with a "
-                "smaller tile_lr or min_tissue, or larger sections."
+                f"No training tile of {cfg.tile_lr}×{cfg.tile_lr} LR pixels with ≥{cfg.min_tissue:.0%} tissue; use a "
+                "config with a smaller tile_lr or min_tissue, or larger sections."
             )
-        pools_arr = np.asarray(pools)
-        rng = np.random.default_rng([seed, self.step])
-        gen = torch_generator(seed * 1_000_003 + self.step)
-        net, ema = self.network.to(dev).train(), self.ema.to(dev)
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        if self._optimizer_state is not None:
-            opt.load_state_dict(self._optimizer_state)
-        sched = self.scheduler
-        bar = tqdm(total=total, initial=self.step, desc="stdiff train", disable=not progress, leave=False)
-        while self.step < total:
-            picks = pools_arr[rng.integers(len(pools_arr), size=cfg.batch_size)]
-            items = []
-            for si, r, c in picks:
-                w = prepared[si].window(r, c, t)
-                items.append(_augment(w, rng) if cfg.augment else w)
-            batch = {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
-            batch = {k: v.to(dev) for k, v in batch.items()}
-            x0 = (batch["z_hr"] - batch["base"]) / self.residual_scale
-            mask = batch["mask"].float()
-            he = batch["he"].float() / 255.0
-            noise = torch.randn(x0.shape, generator=gen).to(dev)
-            tt = torch.randint(0, sched.num_train_timesteps, (x0.shape[0],), generator=gen).to(dev)
-            xt = sched.add_noise(x0, noise, tt)
-            fraction = cfg.admitted_fraction(self.step / max(total, 1))
-            out, dloss = net(xt, tt, batch["lr_up"], mask, he, fraction)
-            target = sched.training_target(x0, noise, tt)
-            truth = batch["mask_truth"].float()
-            weight = (truth + 0.05) * sched.loss_weight(tt, cfg.min_snr_gamma).view(-1, 1, 1, 1)
-            loss = (((out - target) ** 2) * weight).sum() / ((truth + 0.05).sum() * out.shape[1])
-            total_loss = loss + cfg.disentangle_weight * dloss
-            opt.zero_grad(set_to_none=True)
-            total_loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
-            with torch.no_grad():
-                for pe, pn in zip(ema.parameters(), net.parameters()):
-                    pe.lerp_(pn, 1 - decay)
-                for be, bn in zip(ema.buffers(), net.buffers()):
-                    be.copy_(bn)
-            self.step += 1
-            self.history.append(float(loss.detach()))
-            bar.update(1)
-            if self.step % 20 == 0:
-                bar.set_postfix(loss=f"{np.mean(self.history[-20:]):.4f}")
-            if checkpoint is not None and (self.step % checkpoint_every == 0 or self.step == total):
-                self._optimizer_state = opt.state_dict()
-                self.save(checkpoint)
-        bar.close()
-        self._optimizer_state = opt.state_dict()
-        self.network.cpu().eval()
-        self.ema.cpu().eval()
+        val_pool = _stages.WindowPool(val_prep, cfg.tile_lr, 0.05, stride=max(1, cfg.tile_lr // 2))
+        val_batches = val_pool.fixed_batches(64, cfg.batch_size, dev) if len(val_pool) else []
+        rng = np.random.default_rng([seed, 0])
+        gen = torch_generator(seed * 1_000_003 + 1)
+        common = dict(
+            max_time_s=cap, val_every=cfg.val_every, patience=cfg.patience, learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay, device=dev, progress=progress,
+        )  # fmt: skip
+
+        # --- stage A: the mean
+        def batch(step):
+            return pool.random_batch(rng, gen, cfg.batch_size, cfg, dev)
+
+        self.mean_net, info_a = fit(
+            self.mean_net,
+            batch_fn=batch,
+            loss_fn=lambda net, b, p: _stages.stage_a_loss(net, b, self.residual_scale, cfg, p),
+            val_fn=(lambda ema: _stages.stage_a_val(ema, val_batches, self.residual_scale)) if val_batches else None,
+            steps=int(cfg.steps if steps is None else steps), desc="stdiff stage A (mean)", **common,
+        )  # fmt: skip
+
+        # --- out-of-sample residual scale per gene, then stage B on the residual around the mean
+        for p in [*train_prep, *val_prep]:
+            p.mu = _stages.stage_a_canvas(
+                self.mean_net, p, Canvas.for_section(padded_for_tiles(p.section, cfg.tile_lr), cfg.tile_lr),
+                self.residual_scale, dev, batch_size,
+            )  # fmt: skip
+        ref = val_prep if val_prep else train_prep
+        res = np.concatenate([(p.z_hr - p.mu)[:, p.mask_truth > 0] for p in ref], axis=1)
+        self.gene_sigma = np.maximum(res.std(axis=1), 1e-3).astype(np.float32)
+        sig = torch.from_numpy(self.gene_sigma).to(dev)
+        val_batches = val_pool.fixed_batches(64, cfg.batch_size, dev) if len(val_pool) else []
+        self.residual_net, info_b = fit(
+            self.residual_net,
+            batch_fn=batch,
+            loss_fn=lambda net, b, p: _stages.stage_b_loss(net, b, sig, cfg, gen),
+            val_fn=(lambda ema: _stages.stage_b_val(ema, val_batches, sig)) if val_batches else None,
+            steps=int(cfg.residual_steps if residual_steps is None else residual_steps),
+            desc="stdiff stage B (residual diffusion)", **common,
+        )  # fmt: skip
+        self.train_info = {
+            "stage_a": {k: v for k, v in info_a.items()},
+            "stage_b": {k: v for k, v in info_b.items()},
+            "train_sections": [s.name for s in sections],
+            "validation_sections": [s.name for s in val_sections],
+            "seed": int(seed),
+        }
+        if val_prep and cfg.calibrate:
+            self._calibrate(val_prep, dev, seed, batch_size)
+        self.train_info["steps"] = info_a["steps"] + info_b["steps"]
+        self.train_info["seconds"] = info_a["seconds"] + info_b["seconds"]
         return self
 
-    # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample_tiles(
-        self,
-        windows: list[dict[str, np.ndarray]],
-        *,
-        n_samples: int | None = None,
-        sampler: str | None = None,
-        num_inference_steps: int | None = None,
-        seed: int = 0,
-        device: str | torch.device = "auto",
-        batch_size: int = 16,
-        progress: bool = True,
-        generator: torch.Generator | None = None,
-        return_first: bool = False,
-    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-        """Posterior samples of normalised HR tiles: ``(N, n_samples, G, T, T)``.
-
-        With ``return_first`` also the network's clean-sample prediction at the first (noisiest) step
-        of every trajectory, ``E[x0 | x_T, LR, H&E]``, same shape.
-        """
+    def _calibrate(self, val_prep: Sequence[Prepared], dev, seed: int, batch_size: int) -> None:
+        """Choose the sampler's steps by CRPS and fit the per-gene spread scale on validation sections."""
         cfg = self.config
-        n_samples = int(n_samples or cfg.n_samples)
-        sampler = sampler or cfg.sampler
-        steps = (
-            None
-            if sampler == "ddpm" and num_inference_steps is None
-            else (num_inference_steps or cfg.num_inference_steps)
-        )
-        sched = make_scheduler(
-            sampler,
-            num_train_timesteps=cfg.num_train_timesteps,
-            beta_schedule=cfg.beta_schedule,
-            prediction_type=cfg.prediction_type,
-        )
-        sched.set_timesteps(steps)
-        dev = resolve_device(device)
-        net = self.ema.to(dev).eval()
-        gen = generator if generator is not None else torch_generator(seed)
-        G = len(self.genes)
-        T = windows[0]["base"].shape[-1]
-        out = np.zeros((len(windows), n_samples, G, T, T), dtype=np.float32)
-        first = np.zeros_like(out) if return_first else None
-        bar = tqdm(
-            total=len(windows) * n_samples * len(sched.timesteps),
-            desc="stdiff sample",
-            disable=not progress,
-            leave=False,
-        )
-        per_batch = max(1, batch_size // n_samples)
-        for b0 in range(0, len(windows), per_batch):
-            ws = windows[b0 : b0 + per_batch]
-            lr_up = torch.from_numpy(np.stack([w["lr_up"] for w in ws])).to(dev)
-            base = torch.from_numpy(np.stack([w["base"] for w in ws])).to(dev)
-            mask = torch.from_numpy(np.stack([w["mask"] for w in ws])).float().to(dev)
-            he = torch.from_numpy(np.stack([w["he"] for w in ws])).float().to(dev) / 255.0
-            cond = net.encode(lr_up, mask, he, 1.0)
-            shape = (len(ws) * n_samples, *base.shape[1:])
-            x = torch.randn(shape, generator=gen).to(dev)
-            base_rep = base.repeat_interleave(n_samples, dim=0)
-            for k, t in enumerate(sched.timesteps.tolist()):
-                tt = torch.full((x.shape[0],), t, dtype=torch.long, device=dev)
-                v = net.denoise(x, tt, cond)
-                step = sched.step(v, t, x, generator=gen)
-                if k == 0 and first is not None:
-                    z0 = (base_rep + step.pred_original_sample * self.residual_scale).clamp(min=0).cpu().numpy()
-                    first[b0 : b0 + len(ws)] = z0.reshape(len(ws), n_samples, *z0.shape[1:])
-                x = step.prev_sample
-                bar.update(x.shape[0])
-            z = (base_rep + x * self.residual_scale).clamp(min=0).cpu().numpy()
-            out[b0 : b0 + len(ws)] = z.reshape(len(ws), n_samples, *z.shape[1:])
-        bar.close()
-        net.cpu()
-        return (out, first) if return_first else out
+        n = max(4, min(cfg.n_samples, 8))
+        results = {}
+        for k in cfg.step_candidates:
+            r_all, e_all = [], []
+            for p in val_prep:
+                canvas = Canvas.for_section(p.section, cfg.tile_lr)
+                gen = torch_generator(seed + 7919)
+                r = _stages.stage_b_canvas(
+                    self.residual_net, p, canvas, n_samples=n, steps=int(k), cfg=cfg, generator=gen, device=dev,
+                    batch_size=batch_size,
+                ).cpu().numpy()  # fmt: skip
+                m = p.mask_truth > 0
+                r_all.append(r[:, :, m])
+                e_all.append(((p.z_hr - p.mu) / self.gene_sigma[:, None, None])[:, m])
+            r, e = np.concatenate(r_all, -1), np.concatenate(e_all, -1)
+            rmse = np.sqrt(((r.mean(0) - e) ** 2).mean(-1))
+            spread = np.sqrt(r.var(0, ddof=1).mean(-1) * (n + 1) / n)
+            scale = np.clip(rmse / np.maximum(spread, 1e-6), 0.25, 4.0)
+            crps = _stages.crps_ensemble(r * scale[None, :, None], e) * self.gene_sigma
+            results[int(k)] = {
+                "crps": float(crps.mean()),
+                "spread_skill_raw": float(np.mean(spread / np.maximum(rmse, 1e-9))),
+                "scale": scale,
+            }
+        best = min(results.values(), key=lambda v: v["crps"])["crps"]
+        steps = min(k for k, v in results.items() if v["crps"] <= best * 1.01)
+        self.sampling_steps = steps
+        self.spread_scale = results[steps]["scale"].astype(np.float32)
+        self.train_info["calibration"] = {
+            "n_samples": n,
+            "steps": steps,
+            "candidates": {k: {"crps": v["crps"], "spread_skill_raw": v["spread_skill_raw"]} for k, v in results.items()},
+            "spread_scale_median": float(np.median(self.spread_scale)),
+        }
+        logger.info(
+            "Calibration on %d validation section(s): %d sampler steps (CRPS %s); median spread scale %.2f.",
+            len(val_prep), steps, {k: round(v["crps"], 4) for k, v in results.items()}, np.median(self.spread_scale),
+        )  # fmt: skip
 
+    # ------------------------------------------------------------------ prediction
+    @torch.no_grad()
     def predict_section(
         self,
         section: Section,
         *,
         n_samples: int | None = None,
-        sampler: str | None = None,
         num_inference_steps: int | None = None,
         seed: int = 0,
         device: str | torch.device = "auto",
         batch_size: int = 16,
         progress: bool = True,
         return_samples: bool = False,
-        mean_estimator: str | None = None,
+        knockout: str | None = None,
     ) -> dict[str, Any]:
-        """Super-resolve a whole section with overlapping tiles blended by a smooth window.
+        """Super-resolve a whole section: the stage-A mean and calibrated stage-B samples around it.
 
-        Each tile is sampled ``n_samples`` times. The posterior mean is estimated in the normalised
-        space and mapped back to counts:
+        Parameters
+        ----------
+        section
+            Rasterised section carrying the model's gene panel in order.
+        n_samples
+            Posterior samples (default ``config.n_samples``; 0: the mean only).
+        num_inference_steps
+            Sampler steps (default: the count chosen on validation data at training).
+        seed
+            Seed of the sampler's noise.
+        device
+            ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        batch_size
+            Tiles per network call.
+        progress
+            Show a progress bar over the sampler's steps.
+        return_samples
+            Also return the normalised samples.
+        knockout
+            Switch one component off at inference (``"modulation"``, ``"cross_attention"``,
+            ``"gene_graph"``) to measure what it contributes.
 
-        - ``"rao_blackwell"`` (default): the average over the samples of the network's clean-sample
-          prediction at the first, noisiest step, ``E[x0 | x_T, LR, H&E]``. By the tower property its
-          expectation over ``x_T`` is the posterior mean ``E[x0 | LR, H&E]``, with far less variance
-          than averaging finished samples (which carry the sampled fine texture);
-        - ``"samples"``: the average of the finished samples.
-
-        The standard deviation is that of the finished samples (in counts).
-
-        Returns a dict with ``mean`` and ``std`` (counts per HR pixel, ``(G, H, W)``, 0 off tissue),
-        ``z_mean`` (posterior mean in the normalised space), and optionally ``samples`` (normalised).
+        Returns
+        -------
+        A dict of ``(G, H, W)`` arrays on the section's HR grid, 0 off tissue: ``mean`` (counts per HR
+        pixel; stage A mapped back to counts), ``std``, ``q05``, ``q95`` (counts, from the samples),
+        ``z_mean`` (the mean in the normalised space), ``z_std``; with ``return_samples`` also
+        ``samples`` ``(n, G, H, W)`` (normalised, whole-section canvas samples).
         """
-        mean_estimator = mean_estimator or self.config.mean_estimator
-        if mean_estimator not in ("rao_blackwell", "samples"):
-            raise ValueError(f"mean_estimator must be 'rao_blackwell' or 'samples', got {mean_estimator!r}.")
+        from tqdm.auto import tqdm
+
         self._check_sections([section])
         if section.genes != self.genes:
             raise ValueError(
                 "The section must carry the model's whole gene panel in its order (rasterize with "
                 "genes=model.genes); select genes from the result instead."
             )
-        t = self.config.tile_lr
+        cfg = self.config
+        n = int(cfg.n_samples if n_samples is None else n_samples)
+        steps = int(num_inference_steps or self.sampling_steps)
+        dev = resolve_device(device)
         h, w = section.shape_lr
-        ph, pw = max(0, t - h), max(0, t - w)
-        sec = _pad_section(section, ph, pw) if (ph or pw) else section
-        full_norm = self.normalizer
-        prep = _Prepared(sec, full_norm, with_truth=False)
-        pos = tile_positions(sec, t, max(1, t // 2), min_tissue=0.0, cover=True)
-        if len(pos) == 0:
-            raise ValueError(f"Section {section.name!r} has no tissue on its LR grid (nothing to super-resolve).")
-        windows = [prep.window(r, c, t) for r, c in pos]
-        samples, first = self.sample_tiles(
-            windows,
-            n_samples=n_samples,
-            sampler=sampler,
-            num_inference_steps=num_inference_steps,
-            seed=seed,
-            device=device,
-            batch_size=batch_size,
-            progress=progress,
-            return_first=True,
-        )
-        means_z = (first if mean_estimator == "rao_blackwell" else samples).mean(axis=1)
-        f = self.factor
-        T = t * f
-        win = np.outer(_hann(T), _hann(T)).astype(np.float32)
-        H, W = sec.shape_lr[0] * f, sec.shape_lr[1] * f
-        G = len(self.genes)
-        acc_var = np.zeros((G, H, W), np.float32)
-        acc_z = np.zeros((G, H, W), np.float32)
-        acc_w = np.zeros((H, W), np.float32)
-        keep_samples = np.zeros((samples.shape[1], G, H, W), np.float32) if return_samples else None
-        for k, (r, c) in enumerate(pos):
-            counts = self.normalizer.inverse(samples[k], axis=-3)
-            sl = (slice(None), slice(r * f, r * f + T), slice(c * f, c * f + T))
-            acc_var[sl] += counts.var(0) * win
-            acc_z[sl] += means_z[k] * win
-            acc_w[sl[1:]] += win
-            if keep_samples is not None:
-                keep_samples[:, :, sl[1], sl[2]] += samples[k] * win
-        acc_w = np.maximum(acc_w, 1e-8)
-        m = sec.mask_hr.astype(np.float32)
-        z_mean = (acc_z / acc_w) * m
-        result = {
-            "mean": self.normalizer.inverse(z_mean, axis=-3) * m,
-            "std": np.sqrt(np.maximum(acc_var / acc_w, 0)) * m,
-            "z_mean": z_mean,
-        }
-        if keep_samples is not None:
-            result["samples"] = keep_samples / acc_w * m
+        sec = padded_for_tiles(section, cfg.tile_lr)
+        canvas = Canvas.for_section(sec, cfg.tile_lr)
+        prep = self.prepare(sec, with_truth=False)
+        for net in (self.mean_net, self.residual_net):
+            net.set_knockout(knockout)
+        try:
+            mu = _stages.stage_a_canvas(self.mean_net, prep, canvas, self.residual_scale, dev, batch_size)
+            m = sec.mask_hr.astype(np.float32)
+            result: dict[str, Any] = {"z_mean": mu, "mean": self.normalizer.inverse(mu, axis=-3) * m}
+            if n > 0:
+                prep.mu = mu
+                bar = tqdm(total=steps, desc="stdiff sample", disable=not progress, leave=False)
+                r = _stages.stage_b_canvas(
+                    self.residual_net, prep, canvas, n_samples=n, steps=steps, cfg=cfg,
+                    generator=torch_generator(seed), device=dev, batch_size=batch_size,
+                    progress=lambda i: bar.update(1),
+                ).cpu().numpy()  # fmt: skip
+                bar.close()
+                scale = (self.gene_sigma * self.spread_scale)[None, :, None, None]
+                z = np.clip(mu[None] + r * scale, 0, None) * m
+                counts = self.normalizer.inverse(z, axis=-3)
+                result["z_std"] = z.std(0, ddof=1) if n > 1 else np.zeros_like(mu)
+                result["std"] = (counts.std(0, ddof=1) if n > 1 else np.zeros_like(mu)) * m
+                result["q05"], result["q95"] = (np.quantile(counts, q, axis=0) * m for q in (0.05, 0.95))
+                if return_samples:
+                    result["samples"] = z
+            else:
+                result["std"] = np.zeros_like(mu)
+                result["z_std"] = np.zeros_like(mu)
+        finally:
+            for net in (self.mean_net, self.residual_net):
+                net.set_knockout(None)
         for key in list(result):
-            result[key] = result[key][..., : h * f, : w * f]
+            result[key] = np.ascontiguousarray(result[key][..., : h * self.factor, : w * self.factor])
         return result
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
         """Everything needed to rebuild the model (tensors and plain Python only)."""
+        info = {k: v for k, v in self.train_info.items() if k not in ("stage_a", "stage_b")}
+        for k in ("stage_a", "stage_b"):
+            if k in self.train_info:
+                info[k] = {kk: vv for kk, vv in self.train_info[k].items() if kk != "history"}
         return {
             "format": FORMAT,
             "genes": list(self.genes),
@@ -508,11 +481,13 @@ class DiffST:
             "graph": self.graph.to_dict(),
             "image_channels": self.image_channels,
             "residual_scale": self.residual_scale,
-            "network": self.network.state_dict(),
-            "ema": self.ema.state_dict(),
-            "step": self.step,
-            "history": list(self.history),
-            "optimizer": self._optimizer_state,
+            "feature_stats": self.feature_stats,
+            "gene_sigma": self.gene_sigma.tolist(),
+            "spread_scale": self.spread_scale.tolist(),
+            "sampling_steps": self.sampling_steps,
+            "mean_net": self.mean_net.state_dict(),
+            "residual_net": self.residual_net.state_dict(),
+            "train_info": _plain(info),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -527,7 +502,7 @@ class DiffST:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        logger.info("Saved Diff-ST model (step %d) to %s.", self.step, path)
+        logger.info("Saved Diff-ST model to %s.", path)
         return path
 
     @classmethod
@@ -567,39 +542,51 @@ class DiffST:
                     f"(e.g. {state['genes'][:5]}); retrain with them or drop them from genes=."
                 )
         model = cls(
-            state["genes"],
-            config=saved_cfg,
-            factor=state["factor"],
-            lr_um=state["lr_um"],
-            normalizer=Normalizer.from_dict(state["normalizer"]),
-            graph=GeneGraph.from_dict(state["graph"]),
-            image_channels=state["image_channels"],
-            residual_scale=state["residual_scale"],
-        )
-        model.network.load_state_dict(state["network"])
-        model.ema.load_state_dict(state["ema"])
-        model.step = int(state["step"])
-        model.history = list(state["history"])
-        model._optimizer_state = state.get("optimizer")
-        model.network.eval()
-        model.ema.eval()
+            state["genes"], config=saved_cfg, factor=state["factor"], lr_um=state["lr_um"],
+            normalizer=Normalizer.from_dict(state["normalizer"]), graph=GeneGraph.from_dict(state["graph"]),
+            image_channels=state["image_channels"], residual_scale=state["residual_scale"],
+            feature_stats=state.get("feature_stats"),
+        )  # fmt: skip
+        model.mean_net.load_state_dict(state["mean_net"])
+        model.residual_net.load_state_dict(state["residual_net"])
+        model.gene_sigma = np.asarray(state["gene_sigma"], np.float32)
+        model.spread_scale = np.asarray(state["spread_scale"], np.float32)
+        model.sampling_steps = int(state["sampling_steps"])
+        model.train_info = dict(state.get("train_info") or {})
+        model.mean_net.eval()
+        model.residual_net.eval()
         return model
 
     def model_hash(self) -> str:
-        """SHA-256 (first 16 hex) of the EMA weights and the model's metadata."""
+        """SHA-256 (first 16 hex) of both networks' weights, the calibration and the model's metadata."""
         h = hashlib.sha256()
-        for k, v in sorted(self.ema.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        h.update(repr((self.genes, self.factor, self.lr_um, self.config.to_dict())).encode())
+        for net in (self.mean_net, self.residual_net):
+            for k, v in sorted(net.state_dict().items()):
+                h.update(k.encode())
+                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        h.update(self.spread_scale.tobytes())
+        h.update(repr((self.genes, self.factor, self.lr_um, self.config.to_dict(), self.sampling_steps)).encode())
         return h.hexdigest()[:16]
 
     def __repr__(self) -> str:
         return (
-            f"DiffST(genes={len(self.genes)}, factor={self.factor}, lr_um={self.lr_um:g}, step={self.step}, "
-            f"modulation={self.config.use_modulation}, cross_attention={self.config.use_cross_attention}, "
-            f"gene_graph={self.config.use_gene_graph})"
+            f"DiffST(genes={len(self.genes)}, factor={self.factor}, lr_um={self.lr_um:g}, "
+            f"trained={bool(self.train_info)}, modulation={self.config.use_modulation}, "
+            f"cross_attention={self.config.use_cross_attention}, gene_graph={self.config.use_gene_graph})"
         )
+
+
+def _plain(obj: Any) -> Any:
+    """Checkpoint-safe (``weights_only``) plain Python: dicts, lists, floats, ints, strings."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
 
 
 def _as_sections(data: Tiles | Section | Sequence[Section]) -> list[Section]:
@@ -611,19 +598,3 @@ def _as_sections(data: Tiles | Section | Sequence[Section]) -> list[Section]:
     if not sections or not all(isinstance(s, Section) for s in sections):
         raise TypeError("data must be Tiles, a Section or a list of Sections (see stdiff.pp.rasterize).")
     return sections
-
-
-def _pad_section(section: Section, ph: int, pw: int) -> Section:
-    from dataclasses import replace
-
-    f, s = section.factor, section.factor * section.he_scale
-    fill = 255 if section.he.dtype == np.uint8 else 0
-    return replace(
-        section,
-        lr=np.pad(section.lr, ((0, 0), (0, ph), (0, pw))),
-        hr=None if section.hr is None else np.pad(section.hr, ((0, 0), (0, ph * f), (0, pw * f))),
-        he=np.pad(section.he, ((0, 0), (0, ph * s), (0, pw * s)), constant_values=fill),
-        mask_lr=np.pad(section.mask_lr, ((0, ph), (0, pw))),
-        mask_hr=np.pad(section.mask_hr, ((0, ph * f), (0, pw * f))),
-        mask_truth=None if section.mask_truth is None else np.pad(section.mask_truth, ((0, ph * f), (0, pw * f))),
-    )

@@ -134,6 +134,7 @@ class GeneGraphHead(nn.Module):
             self.convs = nn.ModuleList([nn.Linear(gene_dim, gene_dim) for _ in range(layers)])
         self.act = nn.SiLU()
         self.out = nn.Linear(gene_dim, 1)
+        self.enabled = True  # False: the adjacency is zeroed (inference-time knock-out)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` → ``(B, G, H, W)``."""
@@ -141,7 +142,10 @@ class GeneGraphHead(nn.Module):
         g, d = self.n_genes, self.gene_dim
         z = self.to_genes(feats).view(b, g, d, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, g, d)
         z = z + self.gene_embedding
+        adj = self.adjacency
+        if adj is not None and not self.enabled:
+            adj = torch.zeros_like(adj)
         for conv in self.convs:
-            upd = conv(z, self.adjacency) if self.adjacency is not None else conv(z)
+            upd = conv(z, adj) if adj is not None else conv(z)
             z = z + self.act(upd)
         return self.out(z).view(b, h, w, g).permute(0, 3, 1, 2).contiguous()

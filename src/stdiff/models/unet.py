@@ -1,10 +1,13 @@
-"""The conditional denoising U-Net of Diff-ST.
+"""The conditional U-Net of Diff-ST, used as the stage-A regression network and the stage-B denoiser.
 
-The network sees the noisy HR residual ``x_t`` (G channels), the timestep, the LR map upsampled to
-HR size (with the tissue mask) and the histology tile. LR and histology each have their own encoder
-pyramid whose features are added to the noisy-HR features at every scale; cross-modal modulation
-acts on the two conditioning pyramids at one scale, dynamic cross-attention at the bottleneck, and
-the gene-graph head turns the last feature map into one output per gene.
+The conditioning maps (normalised LR per tissue pixel, its bicubic upsampling, the input mask,
+optional histology feature channels and, for stage B, the stage-A mean) and the histology tile each
+have an encoder pyramid. At every level the two streams are fused by cross-modal modulation
+(:mod:`~stdiff.models.cross_modal_modulation`); dynamic cross-attention
+(:mod:`~stdiff.models.dynamic_cross_attention`) lets one level of the fused map attend to
+cell-level patches. The fused maps are added to the U-Net's features at every scale; the gene-graph
+head (:mod:`~stdiff.models.gene_graph`) turns the last feature map into one output per gene. The
+conditioning does not depend on the noisy sample, so a sampler encodes each tile once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DiffSTConfig
-from .cross_modal_modulation import CrossModalModulation
+from .cross_modal_modulation import CrossModalModulation, PlainFusion
 from .dynamic_cross_attention import DynamicCrossAttention
 from .gene_graph import GeneGraphHead
 
@@ -77,35 +80,56 @@ class SelfAttention(nn.Module):
         return x + out.transpose(1, 2).view(b, c, h, w)
 
 
+def _factors(n: int) -> list[int]:
+    """Split ``n`` into factors ≤ 4 where possible (largest first), e.g. 32 → [4, 4, 2], 5 → [5]."""
+    out = []
+    for p in (4, 3, 2):
+        while n % p == 0 and n > 1:
+            out.append(p)
+            n //= p
+    if n > 1:
+        out.append(n)
+    return sorted(out, reverse=True)
+
+
+class PixelNorm(nn.Module):
+    """LayerNorm over the channels of each pixel (keeps the stem strictly local, unlike GroupNorm)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``(B, C, H, W)`` per pixel."""
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 class HistologyStem(nn.Module):
-    """Strided convolutions from the histology tile (``he_scale`` px per HR px) to the HR grid."""
+    """Aligned patchify from the histology tile (``he_scale`` px per HR px) to the HR grid.
+
+    Every stage is a ``Conv2d(kernel = stride = k)`` without padding, so HR pixel ``(i, j)`` is
+    computed from exactly the histology pixels ``[i·s, (i+1)·s) × [j·s, (j+1)·s)`` — no half-pixel
+    offset (stride-2 3×3 convolutions with padding 1 shift by up to half an HR pixel).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, he_scale: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
-        n_down = int(math.floor(math.log2(max(he_scale, 1))))
         width = max(8, out_channels // 2)
-        for _ in range(n_down):
-            layers += [
-                nn.Conv2d(c, width, 3, stride=2, padding=1),
-                nn.GroupNorm(_groups(width), width),
-                nn.SiLU(),
-            ]
+        for k in _factors(max(int(he_scale), 1)):
+            layers += [nn.Conv2d(c, width, k, stride=k), PixelNorm(width), nn.SiLU()]
             c = width
-        layers += [nn.Conv2d(c, out_channels, 3, padding=1), nn.SiLU()]
+        layers += [nn.Conv2d(c, out_channels, 1), nn.SiLU()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """``(B, C, P, P)`` → ``(B, out, *size)``."""
-        h = self.net(image)
-        if h.shape[-2:] != size:
-            h = F.interpolate(h, size=size, mode="area" if h.shape[-1] > size[-1] else "bilinear")
-        return h
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H·s, W·s)`` → ``(B, out, H, W)``."""
+        return self.net(image - 0.5)
 
 
 class DiffSTUNet(nn.Module):
-    """Conditional U-Net denoiser with the three Diff-ST components (each switchable by the config).
+    """Conditional U-Net with the three Diff-ST components (each switchable by the config).
 
     Parameters
     ----------
@@ -113,43 +137,60 @@ class DiffSTUNet(nn.Module):
         Model sizes and switches.
     n_genes
         Output channels (genes).
+    cond_channels
+        Channels of the conditioning maps on the HR grid.
     image_channels
         Channels of the histology image (3 for H&E).
     adjacency
         Gene co-expression adjacency (used when ``config.use_gene_graph``).
+    sample_channels
+        Channels of the noisy sample (stage B: the genes); 0 for a regression network (stage A).
+    patch_px
+        Cell-level patch side in histology pixels (dynamic cross-attention).
     """
 
     def __init__(
-        self, config: DiffSTConfig, n_genes: int, image_channels: int = 3, adjacency: np.ndarray | None = None
+        self,
+        config: DiffSTConfig,
+        n_genes: int,
+        *,
+        cond_channels: int,
+        image_channels: int = 3,
+        adjacency: np.ndarray | None = None,
+        sample_channels: int = 0,
+        patch_px: int | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         c0 = config.base_channels
         chans = [c0 * m for m in config.channel_mults]
         self.levels = len(chans)
+        self.sample_channels = int(sample_channels)
         temb = 4 * c0
         self.temb = nn.Sequential(nn.Linear(c0, temb), nn.SiLU(), nn.Linear(temb, temb))
-        self.x_in = nn.Conv2d(n_genes, chans[0], 3, padding=1)
-        self.lr_in = nn.Conv2d(n_genes + 1, chans[0], 3, padding=1)
+        self.x_in = nn.Conv2d(sample_channels, chans[0], 3, padding=1) if sample_channels else None
+        self.cond_in = nn.Conv2d(cond_channels, chans[0], 3, padding=1)
         self.he_in = HistologyStem(image_channels, chans[0], config.he_scale)
-        # conditioning pyramids (own encoders for LR and histology)
-        self.lr_down = nn.ModuleList()
+        self.cond_down = nn.ModuleList()
         self.he_down = nn.ModuleList()
-        self.lr_proj = nn.ModuleList()
-        self.he_proj = nn.ModuleList()
+        self.fusion = nn.ModuleList()
+        fusion_cls = CrossModalModulation if config.use_modulation else PlainFusion
         for i, c in enumerate(chans):
             prev = chans[max(i - 1, 0)]
             stride = 1 if i == 0 else 2
-            self.lr_down.append(nn.Sequential(nn.Conv2d(prev, c, 3, stride=stride, padding=1), nn.SiLU()))
+            self.cond_down.append(nn.Sequential(nn.Conv2d(prev, c, 3, stride=stride, padding=1), nn.SiLU()))
             self.he_down.append(nn.Sequential(nn.Conv2d(prev, c, 3, stride=stride, padding=1), nn.SiLU()))
-            self.lr_proj.append(nn.Conv2d(c, c, 1))
-            self.he_proj.append(nn.Conv2d(c, c, 1))
-        self.modulation = (
-            CrossModalModulation(chans[config.modulation_level], config.modulation_kernel)
-            if config.use_modulation
+            self.fusion.append(fusion_cls(c, config.modulation_kernel))
+        level = min(config.cross_attention_level, self.levels - 1)
+        self.cross_attention_level = level
+        self.cross_attention = (
+            DynamicCrossAttention(
+                chans[level], image_channels, config.patch_dim, int(patch_px or config.he_scale),
+                config.he_scale * 2**level, config.num_heads,
+            )
+            if config.use_cross_attention
             else None
-        )
-        # encoder
+        )  # fmt: skip
         self.down_blocks = nn.ModuleList()
         self.down_attn = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -162,13 +203,7 @@ class DiffSTUNet(nn.Module):
         cb = chans[-1]
         self.mid1 = ResBlock(cb, cb, temb)
         self.mid_attn = SelfAttention(cb, config.num_heads)
-        self.cross_attention = (
-            DynamicCrossAttention(cb, image_channels, config.patch_dim, config.patch_grid, config.num_heads)
-            if config.use_cross_attention
-            else None
-        )
         self.mid2 = ResBlock(cb, cb, temb)
-        # decoder
         self.up_blocks = nn.ModuleList()
         self.up_attn = nn.ModuleList()
         for i in reversed(range(self.levels)):
@@ -178,12 +213,24 @@ class DiffSTUNet(nn.Module):
             self.up_attn.append(SelfAttention(c, config.num_heads) if i in config.attention_levels else nn.Identity())
         self.out_norm = nn.GroupNorm(_groups(chans[0]), chans[0])
         self.head = GeneGraphHead(
-            chans[0],
-            n_genes,
-            config.gene_dim,
-            config.graph_layers,
-            adjacency if config.use_gene_graph else None,
+            chans[0], n_genes, config.gene_dim, config.graph_layers, adjacency if config.use_gene_graph else None
         )
+
+    # ------------------------------------------------------------------ knock-outs
+    def set_knockout(self, component: str | None) -> None:
+        """Switch one component off at inference (``"modulation"``, ``"cross_attention"``, ``"gene_graph"``).
+
+        ``None`` switches every component back on. The modulation gates are zeroed, the cross-attention
+        output is dropped, and the gene graph's adjacency is zeroed; weights are unchanged.
+        """
+        valid = {None, "modulation", "cross_attention", "gene_graph"}
+        if component not in valid:
+            raise ValueError(f"Unknown component {component!r}; use one of {sorted(v for v in valid if v)}.")
+        for fusion in self.fusion:
+            fusion.enabled = component != "modulation"
+        if self.cross_attention is not None:
+            self.cross_attention.enabled = component != "cross_attention"
+        self.head.enabled = component != "gene_graph"
 
     def _pad(self, *tensors: torch.Tensor, image: torch.Tensor | None = None):
         H, W = tensors[0].shape[-2:]
@@ -198,42 +245,48 @@ class DiffSTUNet(nn.Module):
         return (*out, image)
 
     def encode(
-        self, lr_up: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, fraction: float = 1.0
+        self, cond: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, fraction: float = 1.0
     ) -> dict[str, object]:
-        """Conditioning features (LR and histology pyramids, modulation, patch keys/values).
+        """Conditioning features of ``cond`` ``(B, cond_channels, H, W)``, ``mask`` and ``image`` in [0, 1].
 
-        They do not depend on the noisy sample or the timestep, so a sampler computes them once per
-        tile and reuses them at every step.
+        Returns the fused map of every level and the disentangling loss.
         """
-        H, W = lr_up.shape[-2:]
-        lr_up, mask, image = self._pad(lr_up, mask, image=image)
-        size = lr_up.shape[-2:]
-        lr_f = self.lr_in(torch.cat([lr_up, mask], 1))
-        he_f = self.he_in(image - 0.5, size)
-        dloss = lr_up.new_zeros(())
-        cond = []
+        H, W = cond.shape[-2:]
+        cond, mask, image = self._pad(cond, mask, image=image)
+        s_f = self.cond_in(cond)
+        h_f = self.he_in(image)
+        dloss = cond.new_zeros(())
+        levels = []
         for i in range(self.levels):
-            lr_f = self.lr_down[i](lr_f)
-            he_f = self.he_down[i](he_f)
-            if self.modulation is not None and i == self.config.modulation_level:
-                m = F.adaptive_max_pool2d(mask, he_f.shape[-2:])
-                he_f, lr_f, dloss = self.modulation(he_f, lr_f, m)
-            cond.append(self.lr_proj[i](lr_f) + self.he_proj[i](he_f))
-        patches = self.cross_attention.prepare(image, fraction) if self.cross_attention is not None else None
-        return {"levels": cond, "patches": patches, "dloss": dloss, "size": (H, W)}
+            s_f = self.cond_down[i](s_f)
+            h_f = self.he_down[i](h_f)
+            m = F.adaptive_max_pool2d(mask, s_f.shape[-2:])
+            fused, h_f, s_f, dl = self.fusion[i](h_f, s_f, m)
+            dloss = dloss + dl
+            if self.cross_attention is not None and i == self.cross_attention_level:
+                fused = self.cross_attention(fused, self.cross_attention.prepare(image, fraction))
+            levels.append(fused)
+        return {"levels": levels, "dloss": dloss, "size": (H, W)}
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, object]) -> torch.Tensor:
-        """Predict the diffusion target from the noisy sample, the timestep and :meth:`encode`'s output."""
-        H, W = x.shape[-2:]
-        (x, _) = self._pad(x)
-        temb = self.temb(timestep_embedding(t, self.config.base_channels))
-        h = self.x_in(x)
+    def decode(self, cond: dict[str, object], x: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+        """Output ``(B, G, H, W)`` from :meth:`encode`'s features (+ the noisy sample and its noise level)."""
+        H, W = cond["size"]
         levels = cond["levels"]
+        b = levels[0].shape[0] if x is None else x.shape[0]
+        c0 = self.config.base_channels
+        if noise is None:
+            noise = levels[0].new_zeros(b)
+        temb = self.temb(timestep_embedding(noise, c0))
+        if x is not None:
+            (x, _) = self._pad(x)
+            h = self.x_in(x)
+        else:
+            h = levels[0].new_zeros(b, levels[0].shape[1], *levels[0].shape[-2:])
         skips = []
         for i in range(self.levels):
             c = levels[i]
-            if c.shape[0] != h.shape[0]:  # conditioning shared across repeated samples
-                c = c.repeat_interleave(h.shape[0] // c.shape[0], dim=0)
+            if c.shape[0] != b:  # conditioning shared across repeated samples
+                c = c.repeat_interleave(b // c.shape[0], dim=0)
             for j, block in enumerate(self.down_blocks[i]):
                 h = block(h, temb)
                 if j == 0:
@@ -243,12 +296,6 @@ class DiffSTUNet(nn.Module):
             h = self.downsample[i](h)
         h = self.mid1(h, temb)
         h = self.mid_attn(h)
-        if self.cross_attention is not None:
-            kv, keep = cond["patches"]
-            if kv.shape[0] != h.shape[0]:
-                r = h.shape[0] // kv.shape[0]
-                kv, keep = kv.repeat_interleave(r, dim=0), keep.repeat_interleave(r, dim=0)
-            h = self.cross_attention(h, (kv, keep))
         h = self.mid2(h, temb)
         for k, i in enumerate(reversed(range(self.levels))):
             skip = skips[i]
@@ -263,29 +310,13 @@ class DiffSTUNet(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        lr_up: torch.Tensor,
+        cond: torch.Tensor,
         mask: torch.Tensor,
         image: torch.Tensor,
+        x: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
         fraction: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predict the diffusion target; returns ``(output (B, G, H, W), disentangling loss)``.
-
-        Parameters
-        ----------
-        x
-            Noisy sample ``(B, G, H, W)``.
-        t
-            Timesteps ``(B,)``.
-        lr_up
-            Normalised LR map upsampled to ``(B, G, H, W)``.
-        mask
-            Tissue mask ``(B, 1, H, W)``.
-        image
-            Histology ``(B, C, H·he_scale, W·he_scale)`` in [0, 1].
-        fraction
-            Fraction of cell-level patches admitted (curriculum; 1 at inference).
-        """
-        cond = self.encode(lr_up, mask, image, fraction)
-        return self.denoise(x, t, cond), cond["dloss"]
+        """Encode and decode in one call; returns ``(output (B, G, H, W), disentangling loss)``."""
+        enc = self.encode(cond, mask, image, fraction)
+        return self.decode(enc, x, noise), enc["dloss"]

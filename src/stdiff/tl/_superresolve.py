@@ -68,9 +68,7 @@ def superresolve(
     config: DiffSTConfig | str = "cpu",
     train_steps: int | None = None,
     n_samples: int | None = None,
-    sampler: Literal["ddim", "ddpm"] | None = None,
     num_inference_steps: int | None = None,
-    mean_estimator: Literal["rao_blackwell", "samples"] | None = None,
     conserve_counts: bool = False,
     key_added: str = "stdiff",
     scale_factors: Sequence[int] | None = None,
@@ -82,9 +80,10 @@ def superresolve(
     """Super-resolve the expression of a section and write HR gene maps as image elements.
 
     The section's expression (spots of a table, transcripts, or a gene image) is mapped onto an LR
-    grid of ``lr_um`` µm, the whole tissue is tiled with overlapping tiles (blended with a smooth
-    window, no seams), each tile is sampled ``n_samples`` times from the Diff-ST posterior, and
-    the posterior mean and standard deviation are written back.
+    grid of ``lr_um`` µm and super-resolved over overlapping tiles blended with a smooth window (no
+    seams). The mean is the model's regression network (stage A); ``n_samples`` whole-section
+    samples of its residual diffusion model (stage B), calibrated on validation data at training,
+    give the standard deviation and the 5% / 95% quantiles.
 
     With ``model=None`` a model is trained on the data given, self-supervised: the LR map
     aggregated ``factor×`` once more serves as the input and the LR map as the target, then the model
@@ -115,12 +114,9 @@ def superresolve(
         Preset or config for training when ``model=None``.
     train_steps
         Training steps when ``model=None`` (default: the config's).
-    n_samples, sampler, num_inference_steps
-        Posterior samples per tile, ``"ddim"`` (fast, deterministic) or ``"ddpm"`` (1000 steps), and
-        the sampler's steps; defaults from the model's config.
-    mean_estimator
-        How the posterior mean is estimated from the samples (see
-        :meth:`stdiff.models.DiffST.predict_section`); default from the model's config.
+    n_samples, num_inference_steps
+        Posterior samples (default: the config's) and the sampler's steps (default: chosen by CRPS on
+        validation data at training).
     conserve_counts
         Rescale each LR pixel's block of HR pixels so it sums back to the measured LR value.
     key_added
@@ -209,9 +205,7 @@ def superresolve(
     pred = model.predict_section(
         section,
         n_samples=n_samples,
-        sampler=sampler,
         num_inference_steps=num_inference_steps,
-        mean_estimator=mean_estimator,
         seed=seed,
         device=device,
         progress=progress,
@@ -223,7 +217,6 @@ def superresolve(
     mean, std = mean[idx], std[idx]
 
     cfg = model.config
-    used_sampler = sampler or cfg.sampler
     provenance: dict[str, Any] = {
         "model_hash": model.model_hash(),
         "trained_here": trained_here,
@@ -237,12 +230,10 @@ def superresolve(
         "image_key": section.image_key,
         "source": section.source,
         "source_key": section.meta.get("source_key"),
-        "sampler": used_sampler,
-        "num_inference_steps": int(
-            num_inference_steps or (cfg.num_inference_steps if used_sampler == "ddim" else cfg.num_train_timesteps)
-        ),
-        "n_samples": int(n_samples or cfg.n_samples),
-        "mean_estimator": mean_estimator or cfg.mean_estimator,
+        "mean": "stage A regression (posterior mean in the normalised space, mapped to counts)",
+        "sampler": f"edm-{cfg.solver}, whole-section canvas, per-gene calibrated spread",
+        "num_inference_steps": int(num_inference_steps or model.sampling_steps),
+        "n_samples": int(cfg.n_samples if n_samples is None else n_samples),
         "seed": int(seed),
         "conserve_counts": bool(conserve_counts),
         "units": "counts per HR pixel",

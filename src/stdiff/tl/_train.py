@@ -86,8 +86,9 @@ def train(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    validation: sd_mod.SpatialData | Section | Sequence[sd_mod.SpatialData | Section] | None = None,
+    max_time_s: float | None = None,
     checkpoint: str | os.PathLike | None = None,
-    resume: bool = False,
 ) -> DiffST:
     """Train a Diff-ST super-resolution model on one or more sections.
 
@@ -109,7 +110,8 @@ def train(
     config
         A preset name (``"tiny"``, ``"cpu"``, ``"paper"``) or a :class:`~stdiff.models.DiffSTConfig`.
     steps
-        Optimiser steps (default: the config's).
+        Step cap of the mean network (stage A; default: the config's). Both stages stop early when
+        the validation loss stops improving.
     image_key, counts_key, table_key, coordinate_system, spots_as
         Passed to :func:`stdiff.pp.rasterize`.
     self_supervised
@@ -120,11 +122,14 @@ def train(
         Random seed (training is repeatable on CPU).
     progress
         Show a progress bar.
+    validation
+        Sections (rasterised like ``data``) for early stopping, the sampler's step count and the
+        spread calibration; default: carved from ``data`` (the last section when there are ≥ 3,
+        else the right fifth of each; see :func:`stdiff.models.carve_validation`).
+    max_time_s
+        Time cap per training stage in seconds (default: the config's).
     checkpoint
-        File written during and after training (atomically); with ``resume=True`` training continues
-        from it when it exists.
-    resume
-        Resume from ``checkpoint``.
+        File the trained model is written to (atomically).
 
     Returns
     -------
@@ -146,13 +151,17 @@ def train(
         coordinate_system=coordinate_system,
         spots_as=spots_as,
     )
+    val = None
+    if validation is not None:
+        val = sections_for_training(
+            validation, sections[0].genes, factor=factor, lr_um=lr_um, he_scale=cfg.he_scale,
+            self_supervised=self_supervised, image_key=image_key, counts_key=counts_key, table_key=table_key,
+            coordinate_system=coordinate_system, spots_as=spots_as,
+        )  # fmt: skip
     model = DiffST.setup(sections, cfg, seed=seed)
-    return model.train(
-        sections,
-        steps=steps,
-        device=device,
-        seed=seed,
-        progress=progress,
-        checkpoint=checkpoint,
-        resume=resume,
+    model.train(
+        sections, validation=val, steps=steps, max_time_s=max_time_s, device=device, seed=seed, progress=progress
     )
+    if checkpoint is not None:
+        model.save(checkpoint)
+    return model

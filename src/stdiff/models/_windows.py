@@ -1,0 +1,126 @@
+"""Sections in the model's space (normalised maps, masks, histology) and augmentation of tile batches.
+
+The conditioning of both stages is built here, from what exists at inference only:
+
+- ``base``: the LR map spread over the tissue HR pixels of each block (:func:`stdiff.pp.lr_per_tissue_pixel`),
+  normalised — the honest interpolation base that the stage-A network corrects;
+- ``bicubic``: bicubic upsampling of the normalised LR-per-tissue-pixel map, on tissue;
+- ``mask``: the input mask (:attr:`stdiff.pp.Section.mask_hr`);
+- optional histology feature channels (standardised with statistics stored in the model).
+
+The truth (``z_hr``) and where it is measured (``mask_truth``) are only attached for training and
+scoring.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..pp._lr_maps import lr_per_tissue_pixel
+from ..pp._normalize import Normalizer
+from ..pp._tiling import Section, aggregate
+
+
+def upsample_lr(z_lr: np.ndarray | torch.Tensor, factor: int) -> torch.Tensor:
+    """Bicubic upsampling of normalised LR maps ``(..., G, h, w)`` by ``factor``, clamped at 0."""
+    x = torch.as_tensor(z_lr, dtype=torch.float32)
+    squeeze = x.ndim == 3
+    if squeeze:
+        x = x[None]
+    up = F.interpolate(x, scale_factor=factor, mode="bicubic", align_corners=False).clamp(min=0)
+    return up[0] if squeeze else up
+
+
+class Prepared:
+    """A section in the model's space; :meth:`window` cuts aligned tiles of every array.
+
+    Parameters
+    ----------
+    section
+        The rasterised section.
+    normalizer
+        The model's normaliser (subset to the section's genes when needed).
+    with_truth
+        Attach the normalised truth and the truth mask.
+    features
+        Optional ``(F, H, W)`` standardised histology features on the HR grid.
+    """
+
+    def __init__(
+        self, section: Section, normalizer: Normalizer, *, with_truth: bool, features: np.ndarray | None = None
+    ) -> None:
+        norm = normalizer.subset(section.genes) if normalizer.genes != section.genes else normalizer
+        f = section.factor
+        self.section = section
+        self.f = f
+        self.s = f * section.he_scale
+        self.mask_hr = section.mask_hr.astype(np.float32)
+        self.base = norm.transform(lr_per_tissue_pixel(section)) * self.mask_hr[None]
+        n = aggregate(self.mask_hr, f)
+        per_tissue = np.where(n > 0, section.lr / np.maximum(n, 1.0), 0.0)
+        self.bicubic = upsample_lr(norm.transform(per_tissue), f).numpy() * self.mask_hr[None]
+        maps = [self.base, self.bicubic, self.mask_hr[None]]
+        if features is not None:
+            maps.append(np.asarray(features, np.float32) * self.mask_hr[None])
+        self.cond = np.concatenate(maps, 0).astype(np.float32)
+        he = section.he
+        self.he = he if he.dtype == np.uint8 else np.clip(he, 0, 255).astype(np.uint8)
+        self.z_hr = norm.transform(section.hr) if (with_truth and section.hr is not None) else None
+        self.mask_truth = section.truth_mask.astype(np.float32)
+        self.mu: np.ndarray | None = None  # stage-A mean, attached for stage B
+
+    def window(self, r: int, c: int, t: int) -> dict[str, np.ndarray]:
+        """Tile of ``t × t`` LR pixels at LR position ``(r, c)``."""
+        f, s = self.f, self.s
+        T = t * f
+        hr = (slice(None), slice(r * f, r * f + T), slice(c * f, c * f + T))
+        out = {
+            "cond": self.cond[hr],
+            "base": self.base[hr],
+            "mask": self.mask_hr[None][hr],
+            "he": self.he[:, r * s : r * s + t * s, c * s : c * s + t * s],
+        }
+        if self.z_hr is not None:
+            out["z_hr"] = self.z_hr[hr]
+            out["mask_truth"] = self.mask_truth[None][hr]
+        if self.mu is not None:
+            out["mu"] = self.mu[hr]
+        return out
+
+
+def augment_geometry(batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The same random rotation by 90°·k and flip for every array of one tile."""
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    out = {}
+    for key, arr in batch.items():
+        a = np.rot90(arr, k, axes=(-2, -1))
+        if flip:
+            a = a[..., ::-1]
+        out[key] = np.ascontiguousarray(a)
+    return out
+
+
+def augment_stain(he: torch.Tensor, generator: torch.Generator, *, strength: float = 0.08) -> torch.Tensor:
+    """Stain augmentation of RGB tiles ``(B, 3, P, P)`` in [0, 1]: optical-density jitter, brightness, contrast.
+
+    Each tile's optical density ``OD = −log(I)`` is scaled per RGB channel by ``1 ± strength`` and
+    shifted by ``± strength / 4`` (an approximation of haematoxylin/eosin/DAB jitter in the colour
+    space the stains mix in), then brightness (``± strength``) and contrast (``1 ± strength``) are
+    jittered. Non-RGB images are returned unchanged.
+    """
+    if he.shape[1] != 3:
+        return he
+    b = he.shape[0]
+
+    def u(*shape: int) -> torch.Tensor:
+        return (torch.rand(*shape, generator=generator) * 2 - 1).to(he.device)
+
+    od = -torch.log(he.clamp(min=1.0 / 255.0))
+    od = od * (1 + strength * u(b, 3, 1, 1)) + strength / 4 * u(b, 3, 1, 1)
+    out = torch.exp(-od.clamp(min=0))
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * (1 + strength * u(b, 1, 1, 1)) + mean + strength * u(b, 1, 1, 1)
+    return out.clamp(0, 1)
