@@ -47,3 +47,37 @@ def read_checkpoint(path: str | os.PathLike, *, expected_format: str) -> dict[st
         what = f"format {found!r}" if found is not None else f"a dict with keys {sorted(map(str, state))[:8]}"
         raise ValueError(f"{path} is not a stdiff Diff-ST model (format {expected_format!r}): it holds {what}. {hint}")
     return state
+
+
+def write_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` with ``torch.save`` to ``path`` atomically (temporary file + rename)."""
+    import tempfile
+
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def plain(obj: Any) -> Any:
+    """Checkpoint-safe (``weights_only``) plain Python: dicts, lists, floats, ints, strings."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj

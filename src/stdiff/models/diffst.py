@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ from .._utils import logger, resolve_device, torch_generator
 from ..pp._normalize import Normalizer
 from ..pp._tiling import Section, Tiles, fit_normalizer
 from . import _stages
+from ._calibration import calibrate, carve_validation
+from ._checkpoint import plain, write_checkpoint
 from ._fit import fit
 from ._windows import Prepared, upsample_lr
 from .canvas import Canvas, padded_for_tiles
@@ -38,7 +39,7 @@ from .config import DiffSTConfig
 from .gene_graph import GeneGraph, coexpression_graph
 from .unet import DiffSTUNet
 
-__all__ = ["DiffST", "upsample_lr"]
+__all__ = ["DiffST", "carve_validation", "upsample_lr"]
 
 FORMAT = "stdiff-diffst-2"
 
@@ -47,27 +48,6 @@ def patch_px(config: DiffSTConfig, hr_um: float) -> int:
     """Cell-level patch side in histology pixels for ``config.patch_um`` at this geometry."""
     he_um = hr_um / config.he_scale
     return max(1, int(round(config.patch_um / he_um)))
-
-
-def carve_validation(sections: Sequence[Section], tile_lr: int) -> tuple[list[Section], list[Section]]:
-    """Training data → (fit, validation): the last section when there are ≥ 3, else the right fifth of each.
-
-    A strip is carved only where the section stays at least one tile wide on both sides; sections
-    too small for that are kept whole for fitting.
-    """
-    sections = list(sections)
-    if len(sections) >= 3:
-        return sections[:-1], sections[-1:]
-    fit_part, val_part = [], []
-    for s in sections:
-        w = s.shape_lr[1]
-        cut = min(w - tile_lr, int(round(w * 0.8)))
-        if cut >= tile_lr and s.mask_lr[:, cut:].sum() > 0:
-            fit_part.append(s.crop_lr(slice(None), slice(0, cut), name=f"{s.name}_fit"))
-            val_part.append(s.crop_lr(slice(None), slice(cut, None), name=f"{s.name}_validation"))
-        else:
-            fit_part.append(s)
-    return fit_part, val_part
 
 
 class DiffST:
@@ -346,54 +326,12 @@ class DiffST:
             "seed": int(seed),
         }
         if val_prep and cfg.calibrate:
-            self._calibrate(val_prep, dev, seed, batch_size)
+            self.sampling_steps, self.spread_scale, self.train_info["calibration"] = calibrate(
+                self.residual_net, val_prep, self.gene_sigma, cfg, device=dev, seed=seed, batch_size=batch_size
+            )
         self.train_info["steps"] = info_a["steps"] + info_b["steps"]
         self.train_info["seconds"] = info_a["seconds"] + info_b["seconds"]
         return self
-
-    def _calibrate(self, val_prep: Sequence[Prepared], dev, seed: int, batch_size: int) -> None:
-        """Choose the sampler's steps by CRPS and fit the per-gene spread scale on validation sections."""
-        cfg = self.config
-        n = max(4, min(cfg.n_samples, 8))
-        results = {}
-        for k in cfg.step_candidates:
-            r_all, e_all = [], []
-            for p in val_prep:
-                canvas = Canvas.for_section(p.section, cfg.tile_lr)
-                gen = torch_generator(seed + 7919)
-                r = _stages.stage_b_canvas(
-                    self.residual_net, p, canvas, n_samples=n, steps=int(k), cfg=cfg, generator=gen, device=dev,
-                    batch_size=batch_size,
-                ).cpu().numpy()  # fmt: skip
-                m = p.mask_truth > 0
-                r_all.append(r[:, :, m])
-                e_all.append(((p.z_hr - p.mu) / self.gene_sigma[:, None, None])[:, m])
-            r, e = np.concatenate(r_all, -1), np.concatenate(e_all, -1)
-            rmse = np.sqrt(((r.mean(0) - e) ** 2).mean(-1))
-            spread = np.sqrt(r.var(0, ddof=1).mean(-1) * (n + 1) / n)
-            scale = np.clip(rmse / np.maximum(spread, 1e-6), 0.25, 4.0)
-            crps = _stages.crps_ensemble(r * scale[None, :, None], e) * self.gene_sigma
-            results[int(k)] = {
-                "crps": float(crps.mean()),
-                "spread_skill_raw": float(np.mean(spread / np.maximum(rmse, 1e-9))),
-                "scale": scale,
-            }
-        best = min(results.values(), key=lambda v: v["crps"])["crps"]
-        steps = min(k for k, v in results.items() if v["crps"] <= best * 1.01)
-        self.sampling_steps = steps
-        self.spread_scale = results[steps]["scale"].astype(np.float32)
-        self.train_info["calibration"] = {
-            "n_samples": n,
-            "steps": steps,
-            "candidates": {
-                k: {"crps": v["crps"], "spread_skill_raw": v["spread_skill_raw"]} for k, v in results.items()
-            },
-            "spread_scale_median": float(np.median(self.spread_scale)),
-        }
-        logger.info(
-            "Calibration on %d validation section(s): %d sampler steps (CRPS %s); median spread scale %.2f.",
-            len(val_prep), steps, {k: round(v["crps"], 4) for k, v in results.items()}, np.median(self.spread_scale),
-        )  # fmt: skip
 
     # ------------------------------------------------------------------ prediction
     @torch.no_grad()
@@ -523,21 +461,12 @@ class DiffST:
             "sampling_steps": self.sampling_steps,
             "mean_net": self.mean_net.state_dict(),
             "residual_net": self.residual_net.state_dict(),
-            "train_info": _plain(info),
+            "train_info": plain(info),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model to ``path`` atomically (temporary file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(self.state(), tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        path = write_checkpoint(self.state(), path)
         logger.info("Saved Diff-ST model to %s.", path)
         return path
 
@@ -607,19 +536,6 @@ class DiffST:
             f"trained={bool(self.train_info)}, modulation={self.config.use_modulation}, "
             f"cross_attention={self.config.use_cross_attention}, gene_graph={self.config.use_gene_graph})"
         )
-
-
-def _plain(obj: Any) -> Any:
-    """Checkpoint-safe (``weights_only``) plain Python: dicts, lists, floats, ints, strings."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def _as_sections(data: Tiles | Section | Sequence[Section]) -> list[Section]:
