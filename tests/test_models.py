@@ -312,7 +312,7 @@ def test_aggregation_base_distributes_counts_by_histology(synthetic_small):
     assert model.prepare(sec, with_truth=False).base is not None  # cached: no refit
     with pytest.raises(ValueError, match="config.base"):
         DiffST.setup(sec, DiffSTConfig.preset("tiny", base="median")).prepare(sec, with_truth=False)
-    # the base is fitted inside predict_section too (under no_grad)
+    # the base model is fitted once at setup and stored: nothing is fitted at inference
     fresh = _section(synthetic_small)
     out = model.predict_section(fresh, n_samples=0, progress=False)
     assert np.isfinite(out["mean"]).all()
@@ -323,3 +323,37 @@ def test_aggregation_base_distributes_counts_by_histology(synthetic_small):
     assert not np.array_equal(
         model.prepare(rotated, with_truth=False).base, model.prepare(fresh, with_truth=False).base
     )
+
+
+def test_aggregation_base_is_stored_and_chunk_consistent(synthetic_small, tmp_path):
+    """The base model round-trips through save/load, and a crop's base is the whole base cropped."""
+    sec = _section(synthetic_small)
+    model = DiffST.setup(sec, DiffSTConfig.preset("tiny", base="aggregation"))
+    assert model.base_model is not None and model.base_model.genes == sec.genes
+    whole = model.normalizer.inverse(model.prepare(sec, with_truth=False).base)
+    loaded = DiffST.load(model.save(tmp_path / "m.pt"))
+    assert loaded.model_hash() == model.model_hash()
+    fresh = _section(synthetic_small)
+    np.testing.assert_allclose(loaded.normalizer.inverse(loaded.prepare(fresh, with_truth=False).base), whole, atol=1e-4)
+    # a crop given the whole slide's stain reference (as superresolve's chunks are) gets the whole
+    # section's base, cropped, away from its edge (nuclei clumps cut by the edge aside); without the
+    # reference its own stain normalisation shifts the features and the base
+    from stdiff.pp import stain_reference
+    from stdiff.pp._histology import STAIN_REFERENCE_KEY
+
+    h, w = sec.shape_lr
+    f = sec.factor
+    inner = slice(0, (w - 6) * f)
+
+    def agreement(crop):
+        part = loaded.normalizer.inverse(loaded.prepare(crop, with_truth=False).base)[..., inner]
+        return np.isclose(part, whole[..., inner], rtol=1e-3, atol=1e-3).mean()
+
+    own = fresh.crop_lr(slice(0, h), slice(0, w - 3), name="crop")
+    shared = fresh.crop_lr(slice(0, h), slice(0, w - 3), name="crop")
+    shared.meta[STAIN_REFERENCE_KEY] = stain_reference([fresh.he])
+    assert agreement(shared) > 0.97
+    assert agreement(own) < agreement(shared) - 0.2
+    with pytest.raises(ValueError, match="base_model"):
+        DiffST(sec.genes, config=DiffSTConfig.preset("tiny", base="aggregation"), factor=f, lr_um=sec.lr_um,
+               normalizer=model.normalizer, graph=model.graph)  # fmt: skip

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -297,6 +298,45 @@ class AggregationConsistency:
         lam = max(scores, key=lambda k: (scores[k], -k))
         logger.info("aggregation consistency: blend weight of the nearest map %.2f (held-out r %.3f)", lam, scores[lam])
         return lam
+
+    # ------------------------------------------------------------------ persistence
+    _OPTIONS = ("hidden", "layers", "kernel_size", "image_channels", "normalize_stains", "blend")
+
+    def state(self) -> dict[str, Any]:
+        """The fitted model as tensors and plain Python (what :meth:`from_state` rebuilds)."""
+        if self.net is None:
+            raise RuntimeError("Call fit() first.")
+        image = None
+        if self.net.patchify is not None:
+            conv = self.net.patchify[0]
+            image = [int(conv.in_channels), int(conv.kernel_size[0]), int(conv.out_channels)]
+        return {
+            "options": {k: getattr(self, k) for k in self._OPTIONS},
+            "scales_um": [None if v is None else float(v) for v in self.scales_um],
+            "genes": list(self.genes),
+            "blend_weight": float(self.blend_weight),
+            "feature_mean": torch.as_tensor(self._mean, dtype=torch.float32),
+            "feature_sd": torch.as_tensor(self._sd, dtype=torch.float32),
+            "log_base": self._log_base.detach().cpu(),
+            "n_features": int(len(self._mean)),
+            "image": image,
+            "net": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> AggregationConsistency:
+        """Rebuild a fitted model from :meth:`state` (on the CPU)."""
+        ac = cls(**state["options"], scales_um=tuple(state["scales_um"]))
+        ac.genes = list(state["genes"])
+        ac.blend_weight = float(state["blend_weight"])
+        ac._mean = state["feature_mean"].numpy()
+        ac._sd = state["feature_sd"].numpy()
+        ac._log_base = state["log_base"].clone()
+        image = tuple(state["image"]) if state["image"] is not None else None
+        ac.net = _Net(int(state["n_features"]), len(ac.genes), ac.hidden, ac.layers, ac.kernel_size, image)
+        ac.net.load_state_dict(state["net"])
+        ac.net.eval()
+        return ac
 
     # ------------------------------------------------------------------ prediction
     def _raw_abundance(self, section: Section) -> np.ndarray:

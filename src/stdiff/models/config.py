@@ -38,11 +38,12 @@ class DiffSTConfig:
     use_gene_graph, gene_dim, graph_layers, graph_threshold, graph_top_k
         Co-expression gene graph: on/off, per-gene feature size, graph-convolution layers, minimum
         co-expression (Pearson r) for an edge, and most neighbours per gene.
-    base
+    base, base_max_time_s
         What stage A corrects: ``"nearest"``, the LR map spread evenly over the tissue pixels of each
         block (:func:`stdiff.pp.lr_per_tissue_pixel`), or ``"aggregation"``, each block's counts
-        distributed by histology (:class:`~stdiff.models.AggregationConsistency`, fitted on the
-        section's own LR map when it is prepared; mass is conserved either way).
+        distributed by histology (:class:`~stdiff.models.AggregationConsistency`, fitted once on the
+        training sections' LR maps and H&E, stored with the model; mass is conserved either way);
+        and the time cap of that fit in seconds.
     use_histology_features
         Feed the hand-made histology features (stain optical densities, nuclei, texture at cell and
         tissue scale; :func:`stdiff.pp.histology_features`) as conditioning channels.
@@ -90,8 +91,10 @@ class DiffSTConfig:
     # histology feature channels (stdiff.pp.histology_features), next to the learned CNN
     use_histology_features: bool = True
     # the base stage A corrects: "nearest" (LR per tissue pixel) or "aggregation" (LR counts
-    # distributed by histology within each block, fitted on the section's own LR map)
+    # distributed by histology within each block by an AggregationConsistency model fitted once on
+    # the training sections' LR maps and stored with the model; base_max_time_s caps that fit)
     base: str = "aggregation"
+    base_max_time_s: float = 60.0
     # stage B: EDM residual diffusion
     sigma_min: float = 0.002
     sigma_max: float = 10.0

@@ -34,6 +34,7 @@ from ._calibration import calibrate, carve_validation
 from ._checkpoint import plain, write_checkpoint
 from ._fit import fit
 from ._windows import Prepared, upsample_lr
+from .aggregation_consistency import AggregationConsistency
 from .canvas import Canvas, padded_for_tiles
 from .config import DiffSTConfig
 from .gene_graph import GeneGraph, coexpression_graph
@@ -41,7 +42,7 @@ from .unet import DiffSTUNet
 
 __all__ = ["DiffST", "carve_validation", "upsample_lr"]
 
-FORMAT = "stdiff-diffst-2"
+FORMAT = "stdiff-diffst-3"
 
 
 def patch_px(config: DiffSTConfig, hr_um: float) -> int:
@@ -92,6 +93,7 @@ class DiffST:
         image_channels: int = 3,
         residual_scale: float = 1.0,
         feature_stats: dict[str, list[float]] | None = None,
+        base_model: AggregationConsistency | None = None,
         seed: int = 0,
     ) -> None:
         self.genes = list(genes)
@@ -103,6 +105,11 @@ class DiffST:
         self.image_channels = int(image_channels)
         self.residual_scale = float(residual_scale)
         self.feature_stats = feature_stats
+        if config.base not in ("nearest", "aggregation"):
+            raise ValueError(f"config.base must be 'nearest' or 'aggregation', got {config.base!r}.")
+        if (config.base == "aggregation") != (base_model is not None):
+            raise ValueError("config.base='aggregation' needs a fitted base_model (and 'nearest' none); use DiffST.setup.")
+        self.base_model = base_model
         G = len(self.genes)
         n_feat = len(feature_stats["mean"]) if feature_stats else 0
         cond = 2 * G + 1 + n_feat
@@ -125,9 +132,19 @@ class DiffST:
     # ------------------------------------------------------------------ construction
     @classmethod
     def setup(
-        cls, data: Tiles | Section | Sequence[Section], config: DiffSTConfig | str = "cpu", *, seed: int = 0
+        cls,
+        data: Tiles | Section | Sequence[Section],
+        config: DiffSTConfig | str = "cpu",
+        *,
+        seed: int = 0,
+        base_sections: Sequence[Section] | None = None,
     ) -> DiffST:
-        """Create an untrained model fitted to the training sections' genes, scale and co-expression."""
+        """Create an untrained model fitted to the training sections' genes, scale and co-expression.
+
+        With ``config.base == "aggregation"`` the base model (:class:`AggregationConsistency`) is
+        fitted here on the LR maps and H&E of ``data`` and of ``base_sections`` (e.g. the validation
+        sections; their HR truth is not read).
+        """
         sections = _as_sections(data)
         config = DiffSTConfig.preset(config) if isinstance(config, str) else config
         for s in sections:
@@ -137,7 +154,15 @@ class DiffST:
                     "or use Section.coarsen() for self-supervised training."
                 )
         normalizer = data.normalizer if isinstance(data, Tiles) else fit_normalizer(sections)
-        prepared = [Prepared(s, normalizer, with_truth=True) for s in sections]
+        base_model = None
+        if config.base == "aggregation":
+            # fitted once on the training sections' LR maps and H&E (no HR truth), stored with the model
+            with torch.enable_grad():
+                base_model = AggregationConsistency().fit(
+                    list(sections) + list(base_sections or []), seed=seed, max_time=config.base_max_time_s, device="cpu"
+                )
+        base = (lambda s: base_model.predict(s)["mean"]) if base_model is not None else (lambda s: None)
+        prepared = [Prepared(s, normalizer, with_truth=True, base_counts=base(s)) for s in sections]
         expr = np.concatenate([p.z_hr[:, p.mask_truth > 0] for p in prepared], axis=1)
         if expr.shape[1] > 200_000:
             idx = np.random.default_rng(0).choice(expr.shape[1], 200_000, replace=False)
@@ -154,7 +179,7 @@ class DiffST:
         model = cls(
             sections[0].genes, config=config, factor=sections[0].factor, lr_um=sections[0].lr_um,
             normalizer=normalizer, graph=graph, image_channels=sections[0].he.shape[0],
-            residual_scale=residual_scale, feature_stats=feature_stats, seed=seed,
+            residual_scale=residual_scale, feature_stats=feature_stats, base_model=base_model, seed=seed,
         )  # fmt: skip
         logger.info(
             "Diff-ST set up: %d genes, %d graph edges, residual scale %.3g, %d + %d parameters.",
@@ -177,25 +202,34 @@ class DiffST:
         return standardize_features(histology_features(section), mean, sd)
 
     def _base_counts(self, section: Section) -> np.ndarray | None:
-        """The histology-distributed base (``config.base == "aggregation"``), cached on the section."""
-        if self.config.base == "nearest":
+        """The histology-distributed base (``config.base == "aggregation"``), cached on the section.
+
+        Computed by the model's own :attr:`base_model` (fitted once on the training sections' LR maps),
+        so a section gives the same base whole or chunk by chunk, and nothing is fitted at inference.
+        """
+        if self.base_model is None:
             return None
-        if self.config.base != "aggregation":
-            raise ValueError(f"config.base must be 'nearest' or 'aggregation', got {self.config.base!r}.")
         from ..pp._histology import _fingerprint
 
         # keyed on the image too: a section whose histology was replaced (e.g. rotated) shares ``meta``
-        key = ("stdiff_aggregation_base", tuple(section.genes), _fingerprint(section.he))
+        key = ("stdiff_aggregation_base", self._base_digest(), tuple(section.genes), _fingerprint(section.he))
         cached = section.meta.get(key)
         if cached is not None and cached.shape[-2:] == section.mask_hr.shape:
             return cached
-        from .aggregation_consistency import AggregationConsistency
-
-        with torch.enable_grad():  # also when called from predict_section (no_grad)
-            ac = AggregationConsistency().fit([section], seed=0, max_time=60.0, device="cpu")
-        counts = ac.predict(section)["mean"]
+        counts = self.base_model.predict(section)["mean"]
         section.meta[key] = counts
         return counts
+
+    def _base_digest(self) -> str:
+        if self.base_model is None:
+            return ""
+        if getattr(self, "_digest", None) is None:
+            h = hashlib.sha256()
+            for k, v in sorted(self.base_model.net.state_dict().items()):
+                h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+            h.update(repr(self.base_model.blend_weight).encode())
+            self._digest = h.hexdigest()[:16]
+        return self._digest
 
     def prepare(self, section: Section, *, with_truth: bool) -> Prepared:
         """The section in the model's space (conditioning maps, histology, optional truth)."""
@@ -456,6 +490,7 @@ class DiffST:
             "image_channels": self.image_channels,
             "residual_scale": self.residual_scale,
             "feature_stats": self.feature_stats,
+            "base_model": None if self.base_model is None else self.base_model.state(),
             "gene_sigma": self.gene_sigma.tolist(),
             "spread_scale": self.spread_scale.tolist(),
             "sampling_steps": self.sampling_steps,
@@ -508,6 +543,7 @@ class DiffST:
             normalizer=Normalizer.from_dict(state["normalizer"]), graph=GeneGraph.from_dict(state["graph"]),
             image_channels=state["image_channels"], residual_scale=state["residual_scale"],
             feature_stats=state.get("feature_stats"),
+            base_model=None if state.get("base_model") is None else AggregationConsistency.from_state(state["base_model"]),
         )  # fmt: skip
         model.mean_net.load_state_dict(state["mean_net"])
         model.residual_net.load_state_dict(state["residual_net"])
@@ -527,6 +563,7 @@ class DiffST:
                 h.update(k.encode())
                 h.update(v.detach().cpu().contiguous().numpy().tobytes())
         h.update(self.spread_scale.tobytes())
+        h.update(self._base_digest().encode())
         h.update(repr((self.genes, self.factor, self.lr_um, self.config.to_dict(), self.sampling_steps)).encode())
         return h.hexdigest()[:16]
 

@@ -1,6 +1,12 @@
 """Preprocessing: rasterise SpatialData onto LR / HR / histology grids and cut paired tiles."""
 
-from ._histology import HistologyFeatures, fit_feature_scaler, histology_features, standardize_features
+from ._histology import (
+    HistologyFeatures,
+    fit_feature_scaler,
+    histology_features,
+    stain_reference,
+    standardize_features,
+)
 from ._lr_maps import lr_per_tissue_pixel
 from ._normalize import Normalizer
 from ._rasterize import rasterize
@@ -17,6 +23,7 @@ __all__ = [
     "fit_feature_scaler",
     "fit_normalizer",
     "histology_features",
+    "stain_reference",
     "lr_per_tissue_pixel",
     "make_tiles",
     "rasterize",

@@ -12,19 +12,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .._utils import logger
 from ._tiling import Section
 
-__all__ = ["HistologyFeatures", "fit_feature_scaler", "histology_features", "standardize_features"]
+__all__ = [
+    "HistologyFeatures",
+    "fit_feature_scaler",
+    "histology_features",
+    "stain_reference",
+    "standardize_features",
+]
 
 # Ruifrok & Johnston (2001) stain vectors (rows: haematoxylin, eosin, residual/DAB), as in skimage.
 _RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
 _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED / np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True))
 _BACKGROUND_OD = 0.15  # summed RGB optical density below which a pixel is glass/white space
 _CACHE_KEY = "_histology_features"
+#: ``section.meta`` key of a slide-wide :func:`stain_reference` (set on chunks of one slide)
+STAIN_REFERENCE_KEY = "stain_reference"
 
 Embeddings = np.ndarray | Callable[[np.ndarray], np.ndarray] | None
 
@@ -98,7 +107,10 @@ def _fingerprint(he: np.ndarray) -> str:
     return f"{he.shape}|{he.dtype}|{he.strides}|{digest}"
 
 
-def _nuclei(h_od: np.ndarray, tissue: np.ndarray, s: int, he_um: float, hr_um: float, min_um2: float, ref_um2: float):
+def _nuclei(
+    h_od: np.ndarray, tissue: np.ndarray, s: int, he_um: float, hr_um: float, min_um2: float, ref_um2: float,
+    thr: float | None = None,
+):  # fmt: skip
     """Nuclei from a haematoxylin OD image: density (per 100 µm²), size (µm²), eccentricity, area fraction.
 
     Nuclei are connected components of ``h_od > otsu(h_od on tissue)`` of at least ``min_um2``. A
@@ -109,7 +121,7 @@ def _nuclei(h_od: np.ndarray, tissue: np.ndarray, s: int, he_um: float, hr_um: f
     """
     from scipy import ndimage
 
-    thr = _otsu(h_od[tissue])
+    thr = _otsu(h_od[tissue]) if thr is None else float(thr)
     nuc = (h_od > thr) & tissue
     labels, n = ndimage.label(nuc)
     px_area = he_um**2
@@ -148,19 +160,70 @@ def _nuclei(h_od: np.ndarray, tissue: np.ndarray, s: int, he_um: float, hr_um: f
     return density.astype(np.float32), mean_size.astype(np.float32), mean_ecc.astype(np.float32), frac, thr
 
 
-def _rgb_features(he: np.ndarray, s: int, he_um: float, hr_um: float, normalize_stains: bool, nucleus_um2: tuple):
+def _rgb_to_hed(he: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rgb 0–255 float32, tissue mask, non-negative H/E/residual optical densities)``."""
     rgb = he.astype(np.float32)
     if he.dtype != np.uint8:
         rgb = rgb / max(float(np.nanmax(rgb)), 1e-6) * 255.0
     od = -np.log10((rgb + 1.0) / 256.0)  # (3, Y, X) optical density per RGB channel
     tissue = od.sum(0) > _BACKGROUND_OD
     hed = np.tensordot(_HED_FROM_RGB.T.astype(np.float32), od, axes=1)  # (3, Y, X): H, E, residual
-    hed = np.maximum(hed, 0.0)
-    if normalize_stains and tissue.any():
+    return rgb, tissue, np.maximum(hed, 0.0)
+
+
+def _channel_scale(img: np.ndarray) -> np.ndarray:
+    x = img.astype(np.float32)
+    if np.issubdtype(img.dtype, np.integer):
+        x = x / float(np.iinfo(img.dtype).max)
+    return x
+
+
+def stain_reference(images: Sequence[np.ndarray], *, max_pixels: int = 2_000_000, seed: int = 0) -> dict[str, Any]:
+    """The section-wide statistics that :func:`histology_features` normalises by, from image pieces.
+
+    For H&E: the 99th percentiles of haematoxylin and eosin optical density on tissue and the Otsu
+    threshold of the normalised haematoxylin (nuclei); for other images the Otsu threshold of
+    channel 0. Pooled over ``images`` (e.g. windows read across one slide, each ``(C, Y, X)``) from at
+    most ``max_pixels`` random pixels. Put the result in ``section.meta["stain_reference"]`` of every
+    window of that slide so that all windows are normalised alike (what :func:`stdiff.tl.superresolve`
+    does when it works chunk by chunk).
+    """
+    images = [np.asarray(im) for im in images if np.asarray(im).size]
+    if not images:
+        return {}
+    rng = np.random.default_rng(seed)
+    per = max(1, max_pixels // len(images))
+    if images[0].shape[0] != 3:
+        vals = [_channel_scale(im[:1]).ravel() for im in images]
+        vals = [v[rng.choice(v.size, per, replace=False)] if v.size > per else v for v in vals]
+        return {"otsu": _otsu(np.concatenate(vals))}
+    pools = []
+    for im in images:
+        _, tissue, hed = _rgb_to_hed(im)
+        v = hed[:2, tissue]
+        pools.append(v[:, rng.choice(v.shape[1], per, replace=False)] if v.shape[1] > per else v)
+    v = np.concatenate(pools, axis=1)
+    if v.shape[1] == 0:
+        return {}
+    ref = np.maximum(np.percentile(v, 99, axis=1), 1e-3)
+    return {"od99": [float(ref[0]), float(ref[1])], "otsu": _otsu(v[0] / ref[0])}
+
+
+def _rgb_features(
+    he: np.ndarray, s: int, he_um: float, hr_um: float, normalize_stains: bool, nucleus_um2: tuple,
+    reference: dict[str, Any] | None = None,
+):  # fmt: skip
+    rgb, tissue, hed = _rgb_to_hed(he)
+    thr = None
+    if reference and "od99" in reference:
+        thr = reference["otsu"] if normalize_stains else None
+        if normalize_stains:
+            hed[:2] /= np.asarray(reference["od99"], np.float32)[:, None, None]
+    elif normalize_stains and tissue.any():
         ref = np.percentile(hed[:2, tissue], 99, axis=1)
         hed[:2] /= np.maximum(ref, 1e-3)[:, None, None]
     gray = rgb.mean(0) / 255.0
-    density, size, ecc, frac, thr = _nuclei(hed[0], tissue, s, he_um, hr_um, *nucleus_um2)
+    density, size, ecc, frac, thr = _nuclei(hed[0], tissue, s, he_um, hr_um, *nucleus_um2, thr=thr)
     feats = {
         "h_od_mean": _block_mean(hed[0], s),
         "h_od_sd": _block_sd(hed[0], s),
@@ -180,16 +243,14 @@ def _rgb_features(he: np.ndarray, s: int, he_um: float, hr_um: float, normalize_
     return feats, {"nuclear_area_um2", "nuclear_eccentricity"}
 
 
-def _channel_features(img: np.ndarray, s: int):
-    x = img.astype(np.float32)
-    if np.issubdtype(img.dtype, np.integer):
-        x = x / float(np.iinfo(img.dtype).max)
+def _channel_features(img: np.ndarray, s: int, reference: dict[str, Any] | None = None):
+    x = _channel_scale(img)
     feats = {}
     for c in range(x.shape[0]):
         feats[f"ch{c}_mean"] = _block_mean(x[c], s)
         feats[f"ch{c}_sd"] = _block_sd(x[c], s)
         feats[f"ch{c}_gradient_energy"] = _block_mean(_gradient_energy(x[c]), s)
-    thr = _otsu(x[0].ravel())
+    thr = reference["otsu"] if reference and "otsu" in reference else _otsu(x[0].ravel())
     feats["ch0_bright_fraction"] = _block_mean((x[0] > thr).astype(np.float32), s)
     return feats, set()
 
@@ -267,7 +328,9 @@ def histology_features(
         Divide the H and E optical densities by the section's 99th percentile on tissue, so that
         they are relative to the section's staining. On by default: in leave-one-section-out ridge
         regression of spot expression on the four her2st *training* sections it transferred better
-        (see ``docs/model.md``, "Histology features").
+        (see ``docs/model.md``, "Histology features"). The percentiles and the nuclear Otsu
+        threshold are the section's own, or a slide-wide :func:`stain_reference` when
+        ``section.meta["stain_reference"]`` holds one (windows of one slide then share them).
     min_nucleus_um2
         Components smaller than this (µm²) are not nuclei.
     nucleus_um2
@@ -288,15 +351,17 @@ def histology_features(
         raise ValueError(f"Histology shape {he.shape[-2:]} is not the HR grid {(H, W)} × he_scale {s}.")
     scales = tuple(None if x is None else float(x) for x in scales_um)
     nuc = (float(min_nucleus_um2), float(nucleus_um2))
-    key = (_fingerprint(he), scales, bool(normalize_stains), nuc)
+    reference = section.meta.get(STAIN_REFERENCE_KEY) or None
+    ref_key = repr(sorted(reference.items())) if reference else ""
+    key = (_fingerprint(he), scales, bool(normalize_stains), nuc, ref_key)
     store = section.meta.setdefault(_CACHE_KEY, {}) if cache else {}
     base = store.get(key)
     if base is None:
         rgb = he.shape[0] == 3
         if rgb:
-            feats, weighted = _rgb_features(he, s, section.he_um, section.hr_um, normalize_stains, nuc)
+            feats, weighted = _rgb_features(he, s, section.he_um, section.hr_um, normalize_stains, nuc, reference)
         else:
-            feats, weighted = _channel_features(he, s)
+            feats, weighted = _channel_features(he, s, reference)
         weight = feats.get("nuclei_per_100um2")
         values, names = [], []
         for sc in scales:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._utils import logger
+from ..pp._histology import STAIN_REFERENCE_KEY
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import DiffST
@@ -159,6 +160,25 @@ class _Store:
         return mean, std
 
 
+def slide_stain_reference(inp: InputGrid, chunks: list, max_windows: int = 8) -> dict[str, Any]:
+    """One stain normalisation for the whole slide (:func:`stdiff.pp.stain_reference`), from up to
+    ``max_windows`` tissue chunks spread over it, so that every chunk's histology features agree."""
+    from ..pp._histology import stain_reference
+
+    tissue = [c for c in chunks if inp.mask_lr[c[0], c[1]].any()]
+    if not tissue:
+        return {}
+    pick = np.unique(np.linspace(0, len(tissue) - 1, min(max_windows, len(tissue))).round().astype(int))
+    images = []
+    for i in pick:
+        sec = inp.section(tissue[i][0], tissue[i][1], name="stain-reference")
+        images.append(sec.he)
+        del sec
+    ref = stain_reference(images)
+    logger.info("Slide-wide stain reference from %d chunk(s): %s", len(images), ref)
+    return ref
+
+
 def predict_streamed(
     model: DiffST,
     inp: InputGrid,
@@ -199,6 +219,7 @@ def predict_streamed(
         chunk_lr,
         halo,
     )
+    reference = slide_stain_reference(inp, chunks) if len(chunks) > 1 else None
     bar = None
     if progress and len(chunks) > 1:
         from tqdm.auto import tqdm
@@ -210,6 +231,8 @@ def predict_streamed(
                 bar.update()
             continue
         section = inp.section(prow, pcol, name=f"chunk{k}")
+        if reference:
+            section.meta[STAIN_REFERENCE_KEY] = reference
         pred = model.predict_section(section, seed=seed + k, progress=progress and bar is None, **predict_kwargs)
         mean, std = pred["mean"], pred["std"]
         if conserve_counts:

@@ -162,7 +162,7 @@ def train(
             self_supervised=self_supervised, image_key=image_key, counts_key=counts_key, table_key=table_key,
             coordinate_system=coordinate_system, spots_as=spots_as, layer=layer, allow_non_integer=allow_non_integer,
         )  # fmt: skip
-    model = DiffST.setup(sections, cfg, seed=seed)
+    model = DiffST.setup(sections, cfg, seed=seed, base_sections=val)
     model.train(
         sections, validation=val, steps=steps, max_time_s=max_time_s, device=device, seed=seed, progress=progress
     )

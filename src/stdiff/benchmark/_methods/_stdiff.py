@@ -83,7 +83,7 @@ def train_diffst(ctx: Context, config) -> tuple[Any, dict[str, Any]]:
     if hasattr(config, "val_every") and hasattr(config, "patience"):
         config = config.replace(val_every=b.eval_every, patience=b.patience)
     torch.manual_seed(ctx.seed)
-    model = DiffST.setup(train, config, seed=ctx.seed)
+    model = DiffST.setup(train, config, seed=ctx.seed, base_sections=val)
     t0, c0 = time.perf_counter(), time.process_time()
     kw = dict(seed=ctx.seed, device=ctx.device, progress=False)
     if _accepts(model.train, "validation", "max_time_s"):
