@@ -90,6 +90,38 @@ def test_gene_graph_from_known_coexpression():
     assert type(g).from_dict(g.to_dict()).edges() == g.edges()
 
 
+def test_gene_graph_head_equals_dense_gcn_batched_over_pixels():
+    """The head's one-product-per-image graph step is torch-geometric's DenseGCNConv, pixel by pixel."""
+    from stdiff.models import GeneGraphHead
+
+    torch.manual_seed(0)
+    g, d = 7, 3
+    adj = np.zeros((g, g), dtype=np.float32)
+    adj[0, 1] = adj[1, 0] = 0.9
+    adj[2, 3] = adj[3, 2] = 0.6
+    head = GeneGraphHead(5, g, d, 2, adj)
+    torch.nn.init.normal_(head.out.weight)
+    for conv in head.convs:
+        torch.nn.init.normal_(conv.bias)
+    x = torch.randn(2, 5, 4, 3)
+
+    def reference() -> torch.Tensor:
+        z = head.to_genes(x).view(2, g, d, 4, 3).permute(0, 3, 4, 1, 2).reshape(-1, g, d) + head.gene_embedding
+        a = head.adjacency if head.enabled else torch.zeros_like(head.adjacency)
+        for conv in head.convs:
+            z = z + head.act(conv(z, a))
+        return head.out(z).view(2, 4, 3, g).permute(0, 3, 1, 2)
+
+    with torch.no_grad():
+        for enabled in (True, False):
+            head.enabled = enabled
+            torch.testing.assert_close(head(x), reference(), rtol=1e-5, atol=1e-5)
+        head.enabled = True
+        on = head(x)
+        head.enabled = False
+        assert (on - head(x))[:, :4].abs().max() > 1e-3  # genes with edges change when the graph is off
+        torch.testing.assert_close(on[:, 4:], head(x)[:, 4:])  # isolated genes do not
+
 def test_entropy_ranking_and_curriculum():
     img = torch.full((1, 3, 64, 64), 0.5)
     img[:, :, :16, :16] = torch.rand(1, 3, 16, 16)  # the only textured patch (top-left of a 4×4 grid)
