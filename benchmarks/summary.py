@@ -1,6 +1,9 @@
 """Summary tables (markdown) of benchmark result JSONs, for the README and docs/benchmarks.md.
 
 Usage: ``python benchmarks/summary.py benchmarks/results/{synthetic,her2st,merfish}_cpu.json``.
+Files of the same dataset given later replace the earlier file's rows of the methods they ran
+(``python benchmarks/summary.py her2st_cpu.json her2st_rerun.json``); the table says which rows came from where.
+``--drop m1,m2`` leaves methods out (e.g. rows that a model change made stale and that were not re-run).
 One table per track: mean ± sd over seeds of the mean per-gene PCC, RMSE, CRPS, 90% coverage and
 spread-skill for every method, datasets side by side for PCC, then a per-dataset detail table.
 """
@@ -26,8 +29,28 @@ def _pm(m: dict, s: dict, key: str, nd: int = 3) -> str:
 
 
 def load(paths: list[str]) -> dict[str, dict]:
-    """``{dataset: result}`` of the JSON files."""
-    return {json.loads(Path(p).read_text())["dataset"]: json.loads(Path(p).read_text()) for p in paths}
+    """``{dataset: result}`` of the JSON files.
+
+    Several files of one dataset are merged method by method (per track): a later file's rows
+    replace an earlier file's, e.g. a re-run of the learned methods after a model change on top of
+    the full run. ``result["sources"]`` records which file gave which rows.
+    """
+    out: dict[str, dict] = {}
+    for p in paths:
+        res = json.loads(Path(p).read_text())
+        name = res["dataset"]
+        rows = {tr: sorted(v.get("methods", {})) for tr, v in res["runs"][0]["tracks"].items()}
+        if name not in out:
+            res["sources"] = [(Path(p).name, res["command"], rows)]
+            out[name] = res
+            continue
+        base = out[name]
+        if base["runs"][0]["factor"] != res["runs"][0]["factor"] or base.get("seeds") != res.get("seeds"):
+            raise ValueError(f"{p}: another factor or other seeds than the first {name} file; not merged.")
+        for tr, v in res["runs"][0]["tracks"].items():
+            base["runs"][0]["tracks"].setdefault(tr, {"methods": {}})["methods"].update(v.get("methods", {}))
+        base["sources"].append((Path(p).name, res["command"], rows))
+    return out
 
 
 def pcc_table(results: dict[str, dict], track: str) -> str:
@@ -78,8 +101,17 @@ def detail_table(result: dict, track: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """Print the summary of the result files named in ``argv``."""
+    """Print the summary of the result files named in ``argv`` (``--drop a,b`` leaves methods out)."""
+    drop: set[str] = set()
+    if "--drop" in argv:
+        i = argv.index("--drop")
+        drop = set(argv[i + 1].split(","))
+        argv = argv[:i] + argv[i + 2 :]
     results = load(argv)
+    for res in results.values():
+        for tr in res["runs"][0]["tracks"].values():
+            for meth in drop:
+                tr.get("methods", {}).pop(meth, None)
     out = []
     for track in ("reference", "self_supervised"):
         out += [f"### {track} track: mean per-gene PCC (mean ± sd over seeds)", "", pcc_table(results, track), ""]
@@ -88,6 +120,9 @@ def main(argv: list[str]) -> int:
             if t:
                 seeds = res.get("seeds")
                 out += [f"#### {name}, {track} (seeds {seeds}, {res['profile']} profile)", "", t, ""]
+                if len(res["sources"]) > 1:
+                    out += [f"Rows from {src}: {', '.join(rows.get(track, [])) or 'none'} (`{cmd}`)."
+                            for src, cmd, rows in res["sources"]] + [""]  # fmt: skip
     sys.stdout.write("\n".join(out))
     return 0
 

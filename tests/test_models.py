@@ -122,6 +122,7 @@ def test_gene_graph_head_equals_dense_gcn_batched_over_pixels():
         assert (on - head(x))[:, :4].abs().max() > 1e-3  # genes with edges change when the graph is off
         torch.testing.assert_close(on[:, 4:], head(x)[:, 4:])  # isolated genes do not
 
+
 def test_entropy_ranking_and_curriculum():
     img = torch.full((1, 3, 64, 64), 0.5)
     img[:, :, :16, :16] = torch.rand(1, 3, 16, 16)  # the only textured patch (top-left of a 4×4 grid)
@@ -366,7 +367,8 @@ def test_aggregation_base_is_stored_and_chunk_consistent(synthetic_small, tmp_pa
     loaded = DiffST.load(model.save(tmp_path / "m.pt"))
     assert loaded.model_hash() == model.model_hash()
     fresh = _section(synthetic_small)
-    np.testing.assert_allclose(loaded.normalizer.inverse(loaded.prepare(fresh, with_truth=False).base), whole, atol=1e-4)
+    base = loaded.normalizer.inverse(loaded.prepare(fresh, with_truth=False).base)
+    np.testing.assert_allclose(base, whole, atol=1e-4)
     # a crop given the whole slide's stain reference (as superresolve's chunks are) gets the whole
     # section's base, cropped, away from its edge (nuclei clumps cut by the edge aside); without the
     # reference its own stain normalisation shifts the features and the base
@@ -389,3 +391,25 @@ def test_aggregation_base_is_stored_and_chunk_consistent(synthetic_small, tmp_pa
     with pytest.raises(ValueError, match="base_model"):
         DiffST(sec.genes, config=DiffSTConfig.preset("tiny", base="aggregation"), factor=f, lr_um=sec.lr_um,
                normalizer=model.normalizer, graph=model.graph)  # fmt: skip
+
+
+def test_base_blend_is_chosen_on_validation_truth(synthetic_small):
+    """The base's blend with the nearest map follows the validation truth: 1 where the truth is the
+    nearest map, 0 where it is the histology-distributed map; without validation truth it is kept."""
+    from dataclasses import replace
+
+    from stdiff.models import AggregationConsistency
+    from stdiff.models._calibration import choose_base_blend
+    from stdiff.pp import fit_normalizer, lr_per_tissue_pixel
+
+    sec = _section(synthetic_small)
+    ac = AggregationConsistency().fit([sec], seed=0, max_time=20.0, device="cpu")
+    norm = fit_normalizer([sec])
+    hist = ac.predict(sec, blend=0.0)["histology"]
+    for truth, expected in ((lr_per_tissue_pixel(sec), 1.0), (hist, 0.0)):
+        ac.blend_weight = 0.5
+        choose_base_blend(ac, [replace(sec, hr=truth)], norm)
+        assert ac.blend_weight == expected and min(ac.blend_scores.values()) < 1e-8
+    ac.blend_weight = 0.5
+    choose_base_blend(ac, [], norm)
+    assert ac.blend_weight == 0.5

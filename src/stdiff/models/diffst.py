@@ -30,7 +30,7 @@ from .._utils import logger, resolve_device, torch_generator
 from ..pp._normalize import Normalizer
 from ..pp._tiling import Section, Tiles, fit_normalizer
 from . import _stages
-from ._calibration import calibrate, carve_validation
+from ._calibration import calibrate, carve_validation, choose_base_blend
 from ._checkpoint import plain, write_checkpoint
 from ._fit import fit
 from ._windows import Prepared, upsample_lr
@@ -108,7 +108,9 @@ class DiffST:
         if config.base not in ("nearest", "aggregation"):
             raise ValueError(f"config.base must be 'nearest' or 'aggregation', got {config.base!r}.")
         if (config.base == "aggregation") != (base_model is not None):
-            raise ValueError("config.base='aggregation' needs a fitted base_model (and 'nearest' none); use DiffST.setup.")
+            raise ValueError(
+                "config.base='aggregation' needs a fitted base_model (and 'nearest' none); use DiffST.setup."
+            )
         self.base_model = base_model
         G = len(self.genes)
         n_feat = len(feature_stats["mean"]) if feature_stats else 0
@@ -161,6 +163,7 @@ class DiffST:
                 base_model = AggregationConsistency().fit(
                     list(sections) + list(base_sections or []), seed=seed, max_time=config.base_max_time_s, device="cpu"
                 )
+            choose_base_blend(base_model, [s for s in base_sections or [] if s.hr is not None], normalizer)
         base = (lambda s: base_model.predict(s)["mean"]) if base_model is not None else (lambda s: None)
         prepared = [Prepared(s, normalizer, with_truth=True, base_counts=base(s)) for s in sections]
         expr = np.concatenate([p.z_hr[:, p.mask_truth > 0] for p in prepared], axis=1)
@@ -543,7 +546,8 @@ class DiffST:
             normalizer=Normalizer.from_dict(state["normalizer"]), graph=GeneGraph.from_dict(state["graph"]),
             image_channels=state["image_channels"], residual_scale=state["residual_scale"],
             feature_stats=state.get("feature_stats"),
-            base_model=None if state.get("base_model") is None else AggregationConsistency.from_state(state["base_model"]),
+            base_model=None if state.get("base_model") is None
+            else AggregationConsistency.from_state(state["base_model"]),
         )  # fmt: skip
         model.mean_net.load_state_dict(state["mean_net"])
         model.residual_net.load_state_dict(state["residual_net"])

@@ -161,8 +161,11 @@ class _Store:
 
 
 def slide_stain_reference(inp: InputGrid, chunks: list, max_windows: int = 8) -> dict[str, Any]:
-    """One stain normalisation for the whole slide (:func:`stdiff.pp.stain_reference`), from up to
-    ``max_windows`` tissue chunks spread over it, so that every chunk's histology features agree."""
+    """One stain normalisation for the whole slide (:func:`stdiff.pp.stain_reference`).
+
+    Computed from up to ``max_windows`` tissue chunks spread over the slide, so that every chunk's
+    histology features agree.
+    """
     from ..pp._histology import stain_reference
 
     tissue = [c for c in chunks if inp.mask_lr[c[0], c[1]].any()]
