@@ -144,8 +144,9 @@ class DiffST:
         """Create an untrained model fitted to the training sections' genes, scale and co-expression.
 
         With ``config.base == "aggregation"`` the base model (:class:`AggregationConsistency`) is
-        fitted here on the LR maps and H&E of ``data`` and of ``base_sections`` (e.g. the validation
-        sections; their HR truth is not read).
+        fitted here on the LR maps and H&E of ``data`` and of ``base_sections`` (the validation
+        sections), and its blend with the nearest map is chosen on the validation sections' HR truth
+        (``base_sections``, or carved from ``data`` as :meth:`train` carves them).
         """
         sections = _as_sections(data)
         config = DiffSTConfig.preset(config) if isinstance(config, str) else config
@@ -163,7 +164,9 @@ class DiffST:
                 base_model = AggregationConsistency().fit(
                     list(sections) + list(base_sections or []), seed=seed, max_time=config.base_max_time_s, device="cpu"
                 )
-            choose_base_blend(base_model, [s for s in base_sections or [] if s.hr is not None], normalizer)
+            # the blend with nearest: chosen on the validation truth (given, or carved as train() will)
+            val = list(base_sections) if base_sections is not None else carve_validation(sections, config.tile_lr)[1]
+            choose_base_blend(base_model, [s for s in val if s.hr is not None], normalizer)
         base = (lambda s: base_model.predict(s)["mean"]) if base_model is not None else (lambda s: None)
         prepared = [Prepared(s, normalizer, with_truth=True, base_counts=base(s)) for s in sections]
         expr = np.concatenate([p.z_hr[:, p.mask_truth > 0] for p in prepared], axis=1)
