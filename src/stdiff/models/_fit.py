@@ -112,10 +112,8 @@ def fit(
     if best_state is not None:
         ema.load_state_dict(best_state)
     seconds = time.perf_counter() - t0
-    logger.info(
-        "%s: %d steps in %.1f s (stopped: %s); best validation %.4g at step %d.",
-        desc, step, seconds, stopped, best_val, best_step,
-    )  # fmt: skip
+    kept = f"best validation {best_val:.4g} at step {best_step}" if best_state is not None else "no validation"
+    logger.info("%s: %d steps in %.1f s (stopped: %s); %s.", desc, step, seconds, stopped, kept)
     info = {
         "steps": step,
         "best_step": best_step if best_state is not None else step,
