@@ -3,7 +3,7 @@
 Usage: ``python benchmarks/summary.py benchmarks/results/{synthetic,her2st,merfish}_cpu.json``.
 Files of the same dataset given later replace the earlier file's rows of the methods they ran
 (``python benchmarks/summary.py her2st_cpu.json her2st_rerun.json``); the table says which rows came from where.
-``--drop m1,m2`` leaves methods out (e.g. rows that a model change made stale and that were not re-run).
+``--stale m1,m2`` leaves out those methods' rows of a merged dataset that were not re-run.
 One table per track: mean ± sd over seeds of the mean per-gene PCC, RMSE, CRPS, 90% coverage and
 spread-skill for every method, datasets side by side for PCC, then a per-dataset detail table.
 """
@@ -101,16 +101,23 @@ def detail_table(result: dict, track: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """Print the summary of the result files named in ``argv`` (``--drop a,b`` leaves methods out)."""
-    drop: set[str] = set()
-    if "--drop" in argv:
-        i = argv.index("--drop")
-        drop = set(argv[i + 1].split(","))
+    """Print the summary of the result files named in ``argv``.
+
+    ``--stale a,b``: in a dataset merged from several files, leave out these methods' rows when
+    they come from an earlier file (i.e. were not re-run after the change the later file measures).
+    """
+    stale: set[str] = set()
+    if "--stale" in argv:
+        i = argv.index("--stale")
+        stale = set(argv[i + 1].split(","))
         argv = argv[:i] + argv[i + 2 :]
     results = load(argv)
     for res in results.values():
-        for tr in res["runs"][0]["tracks"].values():
-            for meth in drop:
+        if len(res["sources"]) < 2:
+            continue
+        for track, tr in res["runs"][0]["tracks"].items():
+            rerun = {m for _, _, rows in res["sources"][1:] for m in rows.get(track, [])}
+            for meth in stale - rerun:
                 tr.get("methods", {}).pop(meth, None)
     out = []
     for track in ("reference", "self_supervised"):
