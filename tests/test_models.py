@@ -413,3 +413,25 @@ def test_base_blend_is_chosen_on_validation_truth(synthetic_small):
     ac.blend_weight = 0.5
     choose_base_blend(ac, [], norm)
     assert ac.blend_weight == 0.5
+
+
+def test_fit_stopped_by_time_keeps_validated_weights():
+    """A stage stopped by its time cap before its first scheduled validation is still validated."""
+    from stdiff.models._fit import fit
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 1)
+    x, y = torch.randn(32, 2), torch.randn(32, 1)
+    calls = []
+
+    def val_fn(m):
+        calls.append(1)
+        return float(((m(x) - y) ** 2).mean())
+
+    _, info = fit(
+        net, batch_fn=lambda step: {"x": x, "y": y}, loss_fn=lambda m, b, frac: ((m(b["x"]) - b["y"]) ** 2).mean(),
+        val_fn=val_fn, steps=1000, max_time_s=0.0, val_every=25, patience=4, learning_rate=1e-2,
+        weight_decay=0.0, ema_decay=0.99, device=torch.device("cpu"), progress=False,
+    )  # fmt: skip
+    assert info["stopped"] == "time" and info["steps"] == 1
+    assert len(calls) == 1 and info["best_val"] is not None and info["best_step"] == 1

@@ -107,6 +107,11 @@ def fit(
                     break
         if max_time_s is not None and time.perf_counter() - t0 > max_time_s:
             stopped = "time"
+            if val_fn is not None and (not val_history or val_history[-1][0] != step):
+                v = float(val_fn(ema))  # the weights kept are always validated ones
+                val_history.append((step, v))
+                if best_state is None or v < best_val - 1e-6 * abs(best_val):
+                    best_val, best_step, best_state = v, step, copy.deepcopy(ema.state_dict())
             break
     bar.close()
     if best_state is not None:
