@@ -167,8 +167,8 @@ class DiffST:
             # the blend with nearest: chosen on the validation truth (given, or carved as train() will)
             val = list(base_sections) if base_sections is not None else carve_validation(sections, config.tile_lr)[1]
             choose_base_blend(base_model, [s for s in val if s.hr is not None], normalizer)
-        base = (lambda s: base_model.predict(s)["mean"]) if base_model is not None else (lambda s: None)
-        prepared = [Prepared(s, normalizer, with_truth=True, base_counts=base(s)) for s in sections]
+        bases = [None if base_model is None else base_model.predict(s)["mean"] for s in sections]
+        prepared = [Prepared(s, normalizer, with_truth=True, base_counts=b) for s, b in zip(sections, bases)]
         expr = np.concatenate([p.z_hr[:, p.mask_truth > 0] for p in prepared], axis=1)
         if expr.shape[1] > 200_000:
             idx = np.random.default_rng(0).choice(expr.shape[1], 200_000, replace=False)
@@ -187,6 +187,9 @@ class DiffST:
             normalizer=normalizer, graph=graph, image_channels=sections[0].he.shape[0],
             residual_scale=residual_scale, feature_stats=feature_stats, base_model=base_model, seed=seed,
         )  # fmt: skip
+        for s, b in zip(sections, bases):  # cached where training will look for it: computed once
+            if b is not None:
+                s.meta[model._base_key(s)] = b
         logger.info(
             "Diff-ST set up: %d genes, %d graph edges, residual scale %.3g, %d + %d parameters.",
             len(model.genes), graph.edge_index.shape[1], residual_scale,
@@ -215,16 +218,20 @@ class DiffST:
         """
         if self.base_model is None:
             return None
-        from ..pp._histology import _fingerprint
-
         # keyed on the image too: a section whose histology was replaced (e.g. rotated) shares ``meta``
-        key = ("stdiff_aggregation_base", self._base_digest(), tuple(section.genes), _fingerprint(section.he))
+        key = self._base_key(section)
         cached = section.meta.get(key)
         if cached is not None and cached.shape[-2:] == section.mask_hr.shape:
             return cached
         counts = self.base_model.predict(section)["mean"]
         section.meta[key] = counts
         return counts
+
+    def _base_key(self, section: Section) -> tuple:
+        """``section.meta`` key of this model's base of ``section`` (keyed on the image too)."""
+        from ..pp._histology import _fingerprint
+
+        return ("stdiff_aggregation_base", self._base_digest(), tuple(section.genes), _fingerprint(section.he))
 
     def _base_digest(self) -> str:
         if self.base_model is None:
