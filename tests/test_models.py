@@ -18,6 +18,7 @@ from stdiff.models import (
 )
 from stdiff.models._windows import Prepared
 from stdiff.pp import aggregate, rasterize
+from stdiff.pp._normalize import Normalizer
 
 
 def _gaussian_denoiser(m: torch.Tensor, s: torch.Tensor):
@@ -121,6 +122,19 @@ def test_gene_graph_head_equals_dense_gcn_batched_over_pixels():
         head.enabled = False
         assert (on - head(x))[:, :4].abs().max() > 1e-3  # genes with edges change when the graph is off
         torch.testing.assert_close(on[:, 4:], head(x)[:, 4:])  # isolated genes do not
+    head.enabled = True
+    # training mode (no in-place activation): the same values, and gradients reach the graph layers
+    y = head(x)
+    torch.testing.assert_close(y, reference(), rtol=1e-5, atol=1e-5)
+    y.square().sum().backward()
+    assert all(c.lin.weight.grad is not None and c.lin.weight.grad.abs().sum() > 0 for c in head.convs)
+    # the ablation (no graph): a per-gene linear layer, the same for every gene
+    plain = GeneGraphHead(5, g, d, 1, None)
+    torch.nn.init.normal_(plain.out.weight)
+    with torch.no_grad():
+        z = plain.to_genes(x).view(2, g, d, 4, 3).permute(0, 3, 4, 1, 2) + plain.gene_embedding[:, None, None]
+        z = z + plain.act(plain.convs[0](z))
+        torch.testing.assert_close(plain(x), plain.out(z)[..., 0].permute(0, 3, 1, 2), rtol=1e-5, atol=1e-5)
 
 
 def test_entropy_ranking_and_curriculum():
@@ -435,3 +449,21 @@ def test_fit_stopped_by_time_keeps_validated_weights():
     )  # fmt: skip
     assert info["stopped"] == "time" and info["steps"] == 1
     assert len(calls) == 1 and info["best_val"] is not None and info["best_step"] == 1
+
+
+def test_config_round_trip_and_older_checkpoints_keep_stage_b_width():
+    cfg = DiffSTConfig.preset("cpu")
+    assert DiffSTConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.residual_gene_dim < cfg.gene_dim  # stage B's head is narrower than stage A's
+    old = cfg.to_dict()
+    del old["residual_gene_dim"]  # a checkpoint written before the field existed
+    assert DiffSTConfig.from_dict(old).residual_gene_dim == cfg.gene_dim
+    with pytest.raises(ValueError, match="Unknown config fields"):
+        DiffSTConfig.from_dict({**cfg.to_dict(), "no_such_field": 1})
+    tiny = DiffSTConfig.preset("tiny", gene_dim=6, residual_gene_dim=2, base="nearest")
+    model = DiffST(
+        ["a", "b"], config=tiny, factor=2, lr_um=20.0,
+        normalizer=Normalizer(["a", "b"], np.ones(2, np.float32), np.ones(2, np.float32)),
+        graph=coexpression_graph(np.eye(2), ["a", "b"]),
+    )  # fmt: skip
+    assert (model.mean_net.head.gene_dim, model.residual_net.head.gene_dim) == (6, 2)

@@ -1,12 +1,21 @@
-"""Reading a saved model file, with an error that says so when the file is not a stdiff model."""
+"""Saving and loading a Diff-ST model.
+
+Its state as plain Python and tensors, written atomically, read back with an error that says so when
+the file is not a stdiff model.
+"""
 
 from __future__ import annotations
 
 import os
 import pickle
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import DiffSTConfig
+    from .diffst import DiffST
 
 
 def read_checkpoint(path: str | os.PathLike, *, expected_format: str) -> dict[str, Any]:
@@ -81,3 +90,75 @@ def plain(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+def model_state(model: DiffST, fmt: str) -> dict[str, Any]:
+    """Everything needed to rebuild ``model`` (tensors and plain Python only), tagged ``fmt``."""
+    info = {k: v for k, v in model.train_info.items() if k not in ("stage_a", "stage_b")}
+    for k in ("stage_a", "stage_b"):
+        if k in model.train_info:
+            info[k] = {kk: vv for kk, vv in model.train_info[k].items() if kk != "history"}
+    return {
+        "format": fmt,
+        "genes": list(model.genes),
+        "config": model.config.to_dict(),
+        "factor": model.factor,
+        "lr_um": model.lr_um,
+        "normalizer": model.normalizer.to_dict(),
+        "graph": model.graph.to_dict(),
+        "image_channels": model.image_channels,
+        "residual_scale": model.residual_scale,
+        "feature_stats": model.feature_stats,
+        "base_model": None if model.base_model is None else model.base_model.state(),
+        "gene_sigma": model.gene_sigma.tolist(),
+        "spread_scale": model.spread_scale.tolist(),
+        "sampling_steps": model.sampling_steps,
+        "mean_net": model.mean_net.state_dict(),
+        "residual_net": model.residual_net.state_dict(),
+        "train_info": plain(info),
+    }
+
+
+def model_from_state(
+    cls: type[DiffST],
+    state: dict[str, Any],
+    *,
+    genes: Sequence[str] | None = None,
+    config: DiffSTConfig | None = None,
+) -> DiffST:
+    """Rebuild a model from :func:`model_state`, checking a requested gene panel and config against it."""
+    import numpy as np
+
+    from ..pp._normalize import Normalizer
+    from .aggregation_consistency import AggregationConsistency
+    from .config import DiffSTConfig
+    from .gene_graph import GeneGraph
+
+    saved_cfg = DiffSTConfig.from_dict(state["config"])
+    if config is not None and config != saved_cfg:
+        diff = {k: (v, saved_cfg.to_dict()[k]) for k, v in config.to_dict().items() if saved_cfg.to_dict()[k] != v}
+        raise ValueError(f"Config differs from the checkpoint's (given, saved): {diff}.")
+    if genes is not None:
+        missing = [g for g in genes if g not in state["genes"]]
+        if missing:
+            raise KeyError(
+                f"Genes {missing[:10]} are not in the model's panel of {len(state['genes'])} genes "
+                f"(e.g. {state['genes'][:5]}); retrain with them or drop them from genes=."
+            )
+    base = state.get("base_model")
+    model = cls(
+        state["genes"], config=saved_cfg, factor=state["factor"], lr_um=state["lr_um"],
+        normalizer=Normalizer.from_dict(state["normalizer"]), graph=GeneGraph.from_dict(state["graph"]),
+        image_channels=state["image_channels"], residual_scale=state["residual_scale"],
+        feature_stats=state.get("feature_stats"),
+        base_model=None if base is None else AggregationConsistency.from_state(base),
+    )  # fmt: skip
+    model.mean_net.load_state_dict(state["mean_net"])
+    model.residual_net.load_state_dict(state["residual_net"])
+    model.gene_sigma = np.asarray(state["gene_sigma"], np.float32)
+    model.spread_scale = np.asarray(state["spread_scale"], np.float32)
+    model.sampling_steps = int(state["sampling_steps"])
+    model.train_info = dict(state.get("train_info") or {})
+    model.mean_net.eval()
+    model.residual_net.eval()
+    return model

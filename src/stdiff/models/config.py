@@ -24,8 +24,10 @@ class DiffSTConfig:
     base_channels, channel_mults, num_res_blocks, attention_levels, num_heads
         U-Net backbone of the stage-A mean network: channels per level, residual blocks per level,
         levels with self-attention.
-    residual_base_channels
-        Base channels of the stage-B residual denoiser (same layout, usually narrower).
+    residual_base_channels, residual_gene_dim
+        Base channels and per-gene feature size of the stage-B residual denoiser (same layout,
+        usually narrower: its gene-graph head, at HR resolution and evaluated at every sampler step
+        for every sample, is most of the sampling time when it is as wide as stage A's).
     use_modulation, modulation_kernel, disentangle_weight
         Cross-modal adaptive modulation with the disentangling network as the fusion of the
         expression and histology streams at every level: on/off (off: concatenate and project), the
@@ -72,6 +74,7 @@ class DiffSTConfig:
     attention_levels: tuple[int, ...] = (2,)
     num_heads: int = 4
     residual_base_channels: int = 16
+    residual_gene_dim: int = 4
     # cross-modal adaptive modulation + disentangling (the fusion at every level)
     use_modulation: bool = True
     modulation_kernel: int = 3
@@ -160,6 +163,7 @@ class DiffSTConfig:
                 cross_attention_level=2,
                 patch_dim=256,
                 gene_dim=32,
+                residual_gene_dim=8,
                 steps=100_000,
                 residual_steps=50_000,
                 max_time_s=24 * 3600.0,
@@ -198,6 +202,8 @@ class DiffSTConfig:
         if unknown:
             raise ValueError(f"Unknown config fields {sorted(unknown)}; this checkpoint is from another version.")
         d = dict(d)
+        # checkpoints from before residual_gene_dim existed built stage B with stage A's gene_dim
+        d.setdefault("residual_gene_dim", d.get("gene_dim", cls.gene_dim))
         for k in ("channel_mults", "attention_levels", "step_candidates"):
             if k in d:
                 d[k] = tuple(d[k])

@@ -31,7 +31,7 @@ from ..pp._normalize import Normalizer
 from ..pp._tiling import Section, Tiles, fit_normalizer
 from . import _stages
 from ._calibration import calibrate, carve_validation, choose_base_blend
-from ._checkpoint import plain, write_checkpoint
+from ._checkpoint import model_from_state, model_state, read_checkpoint, write_checkpoint
 from ._fit import fit
 from ._windows import Prepared, upsample_lr
 from .aggregation_consistency import AggregationConsistency
@@ -122,9 +122,10 @@ class DiffST:
             self.mean_net = DiffSTUNet(
                 config, G, cond_channels=cond, image_channels=self.image_channels, adjacency=adj, patch_px=px
             )
+            stage_b = config.replace(base_channels=config.residual_base_channels, gene_dim=config.residual_gene_dim)
             self.residual_net = DiffSTUNet(
-                config.replace(base_channels=config.residual_base_channels), G, cond_channels=cond + G,
-                image_channels=self.image_channels, adjacency=adj, sample_channels=G, patch_px=px,
+                stage_b, G, cond_channels=cond + G, image_channels=self.image_channels, adjacency=adj,
+                sample_channels=G, patch_px=px,
             )  # fmt: skip
         self.gene_sigma = np.ones(G, np.float32)
         self.spread_scale = np.ones(G, np.float32)
@@ -460,21 +461,7 @@ class DiffST:
                 ).cpu().numpy()  # fmt: skip
                 bar.close()
                 scale = (self.gene_sigma * self.spread_scale)[None, :, None, None]
-                z = np.clip(mu[None] + r * scale, 0, None) * m
-                counts = self.normalizer.inverse(z, axis=-3)
-                result["z_std"] = z.std(0, ddof=1) if n > 1 else np.zeros_like(mu)
-                result["std"] = (counts.std(0, ddof=1) if n > 1 else np.zeros_like(mu)) * m
-                # a central 90% prediction interval from few samples: Student-t in the normalised space
-                # (empirical 5%/95% quantiles of n = 8 samples cover ≈ 70% for a calibrated ensemble),
-                # mapped back to counts (the map is monotone, so quantiles map to quantiles)
-                from scipy.stats import t as student_t
-
-                half = student_t.ppf(0.95, df=max(n - 1, 1)) * np.sqrt(1 + 1 / n) * result["z_std"]
-                for key, sgn in (("q05", -1.0), ("q95", 1.0)):
-                    zq = np.clip(mu + sgn * half, 0, None)
-                    result[key] = self.normalizer.inverse(zq, axis=-3) * m
-                if return_samples:
-                    result["samples"] = z
+                result.update(_stages.predictive_summary(mu, r * scale, m, self.normalizer, return_samples))
             else:
                 result["std"] = np.zeros_like(mu)
                 result["z_std"] = np.zeros_like(mu)
@@ -488,29 +475,7 @@ class DiffST:
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
         """Everything needed to rebuild the model (tensors and plain Python only)."""
-        info = {k: v for k, v in self.train_info.items() if k not in ("stage_a", "stage_b")}
-        for k in ("stage_a", "stage_b"):
-            if k in self.train_info:
-                info[k] = {kk: vv for kk, vv in self.train_info[k].items() if kk != "history"}
-        return {
-            "format": FORMAT,
-            "genes": list(self.genes),
-            "config": self.config.to_dict(),
-            "factor": self.factor,
-            "lr_um": self.lr_um,
-            "normalizer": self.normalizer.to_dict(),
-            "graph": self.graph.to_dict(),
-            "image_channels": self.image_channels,
-            "residual_scale": self.residual_scale,
-            "feature_stats": self.feature_stats,
-            "base_model": None if self.base_model is None else self.base_model.state(),
-            "gene_sigma": self.gene_sigma.tolist(),
-            "spread_scale": self.spread_scale.tolist(),
-            "sampling_steps": self.sampling_steps,
-            "mean_net": self.mean_net.state_dict(),
-            "residual_net": self.residual_net.state_dict(),
-            "train_info": plain(info),
-        }
+        return model_state(self, FORMAT)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model to ``path`` atomically (temporary file + rename)."""
@@ -537,37 +502,7 @@ class DiffST:
         config
             If given, must equal the saved config (raises ``ValueError`` listing the differences).
         """
-        from ._checkpoint import read_checkpoint
-
-        state = read_checkpoint(path, expected_format=FORMAT)
-        saved_cfg = DiffSTConfig.from_dict(state["config"])
-        if config is not None and config != saved_cfg:
-            diff = {k: (v, saved_cfg.to_dict()[k]) for k, v in config.to_dict().items() if saved_cfg.to_dict()[k] != v}
-            raise ValueError(f"Config differs from the checkpoint's (given, saved): {diff}.")
-        if genes is not None:
-            missing = [g for g in genes if g not in state["genes"]]
-            if missing:
-                raise KeyError(
-                    f"Genes {missing[:10]} are not in the model's panel of {len(state['genes'])} genes "
-                    f"(e.g. {state['genes'][:5]}); retrain with them or drop them from genes=."
-                )
-        model = cls(
-            state["genes"], config=saved_cfg, factor=state["factor"], lr_um=state["lr_um"],
-            normalizer=Normalizer.from_dict(state["normalizer"]), graph=GeneGraph.from_dict(state["graph"]),
-            image_channels=state["image_channels"], residual_scale=state["residual_scale"],
-            feature_stats=state.get("feature_stats"),
-            base_model=None if state.get("base_model") is None
-            else AggregationConsistency.from_state(state["base_model"]),
-        )  # fmt: skip
-        model.mean_net.load_state_dict(state["mean_net"])
-        model.residual_net.load_state_dict(state["residual_net"])
-        model.gene_sigma = np.asarray(state["gene_sigma"], np.float32)
-        model.spread_scale = np.asarray(state["spread_scale"], np.float32)
-        model.sampling_steps = int(state["sampling_steps"])
-        model.train_info = dict(state.get("train_info") or {})
-        model.mean_net.eval()
-        model.residual_net.eval()
-        return model
+        return model_from_state(cls, read_checkpoint(path, expected_format=FORMAT), genes=genes, config=config)
 
     def model_hash(self) -> str:
         """SHA-256 (first 16 hex) of both networks' weights, the calibration and the model's metadata."""

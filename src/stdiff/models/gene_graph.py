@@ -161,24 +161,30 @@ class GeneGraphHead(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` → ``(B, G, H, W)``.
 
-        Works in the channel-first layout ``(B, G, D, H·W)``: the graph step is one ``(G, G)`` matrix
-        product per image over all pixels and features at once (the same result as ``DenseGCNConv``
-        batched over pixels, whose ``P`` tiny products were ≈ 20× slower for 300 genes on a CPU).
+        Works in the channel-first layout ``(B, G, D, H·W)``. The graph step is one ``(G, G)`` matrix
+        product per image over all pixels and features at once, then the layer's ``(D, D)`` weight
+        and bias in one batched multiply-add: the same result as ``DenseGCNConv`` batched over pixels
+        (propagation over genes and the linear map over features commute), whose ``P`` tiny products
+        were ≈ 20× slower for 300 genes on a CPU, and half the memory traffic of applying the weight first.
         """
         b, _, h, w = feats.shape
-        g, d = self.n_genes, self.gene_dim
+        g, d, n = self.n_genes, self.gene_dim, h * w
         # the gene embedding is constant over pixels: added through the 1×1 convolution's bias
         bias = self.gene_embedding.reshape(-1) + (0 if self.to_genes.bias is None else self.to_genes.bias)
-        z = nn.functional.conv2d(feats, self.to_genes.weight, bias).view(b, g, d, h * w)
+        z = nn.functional.conv2d(feats, self.to_genes.weight, bias).view(b, g, d, n)
         prop = self.propagation()
+        inplace = not torch.is_grad_enabled()  # the activation may overwrite its input only at inference
         for conv in self.convs:
             if prop is None:  # nn.Linear per gene and pixel (ablation: genes independent)
-                upd = torch.einsum("ed,bgdn->bgen", conv.weight, z) + conv.bias.view(1, 1, d, 1)
-            else:  # DenseGCNConv: lin (no bias), propagate, add bias
-                upd = torch.einsum("ed,bgdn->bgen", conv.lin.weight, z)
-                upd = torch.matmul(prop, upd.reshape(b, g, d * h * w)).view(b, g, d, h * w)
-                if conv.bias is not None:
-                    upd = upd + conv.bias.view(1, 1, d, 1)
-            z = z + self.act(upd)
-        out = torch.einsum("d,bgdn->bgn", self.out.weight[0], z) + self.out.bias
+                weight, layer_bias, x = conv.weight, conv.bias, z
+            else:  # DenseGCNConv: propagate, lin (no bias), add bias
+                weight, layer_bias = conv.lin.weight, conv.bias
+                x = torch.matmul(prop, z.reshape(b, g, d * n))
+            x = x.reshape(b * g, d, n)
+            lb = (
+                torch.zeros(1, d, 1, device=z.device, dtype=z.dtype) if layer_bias is None else layer_bias.view(1, d, 1)
+            )
+            upd = torch.baddbmm(lb, weight.expand(b * g, d, d), x)
+            z = z + nn.functional.silu(upd, inplace=inplace).view(b, g, d, n)
+        out = torch.matmul(self.out.weight, z).view(b, g, n) + self.out.bias
         return out.view(b, g, h, w)
