@@ -28,16 +28,17 @@ import torch
 
 from .._utils import logger, resolve_device, torch_generator
 from ..pp._normalize import Normalizer
-from ..pp._tiling import Section, Tiles, fit_normalizer
+from ..pp._tiling import Section, Tiles
 from . import _stages
-from ._calibration import calibrate, carve_validation, choose_base_blend
+from ._calibration import calibrate, carve_validation
 from ._checkpoint import model_from_state, model_state, read_checkpoint, write_checkpoint
 from ._fit import fit
+from ._setup import fit_setup
 from ._windows import Prepared, upsample_lr
 from .aggregation_consistency import AggregationConsistency
 from .canvas import Canvas, padded_for_tiles
 from .config import DiffSTConfig
-from .gene_graph import GeneGraph, coexpression_graph
+from .gene_graph import GeneGraph
 from .unet import DiffSTUNet
 
 __all__ = ["DiffST", "carve_validation", "upsample_lr"]
@@ -151,38 +152,9 @@ class DiffST:
         """
         sections = _as_sections(data)
         config = DiffSTConfig.preset(config) if isinstance(config, str) else config
-        for s in sections:
-            if s.hr is None:
-                raise ValueError(
-                    f"Section {s.name!r} has no HR truth; train on references with transcripts or HR bins, "
-                    "or use Section.coarsen() for self-supervised training."
-                )
-        normalizer = data.normalizer if isinstance(data, Tiles) else fit_normalizer(sections)
-        base_model = None
-        if config.base == "aggregation":
-            # fitted once on the training sections' LR maps and H&E (no HR truth), stored with the model
-            with torch.enable_grad():
-                base_model = AggregationConsistency().fit(
-                    list(sections) + list(base_sections or []), seed=seed, max_time=config.base_max_time_s, device="cpu"
-                )
-            # the blend with nearest: chosen on the validation truth (given, or carved as train() will)
-            val = list(base_sections) if base_sections is not None else carve_validation(sections, config.tile_lr)[1]
-            choose_base_blend(base_model, [s for s in val if s.hr is not None], normalizer)
-        bases = [None if base_model is None else base_model.predict(s)["mean"] for s in sections]
-        prepared = [Prepared(s, normalizer, with_truth=True, base_counts=b) for s, b in zip(sections, bases)]
-        expr = np.concatenate([p.z_hr[:, p.mask_truth > 0] for p in prepared], axis=1)
-        if expr.shape[1] > 200_000:
-            idx = np.random.default_rng(0).choice(expr.shape[1], 200_000, replace=False)
-            expr = expr[:, idx]
-        graph = coexpression_graph(expr, sections[0].genes, threshold=config.graph_threshold, top_k=config.graph_top_k)
-        resid = np.concatenate([(p.z_hr - p.base)[:, p.mask_truth > 0].ravel() for p in prepared])
-        residual_scale = float(max(resid.std(), 1e-3))
-        feature_stats = None
-        if config.use_histology_features:
-            from ..pp import fit_feature_scaler, histology_features
-
-            mean, sd = fit_feature_scaler([histology_features(s) for s in sections])
-            feature_stats = {"mean": mean.tolist(), "sd": sd.tolist()}
+        fitted = fit_setup(sections, config, data.normalizer if isinstance(data, Tiles) else None, seed, base_sections)
+        normalizer, graph, residual_scale = fitted.normalizer, fitted.graph, fitted.residual_scale
+        feature_stats, base_model, bases = fitted.feature_stats, fitted.base_model, fitted.bases
         model = cls(
             sections[0].genes, config=config, factor=sections[0].factor, lr_um=sections[0].lr_um,
             normalizer=normalizer, graph=graph, image_channels=sections[0].he.shape[0],

@@ -66,7 +66,8 @@ def superresolve(
     grid of ``lr_um`` µm and super-resolved over overlapping tiles blended with a smooth window (no
     seams). The mean is the model's regression network (stage A); ``n_samples`` (per chunk, see ``chunk_lr``)
     samples of its residual diffusion model (stage B), calibrated on validation data at training,
-    give the standard deviation and the 5% / 95% quantiles.
+    give the standard deviation. (For 5% / 95% prediction bounds of a section, call
+    :meth:`~stdiff.models.DiffST.predict_section`, which returns ``q05`` and ``q95``.)
 
     With ``model=None`` the section teaches itself, from its own spots and H&E:
 

@@ -1,0 +1,76 @@
+"""What :meth:`DiffST.setup <stdiff.models.DiffST.setup>` fits from the training sections before any training.
+
+The count normalisation, the histology-distributed base (fitted on LR maps and H&E only, its blend
+with the nearest map chosen on validation truth), the co-expression gene graph, the scale of the
+HR − base residual (stage A's target scale) and the histology feature scaler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..pp._normalize import Normalizer
+from ..pp._tiling import Section, fit_normalizer
+from ._calibration import carve_validation, choose_base_blend
+from ._windows import Prepared
+from .aggregation_consistency import AggregationConsistency
+from .config import DiffSTConfig
+from .gene_graph import GeneGraph, coexpression_graph
+
+
+@dataclass
+class Setup:
+    """The fitted pieces of an untrained model, and the base of each training section."""
+
+    normalizer: Normalizer
+    graph: GeneGraph
+    residual_scale: float
+    feature_stats: dict[str, list[float]] | None
+    base_model: AggregationConsistency | None
+    bases: list[np.ndarray | None]
+
+
+def fit_setup(
+    sections: Sequence[Section],
+    config: DiffSTConfig,
+    normalizer: Normalizer | None,
+    seed: int,
+    base_sections: Sequence[Section] | None,
+) -> Setup:
+    """Fit normalisation (unless given), base, gene graph, residual scale and feature scaler."""
+    for s in sections:
+        if s.hr is None:
+            raise ValueError(
+                f"Section {s.name!r} has no HR truth; train on references with transcripts or HR bins, "
+                "or use Section.coarsen() for self-supervised training."
+            )
+    normalizer = normalizer if normalizer is not None else fit_normalizer(sections)
+    base_model = None
+    if config.base == "aggregation":
+        # fitted once on the training sections' LR maps and H&E (no HR truth), stored with the model
+        with torch.enable_grad():
+            base_model = AggregationConsistency().fit(
+                list(sections) + list(base_sections or []), seed=seed, max_time=config.base_max_time_s, device="cpu"
+            )
+        # the blend with nearest: chosen on the validation truth (given, or carved as train() will)
+        val = list(base_sections) if base_sections is not None else carve_validation(sections, config.tile_lr)[1]
+        choose_base_blend(base_model, [s for s in val if s.hr is not None], normalizer)
+    bases = [None if base_model is None else base_model.predict(s)["mean"] for s in sections]
+    prepared = [Prepared(s, normalizer, with_truth=True, base_counts=b) for s, b in zip(sections, bases)]
+    expr = np.concatenate([p.z_hr[:, p.mask_truth > 0] for p in prepared], axis=1)
+    if expr.shape[1] > 200_000:
+        idx = np.random.default_rng(0).choice(expr.shape[1], 200_000, replace=False)
+        expr = expr[:, idx]
+    graph = coexpression_graph(expr, sections[0].genes, threshold=config.graph_threshold, top_k=config.graph_top_k)
+    resid = np.concatenate([(p.z_hr - p.base)[:, p.mask_truth > 0].ravel() for p in prepared])
+    feature_stats = None
+    if config.use_histology_features:
+        from ..pp import fit_feature_scaler, histology_features
+
+        mean, sd = fit_feature_scaler([histology_features(s) for s in sections])
+        feature_stats = {"mean": mean.tolist(), "sd": sd.tolist()}
+    return Setup(normalizer, graph, float(max(resid.std(), 1e-3)), feature_stats, base_model, bases)
