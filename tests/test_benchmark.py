@@ -349,9 +349,11 @@ def test_synthetic_preset_tiny_end_to_end(tmp_path):
 
     out = tmp_path / "bench.json"
     assert main(["--dataset", "synthetic", "--profile", "tiny", "--seeds", "0,1", "--out", str(out),
-                 "--methods", "nearest,nearest_masked,ridge,istar,stdiff", "--tracks", "reference"]) == 0  # fmt: skip
+                 "--methods", "nearest,nearest_masked,ridge,istar,stdiff", "--tracks", "reference",
+                 "--set", "gene_dim=3"]) == 0  # fmt: skip
     res = _load(out)
     assert res["status"] == "complete" and res["seeds"] == [0, 1]
+    assert json.loads(out.read_text())["runs"][0]["config"]["gene_dim"] == 3  # --set reached the model
     st = res["methods"]["stdiff"]
     assert [s["seed"] for s in st["seeds"]] == [0, 1] and st["sd"]["pcc"] is not None
     assert res["methods"]["nearest"]["sd"]["pcc"] == pytest.approx(0.0)  # interpolation has no seed
@@ -360,6 +362,13 @@ def test_synthetic_preset_tiny_end_to_end(tmp_path):
 
 def test_cli_errors(tmp_path):
     from stdiff.benchmark import run_benchmark
+    from stdiff.benchmark._cli import parse_overrides
+
+    assert parse_overrides(["gene_dim=8", "use_cross_attention=false", "max_time_s=60", "step_candidates=[4,8]"]) == {
+        "gene_dim": 8, "use_cross_attention": False, "max_time_s": 60.0, "step_candidates": (4, 8)}  # fmt: skip
+    for bad, msg in (("nope=1", "FIELD=VALUE"), ("gene_dim=x", "cannot read"), ("use_modulation=maybe", "true or")):
+        with pytest.raises(ValueError, match=msg):
+            parse_overrides([bad])
 
     with pytest.raises(ValueError, match="her2st"):
         run_benchmark("synthetic", profile="tiny", train=["B4"], out=tmp_path / "x.json")

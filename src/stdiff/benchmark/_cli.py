@@ -53,12 +53,14 @@ def run_benchmark(
     out: str | os.PathLike | None = None,
     command: str | None = None,
     validate: bool = False,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Benchmark a built-in ``dataset`` (a preset) or SpatialData ``inputs``; see ``stdiff benchmark --help``.
 
     ``inputs`` are ``.zarr`` stores split by region (``split="x:0.5"``) or by store (``train``/``test``
     names or paths). The presets are specs of the same code path: ``dataset="merfish"`` equals
     ``inputs=[merfish.zarr], split="x:0.5", lr_um=50, factors=[5], genes=50`` (cpu profile).
+    ``overrides`` change fields of the profile's :class:`~stdiff.models.DiffSTConfig` (``--set``).
     Returns the result dict (also written to ``out`` and ``out`` with ``.md``).
     """
     if (dataset is None) == (not inputs):
@@ -87,7 +89,7 @@ def run_benchmark(
     if command is None:
         command = f"stdiff benchmark {'--dataset ' + dataset if dataset else '--input ' + ' --input '.join(inputs)}"
     return run(spec, profile=profile, methods=methods, tracks=tracks, seeds=seeds, device=device, out=out,
-               command=command, validate=validate)  # fmt: skip
+               command=command, validate=validate, overrides=overrides)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +132,47 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="output JSON (default benchmarks/results/{dataset}_{profile}.json)")
     r.add_argument("--validate", action="store_true",
                    help="evaluate on held-out training data instead of the test data (to choose settings)")  # fmt: skip
+    r.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change a model config field for every learned method, e.g. --set gene_dim=8 (repeatable; "
+                        "with --validate, to compare settings without the test data)")  # fmt: skip
     return p
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["gene_dim=8", "use_cross_attention=false"]`` → config overrides, typed like the config's fields."""
+    import ast
+    from dataclasses import fields
+
+    from ..models import DiffSTConfig
+
+    defaults = DiffSTConfig()
+    names = {f.name for f in fields(DiffSTConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in names:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(names)}.")
+        current = getattr(defaults, key)
+        if isinstance(current, bool):
+            if raw.strip().lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"--set {item!r}: {key} takes true or false.")
+            value: Any = raw.strip().lower() in ("true", "1")
+        elif isinstance(current, str):
+            value = raw.strip()
+        else:
+            try:
+                value = ast.literal_eval(raw.strip())
+            except (ValueError, SyntaxError) as e:
+                raise ValueError(f"--set {item!r}: cannot read {raw!r} as a {type(current).__name__}.") from e
+            if isinstance(current, float) and isinstance(value, int):
+                value = float(value)
+            if isinstance(current, tuple) and isinstance(value, list | tuple | int):
+                value = tuple(value) if isinstance(value, list | tuple) else (value,)
+            if not isinstance(value, type(current)):
+                raise ValueError(f"--set {item!r}: {key} takes a {type(current).__name__}.")
+        out[key] = value
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts_key=args.counts_key, table_key=args.table_key, coordinate_system=args.coordinate_system,
         spots_as=args.spots_as, data_dir=args.data_dir, device=args.device, out=args.out,
         command=" ".join(["stdiff benchmark", *argv]),
-        validate=args.validate,
+        validate=args.validate, overrides=parse_overrides(args.set) or None,
     )  # fmt: skip
     out = Path(args.out or f"benchmarks/results/{res['dataset']}_{args.profile}.json")
     print(to_markdown(res))
