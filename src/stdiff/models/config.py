@@ -36,7 +36,10 @@ class DiffSTConfig:
     use_cross_attention, cross_attention_level, patch_um, patch_dim, curriculum
         Dynamic cross-attention: on/off, the pyramid level of the queries (1: HR/2), the physical
         side of a cell-level patch in µm, the patch embedding width, and the curriculum as
-        ``(progress, admitted fraction)`` steps.
+        ``(progress, admitted fraction)`` steps. Off by default (``"cpu"``): knocked out at
+        inference or retrained without, it changed no dataset's PCC by more than 0.001 (3 seeds,
+        :doc:`/model`); on in ``"tiny"`` (so the tests exercise it) and ``"paper"`` (the paper's
+        architecture).
     use_gene_graph, gene_dim, graph_layers, graph_threshold, graph_top_k
         Co-expression gene graph: on/off, per-gene feature size, graph-convolution layers, minimum
         co-expression (Pearson r) for an edge, and most neighbours per gene.
@@ -80,7 +83,7 @@ class DiffSTConfig:
     modulation_kernel: int = 3
     disentangle_weight: float = 0.01
     # dynamic cross-attention
-    use_cross_attention: bool = True
+    use_cross_attention: bool = False
     cross_attention_level: int = 1
     patch_um: float = 30.0
     patch_dim: int = 48
@@ -131,6 +134,7 @@ class DiffSTConfig:
             "tiny": dict(
                 tile_lr=4,
                 he_scale=2,
+                use_cross_attention=True,
                 base_channels=8,
                 residual_base_channels=8,
                 channel_mults=(1, 2),
@@ -155,6 +159,7 @@ class DiffSTConfig:
             "paper": dict(
                 tile_lr=26,
                 he_scale=20,
+                use_cross_attention=True,
                 base_channels=128,
                 residual_base_channels=64,
                 channel_mults=(1, 1, 2, 2, 4),

@@ -30,6 +30,7 @@ ABLATIONS: dict[str, dict[str, bool]] = {
     "stdiff_no_modulation": {"use_modulation": False},
     "stdiff_no_cross_attention": {"use_cross_attention": False},
     "stdiff_no_gene_graph": {"use_gene_graph": False},
+    "stdiff_with_cross_attention": {"use_cross_attention": True},  # for a configuration without it
 }
 KNOCKOUTS: dict[str, str] = {
     "stdiff_ko_modulation": "modulation",
@@ -126,6 +127,9 @@ class StDiff(Method):
 
     def fit(self, ctx: Context) -> dict[str, Any]:
         self.ctx = ctx
+        if self.overrides and all(getattr(ctx.config, k, None) == v for k, v in self.overrides.items()):
+            what = ", ".join(f"{k}={v}" for k, v in self.overrides.items())
+            raise Skip(f"the configuration already has {what}: this variant is stdiff itself")
         cfg = ctx.config.replace(**self.overrides) if self.overrides else ctx.config
         self.n = ctx.n_samples if not self.overrides else ctx.ablation_samples
         parent = ctx.shared.get("stdiff")
@@ -201,5 +205,12 @@ class KnockOut(Method):
     def predict(self, section: Section) -> Output:
         if not _accepts(self.parent.model.predict_section, "knockout"):
             raise Skip("the model's predict_section() has no knockout= option")
+        switch = {
+            "modulation": "use_modulation",
+            "cross_attention": "use_cross_attention",
+            "gene_graph": "use_gene_graph",
+        }
+        if getattr(self.parent.model.config, switch[self.which], True) is False:
+            raise Skip(f"the model has no {self.which.replace('_', ' ')} to knock out")
         out = self.parent.sample(section, knockout=self.which, n=self.ctx.ablation_samples)
         return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=self.parent.model.normalizer)
