@@ -6,6 +6,8 @@ other four as training sections (the last of them is the validation section)::
     python benchmarks/loso.py --run --out-dir benchmarks/results          # 5 folds, 3 seeds each
     python benchmarks/loso.py benchmarks/results/her2st_loso_*_cpu.json   # the table (markdown)
 
+(The C5 fold is the default split of ``stdiff benchmark --dataset her2st``; pass its JSON too.)
+
 The table gives, per test section, the mean per-gene PCC (mean ± sd over seeds) of each method,
 stdiff's gain over the mask-aware nearest map, and the calibration of stdiff's samples (mean over
 seeds).
@@ -50,8 +52,8 @@ def table(paths: list[Path]) -> str:
         methods = run["tracks"]["reference"]["methods"]
         cells = []
         for m in ("bicubic", "nearest_masked", "stdiff"):
-            r = methods[m]
-            cells.append(f"{r['mean']['pcc']:.3f} ± {r['sd']['pcc']:.3f}")
+            r = methods.get(m)
+            cells.append("–" if r is None else f"{r['mean']['pcc']:.3f} ± {r['sd']['pcc']:.3f}")
         per_seed = [s["mean"]["pcc"] for s in methods["stdiff"]["seeds"]]
         near = methods["nearest_masked"]["mean"]["pcc"]
         gain = sum(per_seed) / len(per_seed) - near
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         paths += run_folds(args.out_dir, args.seeds, args.sections.split(","))
     if not paths:
         parser.error("give fold JSONs or --run")
-    sys.stdout.write(table(sorted(set(paths))) + "\n")
+    sys.stdout.write(table(list(dict.fromkeys(paths))) + "\n")
     return 0
 
 

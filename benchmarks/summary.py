@@ -2,7 +2,8 @@
 
 Usage: ``python benchmarks/summary.py benchmarks/results/{synthetic,her2st,merfish}_cpu.json``.
 Files of the same dataset given later replace the earlier file's rows of the methods they ran
-(``python benchmarks/summary.py her2st_cpu.json her2st_rerun.json``); the table says which rows came from where.
+(``python benchmarks/summary.py her2st_cpu.json her2st_rerun.json``; ``her2st_rerun.json:unet,stdiff`` takes
+only those rows); the table says which rows came from where.
 ``--stale m1,m2`` leaves out those methods' rows of a merged dataset that were not re-run.
 One table per track: mean ± sd over seeds of the mean per-gene PCC, RMSE, CRPS, 90% coverage and
 spread-skill for every method, datasets side by side for PCC, then a per-dataset detail table.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 ORDER = (
     "bicubic", "nearest", "nearest_masked", "ridge", "istar", "unet", "stdiff", "stdiff_1sample",
-    "stdiff_no_modulation", "stdiff_no_cross_attention", "stdiff_no_gene_graph",
+    "stdiff_no_modulation", "stdiff_no_cross_attention", "stdiff_no_gene_graph", "stdiff_with_cross_attention",
     "stdiff_ko_modulation", "stdiff_ko_cross_attention", "stdiff_ko_gene_graph",
 )  # fmt: skip
 
@@ -33,11 +34,17 @@ def load(paths: list[str]) -> dict[str, dict]:
 
     Several files of one dataset are merged method by method (per track): a later file's rows
     replace an earlier file's, e.g. a re-run of the learned methods after a model change on top of
-    the full run. ``result["sources"]`` records which file gave which rows.
+    the full run. ``path.json:m1,m2`` takes only those methods' rows from that file.
+    ``result["sources"]`` records which file gave which rows.
     """
     out: dict[str, dict] = {}
-    for p in paths:
+    for spec in paths:
+        p, _, only = spec.partition(":")
         res = json.loads(Path(p).read_text())
+        if only:  # ``file.json:m1,m2``: take only these methods' rows from this file
+            keep = set(only.split(","))
+            for v in res["runs"][0]["tracks"].values():
+                v["methods"] = {m: r for m, r in v.get("methods", {}).items() if m in keep}
         name = res["dataset"]
         rows = {tr: sorted(v.get("methods", {})) for tr, v in res["runs"][0]["tracks"].items()}
         if name not in out:
@@ -128,8 +135,12 @@ def main(argv: list[str]) -> int:
                 seeds = res.get("seeds")
                 out += [f"#### {name}, {track} (seeds {seeds}, {res['profile']} profile)", "", t, ""]
                 if len(res["sources"]) > 1:
-                    out += [f"Rows from {src}: {', '.join(rows.get(track, [])) or 'none'} (`{cmd}`)."
-                            for src, cmd, rows in res["sources"]] + [""]  # fmt: skip
+                    shown = set(res["runs"][0]["tracks"].get(track, {}).get("methods", {}))
+                    last = {m: i for i, (_, _, rows) in enumerate(res["sources"]) for m in rows.get(track, [])}
+                    for i, (src, cmd, rows) in enumerate(res["sources"]):
+                        kept = [m for m in rows.get(track, []) if last[m] == i and m in shown]
+                        out.append(f"Rows from {src}: {', '.join(kept) or 'none'} (`{cmd}`).")
+                    out.append("")
     sys.stdout.write("\n".join(out))
     return 0
 
