@@ -360,6 +360,23 @@ def test_synthetic_preset_tiny_end_to_end(tmp_path):
     assert "±" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow
+def test_variants_of_absent_components_are_skipped_with_a_reason(tmp_path):
+    """Without cross-attention, its ablation is stdiff itself and its knock-out has nothing to knock out."""
+    from stdiff.benchmark import run_benchmark
+
+    res = run_benchmark(
+        "synthetic", profile="tiny", seeds=[0], tracks=["reference"], out=tmp_path / "v.json",
+        methods=["stdiff", "stdiff_no_cross_attention", "stdiff_ko_cross_attention", "stdiff_with_cross_attention"],
+        overrides={"use_cross_attention": False},
+    )  # fmt: skip
+    track = res["runs"][0]["tracks"]["reference"]
+    assert "already has use_cross_attention=False" in track["skipped"]["stdiff_no_cross_attention"]
+    assert "no cross attention to knock out" in track["skipped"]["stdiff_ko_cross_attention"]
+    assert "stdiff_with_cross_attention" in track["methods"] and "stdiff" in track["methods"]
+    assert res["runs"][0]["config"]["use_cross_attention"] is False
+
+
 def test_cli_errors(tmp_path):
     from stdiff.benchmark import run_benchmark
     from stdiff.benchmark._cli import parse_overrides
