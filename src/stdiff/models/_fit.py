@@ -76,6 +76,17 @@ def fit(
     t0 = time.perf_counter()
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     step = 0
+
+    def validate() -> bool:
+        """Score the EMA weights at this step; keep them if they are the best so far (returns whether)."""
+        nonlocal best_val, best_step, best_state
+        v = float(val_fn(ema))
+        val_history.append((step, v))
+        if best_state is None or v < best_val - 1e-6 * abs(best_val):
+            best_val, best_step, best_state = v, step, copy.deepcopy(ema.state_dict())
+            return True
+        return False
+
     while step < steps:
         batch = batch_fn(step)
         loss = loss_fn(net, batch, step / max(steps, 1))
@@ -95,11 +106,8 @@ def fit(
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(history[-20:]):.4f}")
         if val_fn is not None and (step % val_every == 0 or step == steps):
-            v = float(val_fn(ema))
-            val_history.append((step, v))
-            if best_state is None or v < best_val - 1e-6 * abs(best_val):
-                best_val, best_step, bad = v, step, 0
-                best_state = copy.deepcopy(ema.state_dict())
+            if validate():
+                bad = 0
             else:
                 bad += 1
                 if bad >= patience:
@@ -108,10 +116,7 @@ def fit(
         if max_time_s is not None and time.perf_counter() - t0 > max_time_s:
             stopped = "time"
             if val_fn is not None and (not val_history or val_history[-1][0] != step):
-                v = float(val_fn(ema))  # the weights kept are always validated ones
-                val_history.append((step, v))
-                if best_state is None or v < best_val - 1e-6 * abs(best_val):
-                    best_val, best_step, best_state = v, step, copy.deepcopy(ema.state_dict())
+                validate()  # the weights kept are always validated ones
             break
     bar.close()
     if best_state is not None:

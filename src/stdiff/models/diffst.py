@@ -30,10 +30,10 @@ from .._utils import logger, resolve_device, torch_generator
 from ..pp._normalize import Normalizer
 from ..pp._tiling import Section, Tiles
 from . import _stages
-from ._calibration import calibrate, carve_validation
+from ._calibration import carve_validation
 from ._checkpoint import model_from_state, model_state, read_checkpoint, write_checkpoint
-from ._fit import fit
 from ._setup import fit_setup
+from ._training import train_stages
 from ._windows import Prepared, upsample_lr
 from .aggregation_consistency import AggregationConsistency
 from .canvas import Canvas, padded_for_tiles
@@ -283,74 +283,15 @@ class DiffST:
         sections = _as_sections(data)
         self._check_sections(sections)
         cfg = self.config
-        dev = resolve_device(device)
         if validation is None:
             sections, val_sections = carve_validation(sections, cfg.tile_lr)
         else:
             val_sections = [validation] if isinstance(validation, Section) else list(validation)
             self._check_sections(val_sections)
-        cap = cfg.max_time_s if max_time_s is None else max_time_s
-        train_prep = [self.prepare(s, with_truth=True) for s in sections]
-        val_prep = [self.prepare(padded_for_tiles(s, cfg.tile_lr), with_truth=True) for s in val_sections]
-        pool = _stages.WindowPool(train_prep, cfg.tile_lr, cfg.min_tissue)
-        if len(pool) == 0:
-            raise ValueError(
-                f"No training tile of {cfg.tile_lr}×{cfg.tile_lr} LR pixels with ≥{cfg.min_tissue:.0%} tissue; use a "
-                "config with a smaller tile_lr or min_tissue, or larger sections."
-            )
-        val_pool = _stages.WindowPool(val_prep, cfg.tile_lr, 0.05, stride=max(1, cfg.tile_lr // 2))
-        val_batches = val_pool.fixed_batches(64, cfg.batch_size, dev) if len(val_pool) else []
-        rng = np.random.default_rng([seed, 0])
-        gen = torch_generator(seed * 1_000_003 + 1)
-        common = dict(
-            max_time_s=cap, val_every=cfg.val_every, patience=cfg.patience, learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay, device=dev, progress=progress,
+        train_stages(
+            self, sections, val_sections, steps=steps, residual_steps=residual_steps, max_time_s=max_time_s,
+            device=resolve_device(device), seed=seed, progress=progress, batch_size=batch_size,
         )  # fmt: skip
-
-        # --- stage A: the mean
-        def batch(step):
-            return pool.random_batch(rng, gen, cfg.batch_size, cfg, dev)
-
-        self.mean_net, info_a = fit(
-            self.mean_net,
-            batch_fn=batch,
-            loss_fn=lambda net, b, p: _stages.stage_a_loss(net, b, self.residual_scale, cfg, p),
-            val_fn=(lambda ema: _stages.stage_a_val(ema, val_batches, self.residual_scale)) if val_batches else None,
-            steps=int(cfg.steps if steps is None else steps), desc="stdiff stage A (mean)", **common,
-        )  # fmt: skip
-
-        # --- out-of-sample residual scale per gene, then stage B on the residual around the mean
-        for p in [*train_prep, *val_prep]:
-            p.mu = _stages.stage_a_canvas(
-                self.mean_net, p, Canvas.for_section(padded_for_tiles(p.section, cfg.tile_lr), cfg.tile_lr),
-                self.residual_scale, dev, batch_size,
-            )  # fmt: skip
-        ref = val_prep if val_prep else train_prep
-        res = np.concatenate([(p.z_hr - p.mu)[:, p.mask_truth > 0] for p in ref], axis=1)
-        self.gene_sigma = np.maximum(res.std(axis=1), 1e-3).astype(np.float32)
-        sig = torch.from_numpy(self.gene_sigma).to(dev)
-        val_batches = val_pool.fixed_batches(64, cfg.batch_size, dev) if len(val_pool) else []
-        self.residual_net, info_b = fit(
-            self.residual_net,
-            batch_fn=batch,
-            loss_fn=lambda net, b, p: _stages.stage_b_loss(net, b, sig, cfg, gen),
-            val_fn=(lambda ema: _stages.stage_b_val(ema, val_batches, sig)) if val_batches else None,
-            steps=int(cfg.residual_steps if residual_steps is None else residual_steps),
-            desc="stdiff stage B (residual diffusion)", **common,
-        )  # fmt: skip
-        self.train_info = {
-            "stage_a": {k: v for k, v in info_a.items()},
-            "stage_b": {k: v for k, v in info_b.items()},
-            "train_sections": [s.name for s in sections],
-            "validation_sections": [s.name for s in val_sections],
-            "seed": int(seed),
-        }
-        if val_prep and cfg.calibrate:
-            self.sampling_steps, self.spread_scale, self.train_info["calibration"] = calibrate(
-                self.residual_net, val_prep, self.gene_sigma, cfg, device=dev, seed=seed, batch_size=batch_size
-            )
-        self.train_info["steps"] = info_a["steps"] + info_b["steps"]
-        self.train_info["seconds"] = info_a["seconds"] + info_b["seconds"]
         return self
 
     # ------------------------------------------------------------------ prediction

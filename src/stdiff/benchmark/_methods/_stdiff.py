@@ -200,17 +200,12 @@ class KnockOut(Method):
     def fit(self, ctx: Context) -> dict[str, Any]:
         self.ctx = ctx
         self.parent = _stdiff_of(ctx)
+        if getattr(self.parent.model.config, f"use_{self.which}", True) is False:
+            raise Skip(f"the model has no {self.which.replace('_', ' ')} to knock out")
         return {"steps": 0, "best_step": None, "seconds": 0.0, "stopped": "reuses the stdiff model"}
 
     def predict(self, section: Section) -> Output:
         if not _accepts(self.parent.model.predict_section, "knockout"):
             raise Skip("the model's predict_section() has no knockout= option")
-        switch = {
-            "modulation": "use_modulation",
-            "cross_attention": "use_cross_attention",
-            "gene_graph": "use_gene_graph",
-        }
-        if getattr(self.parent.model.config, switch[self.which], True) is False:
-            raise Skip(f"the model has no {self.which.replace('_', ' ')} to knock out")
         out = self.parent.sample(section, knockout=self.which, n=self.ctx.ablation_samples)
         return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=self.parent.model.normalizer)
