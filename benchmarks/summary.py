@@ -17,7 +17,8 @@ from pathlib import Path
 
 ORDER = (
     "bicubic", "nearest", "nearest_masked", "ridge", "istar", "unet", "stdiff", "stdiff_1sample",
-    "stdiff_no_modulation", "stdiff_no_cross_attention", "stdiff_no_gene_graph", "stdiff_with_cross_attention",
+    "stdiff_no_modulation", "stdiff_no_cross_attention", "stdiff_no_gene_graph",
+    "stdiff_with_modulation", "stdiff_with_cross_attention", "stdiff_with_gene_graph",
     "stdiff_ko_modulation", "stdiff_ko_cross_attention", "stdiff_ko_gene_graph",
 )  # fmt: skip
 

@@ -460,6 +460,11 @@ def test_config_round_trip_and_older_checkpoints_keep_stage_b_width():
     assert DiffSTConfig.from_dict(old).residual_gene_dim == cfg.gene_dim
     with pytest.raises(ValueError, match="Unknown config fields"):
         DiffSTConfig.from_dict({**cfg.to_dict(), "no_such_field": 1})
+    # the documented presets: none of the three components in the default (retrained without them no
+    # dataset lost accuracy, docs/model.md); all three in tiny (the tests exercise them) and paper
+    switches = ("use_modulation", "use_cross_attention", "use_gene_graph")
+    assert not any(getattr(cfg, k) for k in switches)
+    assert all(getattr(DiffSTConfig.preset(p), k) for p in ("tiny", "paper") for k in switches)
     tiny = DiffSTConfig.preset("tiny", gene_dim=6, residual_gene_dim=2, base="nearest")
     model = DiffST(
         ["a", "b"], config=tiny, factor=2, lr_um=20.0,

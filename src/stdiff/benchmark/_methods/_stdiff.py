@@ -30,7 +30,10 @@ ABLATIONS: dict[str, dict[str, bool]] = {
     "stdiff_no_modulation": {"use_modulation": False},
     "stdiff_no_cross_attention": {"use_cross_attention": False},
     "stdiff_no_gene_graph": {"use_gene_graph": False},
-    "stdiff_with_cross_attention": {"use_cross_attention": True},  # for a configuration without it
+    # for a configuration without the component (the `cpu` default has none of the three)
+    "stdiff_with_modulation": {"use_modulation": True},
+    "stdiff_with_cross_attention": {"use_cross_attention": True},
+    "stdiff_with_gene_graph": {"use_gene_graph": True},
 }
 KNOCKOUTS: dict[str, str] = {
     "stdiff_ko_modulation": "modulation",
