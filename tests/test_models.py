@@ -304,6 +304,16 @@ def test_training_is_repeatable_and_stops_early(synthetic_small):
     assert a["stopped"] == "patience" and a["steps"] < 200 and a["best_step"] < a["steps"]
 
 
+def test_training_without_validation_says_the_spread_is_not_calibrated(synthetic_small, caplog):
+    sec = _section(synthetic_small)
+    cfg = DiffSTConfig.preset("tiny")
+    with caplog.at_level("WARNING", logger="stdiff"):
+        m = DiffST.setup(sec, cfg).train(sec, validation=[], steps=2, residual_steps=1, seed=0, progress=False)
+    assert "not calibrated" in caplog.text and "validation=" in caplog.text
+    assert "skipped" in m.train_info["calibration"] and not m.train_info["validation_sections"]
+    assert np.all(m.spread_scale == 1.0) and m.train_info["stage_a"]["best_val"] is None
+
+
 def test_input_mask_and_conditioning_never_read_the_truth(synthetic_small):
     sec = _section(synthetic_small)
     from dataclasses import replace

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .._utils import torch_generator
+from .._utils import logger, torch_generator
 from ..pp._tiling import Section
 from . import _stages
 from ._calibration import calibrate
@@ -44,6 +44,13 @@ def train_stages(
     cfg = model.config
     dev = device
     cap = cfg.max_time_s if max_time_s is None else max_time_s
+    if not val_sections:
+        logger.warning(
+            "No validation data (none given, and the training sections are too small to carve one from): both "
+            "stages train to their step/time caps without early stopping, and the spread of the samples is not "
+            "calibrated — it comes from in-sample residuals, which understate the error. Pass validation= "
+            "sections, or train on larger sections."
+        )
     train_prep = [model.prepare(s, with_truth=True) for s in sections]
     val_prep = [model.prepare(padded_for_tiles(s, cfg.tile_lr), with_truth=True) for s in val_sections]
     pool = _stages.WindowPool(train_prep, cfg.tile_lr, cfg.min_tissue)
@@ -103,5 +110,7 @@ def train_stages(
         model.sampling_steps, model.spread_scale, model.train_info["calibration"] = calibrate(
             model.residual_net, val_prep, model.gene_sigma, cfg, device=dev, seed=seed, batch_size=batch_size
         )
+    elif not val_prep:
+        model.train_info["calibration"] = {"skipped": "no validation data: the spread is not calibrated"}
     model.train_info["steps"] = info_a["steps"] + info_b["steps"]
     model.train_info["seconds"] = info_a["seconds"] + info_b["seconds"]
