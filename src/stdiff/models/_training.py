@@ -110,7 +110,7 @@ def train_stages(
         model.sampling_steps, model.spread_scale, model.train_info["calibration"] = calibrate(
             model.residual_net, val_prep, model.gene_sigma, cfg, device=dev, seed=seed, batch_size=batch_size
         )
-    elif not val_prep:
+    elif not val_sections:
         model.train_info["calibration"] = {"skipped": "no validation data: the spread is not calibrated"}
     model.train_info["steps"] = info_a["steps"] + info_b["steps"]
     model.train_info["seconds"] = info_a["seconds"] + info_b["seconds"]

@@ -33,7 +33,7 @@ class DiffSTConfig:
         expression and histology streams at every level: on/off (off: concatenate and project), the
         neighbourhood of the convolutions predicting the modulation, and the weight of the
         disentangling loss. Off by default (``"cpu"``): retrained without it, no dataset lost PCC
-        (3 seeds, :doc:`/model`), and training is ≈ 25% faster; on in ``"tiny"`` and ``"paper"``.
+        (3 seeds, :doc:`/model`), and it trains faster without; on in ``"tiny"`` and ``"paper"``.
     use_cross_attention, cross_attention_level, patch_um, patch_dim, curriculum
         Dynamic cross-attention: on/off, the pyramid level of the queries (1: HR/2), the physical
         side of a cell-level patch in µm, the patch embedding width, and the curriculum as

@@ -26,17 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._utils import logger, resolve_device, torch_generator
+from .._utils import logger, resolve_device
 from ..pp._normalize import Normalizer
 from ..pp._tiling import Section, Tiles
-from . import _stages
 from ._calibration import carve_validation
 from ._checkpoint import model_from_state, model_state, read_checkpoint, write_checkpoint
+from ._prediction import predict_whole_section
 from ._setup import fit_setup
 from ._training import train_stages
 from ._windows import Prepared, upsample_lr
 from .aggregation_consistency import AggregationConsistency
-from .canvas import Canvas, padded_for_tiles
 from .config import DiffSTConfig
 from .gene_graph import GeneGraph
 from .unet import DiffSTUNet
@@ -342,48 +341,17 @@ class DiffST:
         ``z_mean`` (the mean in the normalised space), ``z_std``; with ``return_samples`` also
         ``samples`` ``(n, G, H, W)`` (normalised, whole-section canvas samples).
         """
-        from tqdm.auto import tqdm
-
         self._check_sections([section])
         if section.genes != self.genes:
             raise ValueError(
                 "The section must carry the model's whole gene panel in its order (rasterize with "
                 "genes=model.genes); select genes from the result instead."
             )
-        cfg = self.config
-        n = int(cfg.n_samples if n_samples is None else n_samples)
-        steps = int(num_inference_steps or self.sampling_steps)
-        dev = resolve_device(device)
-        h, w = section.shape_lr
-        sec = padded_for_tiles(section, cfg.tile_lr)
-        canvas = Canvas.for_section(sec, cfg.tile_lr)
-        prep = self.prepare(sec, with_truth=False)
-        for net in (self.mean_net, self.residual_net):
-            net.set_knockout(knockout)
-        try:
-            mu = _stages.stage_a_canvas(self.mean_net, prep, canvas, self.residual_scale, dev, batch_size)
-            m = sec.mask_hr.astype(np.float32)
-            result: dict[str, Any] = {"z_mean": mu, "mean": self.normalizer.inverse(mu, axis=-3) * m}
-            if n > 0:
-                prep.mu = mu
-                bar = tqdm(total=steps, desc="stdiff sample", disable=not progress, leave=False)
-                r = _stages.stage_b_canvas(
-                    self.residual_net, prep, canvas, n_samples=n, steps=steps, cfg=cfg,
-                    generator=torch_generator(seed), device=dev, batch_size=batch_size,
-                    progress=lambda i: bar.update(1),
-                ).cpu().numpy()  # fmt: skip
-                bar.close()
-                scale = (self.gene_sigma * self.spread_scale)[None, :, None, None]
-                result.update(_stages.predictive_summary(mu, r * scale, m, self.normalizer, return_samples))
-            else:
-                result["std"] = np.zeros_like(mu)
-                result["z_std"] = np.zeros_like(mu)
-        finally:
-            for net in (self.mean_net, self.residual_net):
-                net.set_knockout(None)
-        for key in list(result):
-            result[key] = np.ascontiguousarray(result[key][..., : h * self.factor, : w * self.factor])
-        return result
+        return predict_whole_section(
+            self, section, n_samples=n_samples, num_inference_steps=num_inference_steps, seed=seed,
+            device=resolve_device(device), batch_size=batch_size, progress=progress,
+            return_samples=return_samples, knockout=knockout,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
