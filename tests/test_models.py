@@ -482,3 +482,26 @@ def test_config_round_trip_and_older_checkpoints_keep_stage_b_width():
         graph=coexpression_graph(np.eye(2), ["a", "b"]),
     )  # fmt: skip
     assert (model.mean_net.head.gene_dim, model.residual_net.head.gene_dim) == (6, 2)
+
+
+def test_test_time_symmetries_average_turned_back_outputs():
+    """8 symmetries: the averaged output is equivariant (turning the input turns the output), 1 is the plain call."""
+    from stdiff.models._stages import DIHEDRAL, dihedral, stage_a_tiles, undo_dihedral
+
+    x = torch.arange(12.0).view(1, 1, 3, 4)
+    for k, flip in DIHEDRAL:
+        torch.testing.assert_close(undo_dihedral(dihedral(x, k, flip), k, flip), x)
+    assert len({tuple(dihedral(x, k, f).flatten().tolist()) for k, f in DIHEDRAL}) == 8
+    net = _net()
+    for p in net.parameters():
+        if p.ndim > 1 and p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.05)
+    net.eval()
+    cond, m, img = _inputs()
+    with torch.no_grad():
+        plain, _ = net(cond, m, img)
+        torch.testing.assert_close(stage_a_tiles(net, cond, m, img, symmetries=1), plain)
+        avg = stage_a_tiles(net, cond, m, img, symmetries=8)
+        turned = stage_a_tiles(net, *(torch.rot90(t, 1, dims=(-2, -1)) for t in (cond, m, img)), symmetries=8)
+    assert (avg - plain).abs().max() > 1e-5  # the network alone is not equivariant
+    torch.testing.assert_close(turned, torch.rot90(avg, 1, dims=(-2, -1)), atol=1e-5, rtol=1e-4)

@@ -48,7 +48,10 @@ def predict_whole_section(
     for net in (model.mean_net, model.residual_net):
         net.set_knockout(knockout)
     try:
-        mu = _stages.stage_a_canvas(model.mean_net, prep, canvas, model.residual_scale, device, batch_size)
+        mu = _stages.stage_a_canvas(
+            model.mean_net, prep, canvas, model.residual_scale, device, batch_size,
+            symmetries=cfg.test_time_symmetries,
+        )  # fmt: skip
         m = sec.mask_hr.astype(np.float32)
         result: dict[str, Any] = {"z_mean": mu, "mean": model.normalizer.inverse(mu, axis=-3) * m}
         if n > 0:

@@ -93,11 +93,52 @@ def stage_a_val(net: DiffSTUNet, batches: list[dict[str, torch.Tensor]], residua
     return tot / max(n, 1.0)
 
 
+#: The eight symmetries of the square as ``(quarter turns, flip)``: rotate, then mirror the columns.
+DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """``x`` ``(..., H, W)`` turned by ``k`` quarter turns, then mirrored (as training augmentation does)."""
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return x.flip(-1) if flip else x
+
+
+def undo_dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """The inverse of :func:`dihedral`."""
+    x = x.flip(-1) if flip else x
+    return torch.rot90(x, -k, dims=(-2, -1))
+
+
+def stage_a_tiles(net: DiffSTUNet, cond, mask, he, *, symmetries: int = 1) -> torch.Tensor:
+    """Stage A's output for tiles, averaged over the first ``symmetries`` of :data:`DIHEDRAL`.
+
+    With 8, every tile is predicted in all eight orientations (the ones training augmentation
+    shows the network) and the outputs, turned back, are averaged: test-time augmentation.
+    """
+    acc = None
+    for k, flip in DIHEDRAL[: max(1, int(symmetries))]:
+        out, _ = net(dihedral(cond, k, flip), dihedral(mask, k, flip), dihedral(he, k, flip))
+        out = undo_dihedral(out, k, flip)
+        acc = out if acc is None else acc + out
+    return acc / max(1, int(symmetries))
+
+
 @torch.no_grad()
 def stage_a_canvas(
-    net: DiffSTUNet, prep: Prepared, canvas: Canvas, residual_scale: float, device, batch_size: int
+    net: DiffSTUNet,
+    prep: Prepared,
+    canvas: Canvas,
+    residual_scale: float,
+    device,
+    batch_size: int,
+    *,
+    symmetries: int = 1,
 ) -> np.ndarray:
-    """The stage-A mean of a whole prepared section, ``(G, H, W)`` normalised, 0 off the input mask."""
+    """The stage-A mean of a whole prepared section, ``(G, H, W)`` normalised, 0 off the input mask.
+
+    ``symmetries`` > 1 averages the network's output over that many orientations of every tile
+    (:func:`stage_a_tiles`).
+    """
     net = net.to(device).eval()
 
     def fn(idx):
@@ -106,8 +147,7 @@ def stage_a_canvas(
         mask = torch.from_numpy(np.stack([w["mask"] for w in ws])).to(device)
         he = torch.from_numpy(np.stack([w["he"] for w in ws])).to(device).float() / 255.0
         base = torch.from_numpy(np.stack([w["base"] for w in ws])).to(device)
-        out, _ = net(cond, mask, he)
-        return base + out * residual_scale
+        return base + stage_a_tiles(net, cond, mask, he, symmetries=symmetries) * residual_scale
 
     G = prep.base.shape[0]
     mu = canvas.blend(fn, (), G, batch_size).clamp(min=0).cpu().numpy()

@@ -84,7 +84,7 @@ def train_stages(
     for p in [*train_prep, *val_prep]:
         p.mu = _stages.stage_a_canvas(
             model.mean_net, p, Canvas.for_section(padded_for_tiles(p.section, cfg.tile_lr), cfg.tile_lr),
-            model.residual_scale, dev, batch_size,
+            model.residual_scale, dev, batch_size, symmetries=cfg.test_time_symmetries,
         )  # fmt: skip
     ref = val_prep if val_prep else train_prep
     res = np.concatenate([(p.z_hr - p.mu)[:, p.mask_truth > 0] for p in ref], axis=1)

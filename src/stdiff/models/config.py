@@ -55,6 +55,9 @@ class DiffSTConfig:
     use_histology_features
         Feed the hand-made histology features (stain optical densities, nuclei, texture at cell and
         tissue scale; :func:`stdiff.pp.histology_features`) as conditioning channels.
+    test_time_symmetries
+        Stage A's mean averaged over this many orientations of every tile (1: none; 8: all rotations
+        by 90° and their mirror images, which training augmentation shows the network).
     sigma_min, sigma_max, rho, p_mean, p_std, solver, num_inference_steps, step_candidates, n_samples
         Stage B (EDM): sampling schedule, log-normal training noise levels, the ODE solver
         (``"heun"`` or ``"euler"``), its steps, the candidate step counts compared by CRPS on the
@@ -104,6 +107,8 @@ class DiffSTConfig:
     # the training sections' LR maps and stored with the model; base_max_time_s caps that fit)
     base: str = "aggregation"
     base_max_time_s: float = 60.0
+    # stage A at inference: average over this many orientations of every tile (1, 2, 4 or 8)
+    test_time_symmetries: int = 1
     # stage B: EDM residual diffusion
     sigma_min: float = 0.002
     sigma_max: float = 10.0
