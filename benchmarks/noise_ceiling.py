@@ -87,10 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="JSON output")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    res = {"profile": args.profile, "datasets": {d: dataset_ceiling(d, args.profile, args.repeats) for d in args.dataset}}
+    res = {
+        "profile": args.profile,
+        "datasets": {d: dataset_ceiling(d, args.profile, args.repeats) for d in args.dataset},
+    }
     for d, by in res["datasets"].items():
         for f, v in by.items():
-            print(f"| {d} {f} | {v['mean_r_half']:.3f} | {v['mean_ceiling']:.3f} |")  # noqa: T201
+            print(f"| {d} {f} | {v['mean_r_half']:.3f} | {v['mean_ceiling']:.3f} |")
     if args.out:
         args.out.write_text(json.dumps(res, indent=1) + "\n")
     return 0
