@@ -68,6 +68,9 @@ class DiffSTConfig:
         Training caps of stage A and stage B (optimiser steps; seconds per stage) and early stopping:
         validate every ``val_every`` steps, stop after ``patience`` validations without improvement,
         keep the best weights.
+    lr_drops
+        Times training restarts from the best weights at 0.3× the learning rate when patience runs
+        out, before it stops.
     batch_size, learning_rate, weight_decay, ema_decay, min_tissue, augment, stain_augment
         AdamW settings, EMA decay, minimum tissue fraction of a training tile, random flips/rotations,
         and stain augmentation (optical-density jitter per stain channel, brightness, contrast).
@@ -126,6 +129,7 @@ class DiffSTConfig:
     max_time_s: float = 300.0
     val_every: int = 25
     patience: int = 6
+    lr_drops: int = 0
     batch_size: int = 8
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
