@@ -496,7 +496,9 @@ def test_config_round_trip_and_older_checkpoints_keep_stage_b_width():
     assert cfg.residual_gene_dim < cfg.gene_dim  # stage B's head is narrower than stage A's
     old = cfg.to_dict()
     del old["residual_gene_dim"]  # a checkpoint written before the field existed
+    del old["test_time_symmetries"]
     assert DiffSTConfig.from_dict(old).residual_gene_dim == cfg.gene_dim
+    assert DiffSTConfig.from_dict(old).test_time_symmetries == 1 and cfg.test_time_symmetries == 8
     with pytest.raises(ValueError, match="Unknown config fields"):
         DiffSTConfig.from_dict({**cfg.to_dict(), "no_such_field": 1})
     # the documented presets: none of the three components in the default (retrained without them no

@@ -56,8 +56,10 @@ class DiffSTConfig:
         Feed the hand-made histology features (stain optical densities, nuclei, texture at cell and
         tissue scale; :func:`stdiff.pp.histology_features`) as conditioning channels.
     test_time_symmetries
-        Stage A's mean averaged over this many orientations of every tile (1: none; 8: all rotations
-        by 90° and their mirror images, which training augmentation shows the network).
+        Stage A's mean averaged over this many orientations of every tile (1: none; 8, the default:
+        all rotations by 90° and their mirror images, which training augmentation shows the
+        network). Chosen on validation data (3 seeds): MERFISH +0.035 PCC, synthetic +0.002,
+        her2st +0.000; it costs 8 stage-A passes at inference.
     sigma_min, sigma_max, rho, p_mean, p_std, solver, num_inference_steps, step_candidates, n_samples
         Stage B (EDM): sampling schedule, log-normal training noise levels, the ODE solver
         (``"heun"`` or ``"euler"``), its steps, the candidate step counts compared by CRPS on the
@@ -111,7 +113,7 @@ class DiffSTConfig:
     base: str = "aggregation"
     base_max_time_s: float = 60.0
     # stage A at inference: average over this many orientations of every tile (1, 2, 4 or 8)
-    test_time_symmetries: int = 1
+    test_time_symmetries: int = 8
     # stage B: EDM residual diffusion
     sigma_min: float = 0.002
     sigma_max: float = 10.0
@@ -225,6 +227,9 @@ class DiffSTConfig:
         d = dict(d)
         # checkpoints from before residual_gene_dim existed built stage B with stage A's gene_dim
         d.setdefault("residual_gene_dim", d.get("gene_dim", cls.gene_dim))
+        # checkpoints from before test-time symmetries predicted their mean in one orientation
+        d.setdefault("test_time_symmetries", 1)
+        d.setdefault("lr_drops", 0)
         for k in ("channel_mults", "attention_levels", "step_candidates"):
             if k in d:
                 d[k] = tuple(d[k])
