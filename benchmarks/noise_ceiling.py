@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     res = {
         "profile": args.profile,
+        "command": " ".join(["python benchmarks/noise_ceiling.py", *(sys.argv[1:] if argv is None else argv)]),
         "datasets": {d: dataset_ceiling(d, args.profile, args.repeats) for d in args.dataset},
     }
     for d, by in res["datasets"].items():
