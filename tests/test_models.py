@@ -269,6 +269,16 @@ def test_prediction_outputs_and_knockouts(tiny_model, synthetic_small):
     ko = tiny_model.predict_section(sec, n_samples=0, progress=False, knockout="gene_graph")
     assert not np.allclose(ko["z_mean"], out["z_mean"])
     np.testing.assert_array_equal(tiny_model.predict_section(sec, n_samples=0, progress=False)["mean"], out["mean"])
+    # the whole-section mean over the 8 tile symmetries: another mean, same mask, same shape
+    cfg = tiny_model.config
+    try:
+        tiny_model.config = cfg.replace(test_time_symmetries=8)
+        sym = tiny_model.predict_section(sec, n_samples=0, progress=False)
+    finally:
+        tiny_model.config = cfg
+    assert sym["mean"].shape == out["mean"].shape and np.all(sym["mean"][:, off] == 0)
+    assert not np.allclose(sym["z_mean"], out["z_mean"])
+    assert np.corrcoef(sym["z_mean"][:, sec.mask_hr].ravel(), out["z_mean"][:, sec.mask_hr].ravel())[0, 1] > 0.9
 
 
 def test_save_load_identical_samples_and_checks(tiny_model, synthetic_small, tmp_path):
@@ -499,6 +509,7 @@ def test_config_round_trip_and_older_checkpoints_keep_stage_b_width():
     del old["test_time_symmetries"]
     assert DiffSTConfig.from_dict(old).residual_gene_dim == cfg.gene_dim
     assert DiffSTConfig.from_dict(old).test_time_symmetries == 1 and cfg.test_time_symmetries == 8
+    assert DiffSTConfig.preset("tiny").test_time_symmetries == 1  # tests and the memory table: one pass
     with pytest.raises(ValueError, match="Unknown config fields"):
         DiffSTConfig.from_dict({**cfg.to_dict(), "no_such_field": 1})
     # the documented presets: none of the three components in the default (retrained without them no

@@ -169,6 +169,7 @@ class DiffSTConfig:
                 ema_decay=0.9,
                 num_inference_steps=4,
                 step_candidates=(2, 4),
+                test_time_symmetries=1,
                 n_samples=4,
             ),
             "cpu": {},
