@@ -58,8 +58,8 @@ class DiffSTConfig:
     test_time_symmetries
         Stage A's mean averaged over this many orientations of every tile (1: none; 8, the default:
         all rotations by 90° and their mirror images, which training augmentation shows the
-        network). Chosen on validation data (3 seeds): MERFISH +0.035 PCC, synthetic +0.002,
-        her2st +0.000; it costs 8 stage-A passes at inference.
+        network). Chosen on validation data (3 seeds: synthetic +0.002 PCC, her2st +0.000); it
+        costs 8 stage-A passes at inference.
     sigma_min, sigma_max, rho, p_mean, p_std, solver, num_inference_steps, step_candidates, n_samples
         Stage B (EDM): sampling schedule, log-normal training noise levels, the ODE solver
         (``"heun"`` or ``"euler"``), its steps, the candidate step counts compared by CRPS on the
