@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -425,7 +426,7 @@ def test_self_supervised_track_hides_the_truth(small_split):
 
 
 @pytest.mark.slow
-def test_input_section_split(tmp_path):
+def test_input_section_split(tmp_path, caplog):
     import stdiff as sd
     from stdiff.benchmark import main
 
@@ -446,5 +447,17 @@ def test_input_section_split(tmp_path):
     assert info["train_sections"] == ["s0", "s1"] and info["test_sections"] == ["s2"]
     assert len(res["genes"]) == 4 and res["methods"]["ridge"]["mean"]["pcc"] is not None
     assert res["runs"][0]["tracks"]["reference"]["validation"] == "validate on section s1"
+    # --validate: s1 (the validation section) plays the test and s2 is never read; s0 alone (6 × 6 LR
+    # px) is too small to carve inner validation data from, which the run says
+    val_out = tmp_path / "validate.json"
+    with caplog.at_level(logging.WARNING, logger="stdiff"):
+        rc = main([*(x for p in paths for x in ("--input", p)), "--train", f"{paths[0]},{paths[1]}", "--test",
+                   paths[2], "--validate", "--out", str(val_out), *args])  # fmt: skip
+    assert rc == 0
+    val = _load(val_out)["runs"][0]
+    assert val["info"]["validate"] == "validate on section s1"
+    assert val["info"]["test_sections"] == ["s2"]  # the split as given; s1 was scored instead
+    assert val["test_tissue_hr_pixels"] != res["runs"][0]["test_tissue_hr_pixels"]
+    assert "train without early stopping" in caplog.text
     with pytest.raises(ValueError, match="both"):
         main(["--input", paths[0], "--train", paths[0], "--test", paths[0], *args])

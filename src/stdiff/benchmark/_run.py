@@ -266,6 +266,13 @@ def run(
                 raise ValueError(f"--validate: cannot hold out validation data ({note}).")
             split.train, split.test = fit, val
             split.info["validate"] = note
+            inner = validation_split(fit, tile_lr=tile_lr)
+            if not inner[1]:
+                logger.warning(
+                    "--validate: %s, so the learned methods train without early stopping here, unlike a run on the "
+                    "test data; compare settings with care.",
+                    inner[2],
+                )
         he_scale = split.train[0].he_scale
         cfg = DiffSTConfig.preset(prof["preset"], he_scale=he_scale, **overrides)
         run_res: dict[str, Any] = {
