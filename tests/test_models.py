@@ -547,3 +547,11 @@ def test_test_time_symmetries_average_turned_back_outputs():
         turned = stage_a_tiles(net, *(torch.rot90(t, 1, dims=(-2, -1)) for t in (cond, m, img)), symmetries=8)
     assert (avg - plain).abs().max() > 1e-5  # the network alone is not equivariant
     torch.testing.assert_close(turned, torch.rot90(avg, 1, dims=(-2, -1)), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="1, 2, 4 or 8"):
+        stage_a_tiles(net, cond, m, img, symmetries=3)
+    with pytest.raises(ValueError, match="test_time_symmetries"):
+        DiffST(
+            ["a"], config=DiffSTConfig.preset("tiny", base="nearest", test_time_symmetries=10), factor=2, lr_um=20.0,
+            normalizer=Normalizer(["a"], np.ones(1, np.float32), np.ones(1, np.float32)),
+            graph=coexpression_graph(np.eye(1), ["a"]),
+        )  # fmt: skip
