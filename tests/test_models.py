@@ -471,35 +471,6 @@ def test_fit_stopped_by_time_keeps_validated_weights():
     assert len(calls) == 1 and info["best_val"] is not None and info["best_step"] == 1
 
 
-def test_fit_lowers_the_rate_from_the_best_weights_before_it_stops():
-    """A too-high rate oscillates; each drop restarts from the best weights and gets a better validation."""
-    from stdiff.models._fit import fit
-
-    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
-
-    def batch(step):  # noisy gradients: a high rate keeps the weights jittering around the optimum
-        g = torch.Generator().manual_seed(step)
-        idx = torch.randint(0, 64, (4,), generator=g)
-        return {"x": x[idx], "y": y[idx] + torch.randn(4, 1, generator=g)}
-
-    def run(drops):
-        torch.manual_seed(0)
-        net = torch.nn.Linear(3, 1)
-        return fit(
-            net, batch_fn=batch, loss_fn=lambda m, b, frac: ((m(b["x"]) - b["y"]) ** 2).mean(),
-            val_fn=lambda m: float(((m(x) - y) ** 2).mean()), steps=3000, max_time_s=None, val_every=10,
-            patience=3, learning_rate=0.3, weight_decay=0.0, ema_decay=0.0, device=torch.device("cpu"),
-            progress=False, lr_drops=drops,
-        )  # fmt: skip
-
-    _, plain = run(0)
-    ema, dropped = run(2)
-    assert plain["lr_drops"] == [] and len(dropped["lr_drops"]) == 2
-    assert dropped["steps"] > plain["steps"] and dropped["best_val"] < plain["best_val"]
-    assert float(((ema(x) - y) ** 2).mean()) == pytest.approx(dropped["best_val"], rel=1e-5)
-
-
 def test_config_round_trip_and_older_checkpoints_keep_stage_b_width():
     cfg = DiffSTConfig.preset("cpu")
     assert DiffSTConfig.from_dict(cfg.to_dict()) == cfg
@@ -547,11 +518,7 @@ def test_test_time_symmetries_average_turned_back_outputs():
         turned = stage_a_tiles(net, *(torch.rot90(t, 1, dims=(-2, -1)) for t in (cond, m, img)), symmetries=8)
     assert (avg - plain).abs().max() > 1e-5  # the network alone is not equivariant
     torch.testing.assert_close(turned, torch.rot90(avg, 1, dims=(-2, -1)), atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="1, 2, 4 or 8"):
-        stage_a_tiles(net, cond, m, img, symmetries=3)
-    with pytest.raises(ValueError, match="test_time_symmetries"):
-        DiffST(
-            ["a"], config=DiffSTConfig.preset("tiny", base="nearest", test_time_symmetries=10), factor=2, lr_um=20.0,
-            normalizer=Normalizer(["a"], np.ones(1, np.float32), np.ones(1, np.float32)),
-            graph=coexpression_graph(np.eye(1), ["a"]),
-        )  # fmt: skip
+    with pytest.raises(ValueError, match="test_time_symmetries must be 1, 2, 4 or 8"):
+        DiffSTConfig.preset("tiny", test_time_symmetries=10)
+    with pytest.raises(ValueError, match="base must be"):
+        DiffSTConfig().replace(base="bicubic")

@@ -4,9 +4,6 @@ Training stops at the first of: ``steps`` optimiser steps, ``max_time_s`` second
 validations in a row without improvement of the validation loss (evaluated with the EMA weights
 every ``val_every`` steps). The EMA weights of the best validation are kept. Without validation
 data the loop runs to the step or time cap and keeps the final EMA weights.
-
-With ``lr_drops`` > 0, running out of patience first restarts from the best weights with the
-learning rate multiplied by ``lr_drop_factor`` (at most ``lr_drops`` times) before it stops.
 """
 
 from __future__ import annotations
@@ -39,8 +36,6 @@ def fit(
     device: torch.device,
     progress: bool = True,
     desc: str = "stdiff train",
-    lr_drops: int = 0,
-    lr_drop_factor: float = 0.3,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train ``net``; return its EMA copy (best validation weights) and what happened.
 
@@ -58,8 +53,6 @@ def fit(
         Caps and the early-stopping rule.
     learning_rate, weight_decay, ema_decay
         AdamW and the EMA of the weights.
-    lr_drops, lr_drop_factor
-        Restarts from the best weights at a lower learning rate when patience runs out.
     device
         Where to train.
     progress
@@ -70,8 +63,8 @@ def fit(
     Returns
     -------
     ``(ema, info)``: ``info`` has ``steps`` (taken), ``best_step``, ``best_val``, ``seconds``,
-    ``stopped`` (``"patience"``, ``"steps"`` or ``"time"``), ``history`` (training losses),
-    ``val_history`` (``(step, loss)`` pairs) and ``lr_drops`` (the steps where the rate was lowered).
+    ``stopped`` (``"patience"``, ``"steps"`` or ``"time"``), ``history`` (training losses) and
+    ``val_history`` (``(step, loss)`` pairs).
     """
     net = net.to(device).train()
     ema = copy.deepcopy(net).requires_grad_(False).eval()
@@ -80,7 +73,6 @@ def fit(
     val_history: list[tuple[int, float]] = []
     best_val, best_step, best_state, bad = float("inf"), 0, None, 0
     stopped = "steps"
-    drops: list[int] = []
     t0 = time.perf_counter()
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     step = 0
@@ -118,14 +110,7 @@ def fit(
                 bad = 0
             else:
                 bad += 1
-                if bad >= patience and len(drops) < lr_drops and best_state is not None:
-                    net.load_state_dict(best_state)  # restart from the best (EMA) weights, slower
-                    ema.load_state_dict(best_state)
-                    for group in opt.param_groups:
-                        group["lr"] *= lr_drop_factor
-                    drops.append(step)
-                    bad = 0
-                elif bad >= patience:
+                if bad >= patience:
                     stopped = "patience"
                     break
         if max_time_s is not None and time.perf_counter() - t0 > max_time_s:
@@ -147,7 +132,6 @@ def fit(
         "stopped": stopped,
         "history": history,
         "val_history": val_history,
-        "lr_drops": drops,
     }
     net.cpu().eval()
     return ema.cpu().eval(), info

@@ -66,7 +66,6 @@ def train_stages(
     common = dict(
         max_time_s=cap, val_every=cfg.val_every, patience=cfg.patience, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay, device=dev, progress=progress,
-        lr_drops=cfg.lr_drops,
     )  # fmt: skip
 
     # --- stage A: the mean

@@ -70,9 +70,6 @@ class DiffSTConfig:
         Training caps of stage A and stage B (optimiser steps; seconds per stage) and early stopping:
         validate every ``val_every`` steps, stop after ``patience`` validations without improvement,
         keep the best weights.
-    lr_drops
-        Times training restarts from the best weights at 0.3× the learning rate when patience runs
-        out, before it stops.
     batch_size, learning_rate, weight_decay, ema_decay, min_tissue, augment, stain_augment
         AdamW settings, EMA decay, minimum tissue fraction of a training tile, random flips/rotations,
         and stain augmentation (optical-density jitter per stain channel, brightness, contrast).
@@ -131,7 +128,6 @@ class DiffSTConfig:
     max_time_s: float = 300.0
     val_every: int = 25
     patience: int = 6
-    lr_drops: int = 0
     batch_size: int = 8
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
@@ -140,6 +136,12 @@ class DiffSTConfig:
     augment: bool = True
     stain_augment: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.base not in ("nearest", "aggregation"):
+            raise ValueError(f"config.base must be 'nearest' or 'aggregation', got {self.base!r}.")
+        if self.test_time_symmetries not in (1, 2, 4, 8):
+            raise ValueError(f"config.test_time_symmetries must be 1, 2, 4 or 8, got {self.test_time_symmetries!r}.")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DiffSTConfig:
@@ -230,7 +232,6 @@ class DiffSTConfig:
         d.setdefault("residual_gene_dim", d.get("gene_dim", cls.gene_dim))
         # checkpoints from before test-time symmetries predicted their mean in one orientation
         d.setdefault("test_time_symmetries", 1)
-        d.setdefault("lr_drops", 0)
         for k in ("channel_mults", "attention_levels", "step_candidates"):
             if k in d:
                 d[k] = tuple(d[k])

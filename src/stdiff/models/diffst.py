@@ -105,10 +105,6 @@ class DiffST:
         self.image_channels = int(image_channels)
         self.residual_scale = float(residual_scale)
         self.feature_stats = feature_stats
-        if config.base not in ("nearest", "aggregation"):
-            raise ValueError(f"config.base must be 'nearest' or 'aggregation', got {config.base!r}.")
-        if config.test_time_symmetries not in (1, 2, 4, 8):
-            raise ValueError(f"config.test_time_symmetries must be 1, 2, 4 or 8, got {config.test_time_symmetries!r}.")
         if (config.base == "aggregation") != (base_model is not None):
             raise ValueError(
                 "config.base='aggregation' needs a fitted base_model (and 'nearest' none); use DiffST.setup."
