@@ -14,6 +14,8 @@ scoring.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -98,6 +100,62 @@ class Prepared:
         if self.mu is not None:
             out["mu"] = self.mu[hr]
         return out
+
+
+def base_digest(base_model) -> str:
+    """First 16 hex of the SHA-256 of a fitted aggregation base (weights and blend); '' for none."""
+    if base_model is None:
+        return ""
+    h = hashlib.sha256()
+    for k, v in sorted(base_model.net.state_dict().items()):
+        h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(repr(base_model.blend_weight).encode())
+    return h.hexdigest()[:16]
+
+
+def base_cache_key(digest: str, section: Section) -> tuple:
+    """``section.meta`` key of the base of ``section`` by the aggregation base with this ``digest``.
+
+    Keyed on the genes and the image too: a section whose histology was replaced (e.g. rotated)
+    shares ``meta``.
+    """
+    from ..pp._histology import _fingerprint
+
+    return ("stdiff_aggregation_base", digest, tuple(section.genes), _fingerprint(section.he))
+
+
+def prepare_section(
+    section: Section,
+    normalizer: Normalizer,
+    *,
+    with_truth: bool,
+    feature_stats: dict[str, list[float]] | None,
+    base_model,
+    base_key: str,
+) -> Prepared:
+    """``section`` in a trained model's space (what :meth:`stdiff.models.DiffST.prepare` returns).
+
+    Histology features are standardised with the model's statistics (``feature_stats``; none
+    without). The histology-distributed base comes from the model's own ``base_model`` (fitted once
+    on the training sections' LR maps), so a section gives the same base whole or chunk by chunk,
+    and nothing is fitted at inference. It is cached in ``section.meta`` (:func:`base_cache_key`
+    with ``base_key``, the base's digest).
+    """
+    from ..pp import histology_features, standardize_features
+
+    features = None
+    if feature_stats is not None:
+        mean = np.asarray(feature_stats["mean"], np.float32)
+        sd = np.asarray(feature_stats["sd"], np.float32)
+        features = standardize_features(histology_features(section), mean, sd)
+    counts = None
+    if base_model is not None:
+        key = base_cache_key(base_key, section)
+        counts = section.meta.get(key)
+        if counts is None or counts.shape[-2:] != section.mask_hr.shape:
+            counts = base_model.predict(section)["mean"]
+            section.meta[key] = counts
+    return Prepared(section, normalizer, with_truth=with_truth, features=features, base_counts=counts)
 
 
 def augment_geometry(batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -34,7 +34,7 @@ from ._checkpoint import model_from_state, model_state, read_checkpoint, write_c
 from ._prediction import predict_whole_section
 from ._setup import fit_setup
 from ._training import train_stages
-from ._windows import Prepared, upsample_lr
+from ._windows import Prepared, base_cache_key, base_digest, prepare_section, upsample_lr
 from .aggregation_consistency import AggregationConsistency
 from .config import DiffSTConfig
 from .gene_graph import GeneGraph
@@ -159,7 +159,7 @@ class DiffST:
         )  # fmt: skip
         for s, b in zip(sections, bases):  # cached where training will look for it: computed once
             if b is not None:
-                s.meta[model._base_key(s)] = b
+                s.meta[base_cache_key(model._base_digest(), s)] = b
         logger.info(
             "Diff-ST set up: %d genes, %d graph edges, residual scale %.3g, %d + %d parameters.",
             len(model.genes), graph.edge_index.shape[1], residual_scale,
@@ -171,54 +171,17 @@ class DiffST:
         """Parameters of both networks."""
         return sum(p.numel() for n in (self.mean_net, self.residual_net) for p in n.parameters())
 
-    def _features(self, section: Section) -> np.ndarray | None:
-        if self.feature_stats is None:
-            return None
-        from ..pp import histology_features, standardize_features
-
-        mean = np.asarray(self.feature_stats["mean"], np.float32)
-        sd = np.asarray(self.feature_stats["sd"], np.float32)
-        return standardize_features(histology_features(section), mean, sd)
-
-    def _base_counts(self, section: Section) -> np.ndarray | None:
-        """The histology-distributed base (``config.base == "aggregation"``), cached on the section.
-
-        Computed by the model's own :attr:`base_model` (fitted once on the training sections' LR maps),
-        so a section gives the same base whole or chunk by chunk, and nothing is fitted at inference.
-        """
-        if self.base_model is None:
-            return None
-        # keyed on the image too: a section whose histology was replaced (e.g. rotated) shares ``meta``
-        key = self._base_key(section)
-        cached = section.meta.get(key)
-        if cached is not None and cached.shape[-2:] == section.mask_hr.shape:
-            return cached
-        counts = self.base_model.predict(section)["mean"]
-        section.meta[key] = counts
-        return counts
-
-    def _base_key(self, section: Section) -> tuple:
-        """``section.meta`` key of this model's base of ``section`` (keyed on the image too)."""
-        from ..pp._histology import _fingerprint
-
-        return ("stdiff_aggregation_base", self._base_digest(), tuple(section.genes), _fingerprint(section.he))
-
     def _base_digest(self) -> str:
-        if self.base_model is None:
-            return ""
+        """Digest of the fitted histology-distributed base ('' without one), computed once."""
         if getattr(self, "_digest", None) is None:
-            h = hashlib.sha256()
-            for k, v in sorted(self.base_model.net.state_dict().items()):
-                h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
-            h.update(repr(self.base_model.blend_weight).encode())
-            self._digest = h.hexdigest()[:16]
+            self._digest = base_digest(self.base_model)
         return self._digest
 
     def prepare(self, section: Section, *, with_truth: bool) -> Prepared:
         """The section in the model's space (conditioning maps, histology, optional truth)."""
-        return Prepared(
-            section, self.normalizer, with_truth=with_truth, features=self._features(section),
-            base_counts=self._base_counts(section),
+        return prepare_section(
+            section, self.normalizer, with_truth=with_truth, feature_stats=self.feature_stats,
+            base_model=self.base_model, base_key=self._base_digest(),
         )  # fmt: skip
 
     # ------------------------------------------------------------------ training
