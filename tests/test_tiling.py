@@ -62,15 +62,22 @@ def test_points_source_matches_bins():
 def test_her2st_tiles(her2st_dir):
     s = sd.datasets.her2st("C5", data_dir=her2st_dir)
     genes = ["ERBB2", "KRT19", "CD74"]
-    # inference: spots onto a 200 µm LR grid
-    sec = rasterize(s, genes, table_key="table", lr_um=200, factor=5, he_scale=2)
-    assert sec.hr is None and sec.lr_from == "spots"
-    assert sec.mask_lr.sum() == pytest.approx(s.tables["table"].n_obs, abs=3)
-    # each spot's counts land in one pixel, scaled by pixel area / spot area
+    # inference: the spots stay measurements; legacy ST is detected, the HR pixel is 20 µm by default
+    sec = rasterize(s, genes, table_key="table", he_scale=2)
     table = s.tables["table"]
-    total = np.asarray(table[:, "ERBB2"].X.sum())
-    area = 200.0**2 / (np.pi * 50.0**2)
-    assert sec.lr[0].sum() == pytest.approx(total * area, rel=0.02)
+    assert sec.hr is None and sec.lr_from == "spots" and len(sec.spots) == table.n_obs
+    g = sec.spots.geometry
+    assert g.platform == "st" and g.lattice == "square" and 180 < g.pitch_um < 200 and g.diameter_um == 100
+    assert sec.hr_um == 20 and sec.lr_um >= 0.9 * g.pitch_um
+    # the spot-native map: every spot's footprint holds its counts, and no tissue LR pixel is empty
+    base = sd.pp.lr_per_tissue_pixel(sec)
+    fp = sec.footprints()
+    np.testing.assert_allclose(fp.measure(base), sec.spots.counts, rtol=1e-5)
+    assert (sec.lr.sum(0)[sec.mask_lr] > 0).all() and sec.mask_lr.sum() > table.n_obs
+    np.testing.assert_allclose(sec.lr.sum((1, 2)), base.sum((1, 2)), rtol=1e-5)
+    # an LR grid finer than the spot pitch is refused, naming the pitch
+    with pytest.raises(ValueError, match="finer than the spot pitch.*187"):
+        rasterize(s, genes, table_key="table", lr_um=100, factor=5, he_scale=2)
     # evaluation: spots as HR truth (200 µm), LR = 2×2 aggregate (400 µm)
     tiles = make_tiles(s, genes, table_key="table", spots_as="hr", lr_um=400, factor=2, he_scale=8, tile_lr=4)
     sec2 = tiles.sections[0]

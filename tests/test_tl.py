@@ -116,22 +116,32 @@ def test_errors_leave_sdata_unchanged(sdata, tiny_model):
 
 
 def test_superresolve_self_supervised_without_model(her2st_dir):
+    from scipy.spatial import Delaunay
+
     s = sd.datasets.her2st("C5", data_dir=her2st_dir)
     genes = ["ERBB2", "KRT19", "CD74", "PTPRC"]
-    # LR = the 200 µm spot grid; the default learns at that native scale from the spots and the H&E
-    sd.tl.superresolve(s, genes, factor=2, lr_um=200, table_key="table", progress=False)
+    # no lr_um: the spots stay measurements (legacy ST detected, 20 µm HR pixels by default); a coarser
+    # HR pixel keeps the test fast
+    sd.tl.superresolve(s, genes, hr_um=50, table_key="table", progress=False)
     mean, std = _img(s, "stdiff"), _img(s, "stdiff_std")
     sec = sd.tl.section_of(s)
-    assert mean.shape == (4, sec.shape_lr[0] * 2, sec.shape_lr[1] * 2)
-    assert s.attrs["stdiff"]["stdiff"]["trained_here"] is True
-    # spots map onto the LR grid; HR pixels outside the input mask are zero
-    assert (mean[:, ~sec.mask_hr] == 0).all() and mean[:, sec.mask_hr].mean() > 0
-    # every spot's counts are conserved, and the ensemble members disagree somewhere
-    tissue = aggregate(sec.mask_hr.astype(np.float32), 2) > 0
-    np.testing.assert_allclose(aggregate(mean.astype(np.float64), 2)[:, tissue], sec.lr[:, tissue], rtol=2e-3)
-    assert std[:, sec.mask_hr].max() > 0
-    # the coarsening scheme: trained on its own 2× aggregate (400 µm), then applied at 200 µm
-    sd.tl.superresolve(s, genes, factor=2, lr_um=200, config="tiny", train_steps=3, table_key="table",
+    prov = s.attrs["stdiff"]["stdiff"]
+    assert mean.shape == (4, *sec.mask_hr.shape) and sec.hr_um == 50
+    assert prov["trained_here"] is True and prov["spots"]["platform"] == "st"
+    # off the input mask the map is 0; inside the spots' hull it is not (no holes between spots)
+    assert (mean[:, ~sec.mask_hr] == 0).all()
+    fp = sec.footprints()
+    hull = (Delaunay(sec.spots.xy.T).find_simplex(fp.pixel_centres()) >= 0).reshape(sec.mask_hr.shape)
+    assert (mean.sum(0)[hull] == 0).mean() < 0.05
+    # every spot's counts are conserved under its footprint
+    np.testing.assert_allclose(fp.measure(mean), sec.spots.counts, rtol=1e-4, atol=1e-3)
+    # the spread is calibrated on held-out spots and alive
+    cal = prov["calibration"]
+    assert cal["calibrated"] and 0.8 <= cal["coverage_held_out"] <= 1.0 and cal["held_out_spots"] == len(sec.spots)
+    on = sec.mask_hr[None] & (mean > 0)
+    assert std.min() >= 0 and (std[on] > 0).all() and on.mean() > 0.5
+    # the coarsening scheme: trained on its own 4× aggregate of the spot-native map, then applied to it
+    sd.tl.superresolve(s, genes, factor=4, lr_um=200, config="tiny", train_steps=3, table_key="table",
                        self_supervised="coarsen", progress=False, key_added="coarse")  # fmt: skip
     assert _img(s, "coarse").shape == mean.shape
     with pytest.raises(ValueError, match="pass genes="):

@@ -1,15 +1,20 @@
 """Aggregation-consistency super-resolution: histology decides where each spot's counts go.
 
 A small per-HR-pixel network on standardised histology features (:func:`stdiff.pp.histology_features`)
-predicts a positive abundance ``a_g(p)`` per gene. It is trained from a slide's own LR map only
-(iStar / XFuse-style weak supervision): the sum of ``a_g`` over the tissue HR pixels of an LR pixel
-must match the LR counts (Poisson deviance). At prediction the LR counts are *distributed* over the
-block's tissue pixels in proportion to ``a_g``, so the map sums exactly to every measured LR pixel:
+predicts a positive abundance ``a_g(p)`` per gene. It is trained from a slide's own measurements only
+(iStar / XFuse-style weak supervision): the sum of ``a_g`` under each measurement — the tissue HR
+pixels of an LR pixel, or a spot's footprint (:class:`~stdiff.pp.Footprints`, fractional pixel
+coverage) — must match its counts (Poisson deviance). At prediction the counts are *distributed*
+in proportion to ``a_g``, so the map sums exactly to every measurement:
 
-``HR_g(p) = LR_g(block) · a_g(p) / Σ_{q ∈ block ∩ mask_hr} a_g(q)``.
+``HR_g(p) = LR_g(block) · a_g(p) / Σ_{q ∈ block ∩ mask_hr} a_g(q)`` for LR pixels; for spots the
+same on each footprint, and between spots ``a_g`` times a smoothly interpolated scaling
+(:meth:`~stdiff.pp.Footprints.distribute`), so the gaps are filled from the histology and the
+neighbouring spots.
 
-An optional blend with the mask-aware nearest map (:func:`stdiff.pp.lr_per_tissue_pixel`) is chosen
-on the training slide's held-out LR pixels by a coarser-scale test (never on HR truth).
+An optional blend with the flat (nearest) map (:func:`stdiff.pp.lr_per_tissue_pixel`) is chosen on
+the training slide's held-out measurements (never on HR truth): one scale up for LR pixels, by
+predicting held-out spots from the others for spots.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ..pp._histology import fit_feature_scaler, histology_features, standardize_
 from ..pp._lr_maps import lr_per_tissue_pixel
 from ..pp._normalize import Normalizer
 from ..pp._tiling import Section, aggregate
+from ._measurements import blend_scores_blocks, blend_scores_spots, distribute_counts, measurements
 
 __all__ = ["AggregationConsistency", "block_poisson_deviance", "distribute"]
 
@@ -92,9 +98,11 @@ class _Data:
     x: torch.Tensor  # (1, F, H, W) standardised features
     img: torch.Tensor | None  # (1, C, H·p, W·p) image in [0, 1]
     mask: torch.Tensor  # (H, W) float
-    y: torch.Tensor  # (G, h, w) LR counts
-    train: torch.Tensor  # (h, w) bool LR pixels in the loss
-    val: torch.Tensor  # (h, w) bool held-out LR pixels
+    y: torch.Tensor  # (G, m) measured counts (LR pixels or spots)
+    train: torch.Tensor  # (m,) bool measurements in the loss
+    val: torch.Tensor  # (m,) bool held-out measurements
+    measure: Any  # HR map (G, H, W) → (G, m)
+    tissue_px: np.ndarray  # (m,) tissue HR pixels under each measurement
 
 
 @dataclass
@@ -151,28 +159,33 @@ class AggregationConsistency:
         c, Y, X = he.shape
         return he.reshape(c, Y // k, k, X // k, k).mean(axis=(2, 4)), p
 
-    def _data(self, section: Section, rng: np.random.Generator, val_fraction: float, device) -> _Data:
+    def _data(
+        self, section: Section, rng: np.random.Generator, val_fraction: float, device, *, held_out=None
+    ) -> _Data:
         x = standardize_features(self._features(section), self._mean, self._sd)
         img, _ = self._image(section)
-        f = section.factor
-        has_tissue = section.mask_lr & (aggregate(section.mask_hr.astype(np.int32), f) > 0)
-        val = has_tissue & (rng.random(has_tissue.shape) < val_fraction)
+        m = measurements(section, device)
+        usable = m.usable
+        if held_out is not None:  # measurements no learner of this fit may see (cross-fitting)
+            usable = usable & ~np.asarray(held_out, bool)
+        val = usable & (rng.random(usable.shape) < val_fraction)
         t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)
         return _Data(
             x=t(x)[None],
             img=None if img is None else t(img)[None],
             mask=t(section.mask_hr),
-            y=t(section.lr),
-            train=t(has_tissue & ~val, torch.bool),
+            y=m.y,
+            train=t(usable & ~val, torch.bool),
             val=t(val, torch.bool),
+            measure=m.measure,
+            tissue_px=m.tissue_px,
         )
 
-    def _abundance(self, d: _Data, factor: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``a`` ``(G, H, W)`` (zero off the mask) and its block sums ``(G, h, w)``."""
+    def _abundance(self, d: _Data) -> tuple[torch.Tensor, torch.Tensor]:
+        """``a`` ``(G, H, W)`` (zero off the mask) and what it measures ``(G, m)``."""
         logit = self.net(d.x, d.img)[0] + self._log_base[:, None, None]
         a = torch.exp(logit.clamp(-30.0, 30.0)) * d.mask
-        G, H, W = a.shape
-        return a, a.reshape(G, H // factor, factor, W // factor, factor).sum(dim=(2, 4))
+        return a, d.measure(a)
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -186,13 +199,16 @@ class AggregationConsistency:
         eval_every: int = 10,
         seed: int = 0,
         device: str = "cpu",
+        held_out: Sequence[np.ndarray | None] | None = None,
     ) -> AggregationConsistency:
-        """Train on the LR maps of ``sections`` (no HR truth is read).
+        """Train on the measurements (LR pixels or spots) of ``sections`` (no HR truth is read).
 
-        A random ``val_fraction`` of the tissue LR pixels of each section is held out; training
+        A random ``val_fraction`` of the tissue measurements of each section is held out; training
         stops when their deviance has not improved for ``patience`` evaluations (every
         ``eval_every`` steps), after ``max_steps`` or after ``max_time`` seconds, and keeps the best
-        weights. With ``blend="auto"`` the blend weight is then chosen on the held-out LR pixels.
+        weights. With ``blend="auto"`` the blend weight is then chosen on the held-out measurements.
+        ``held_out`` (one boolean array per section over its measurements, or ``None``) are left out
+        of everything here, for cross-fitting.
         """
         sections = list(sections)
         self.genes = list(sections[0].genes)
@@ -203,10 +219,11 @@ class AggregationConsistency:
         rng = np.random.default_rng(seed)
         feats = [self._features(s) for s in sections]
         self._mean, self._sd = fit_feature_scaler(feats, masks=[s.mask_hr for s in sections])
-        data = [self._data(s, rng, val_fraction, dev) for s in sections]
-        # Base level: mean counts per tissue HR pixel, per gene; loss weight 1 / mean LR count.
+        held_out = list(held_out) if held_out is not None else [None] * len(sections)
+        data = [self._data(s, rng, val_fraction, dev, held_out=h) for s, h in zip(sections, held_out, strict=True)]
+        # Base level: mean counts per measured HR pixel, per gene; loss weight 1 / mean measured count.
         lr_sum = sum(d.y[:, d.train | d.val].sum(1) for d in data)
-        n_hr = sum(float(d.mask.sum()) for d in data)
+        n_hr = sum(float(d.tissue_px[(d.train | d.val).cpu().numpy()].sum()) for d in data)
         n_lr = sum(float((d.train | d.val).sum()) for d in data)
         self._log_base = torch.log(lr_sum.clamp_min(1e-3) / max(n_hr, 1.0)).to(dev)
         weight = (n_lr / lr_sum.clamp_min(1e-3)).to(dev)
@@ -218,11 +235,11 @@ class AggregationConsistency:
 
         def loss_on(which: str) -> torch.Tensor:
             parts = []
-            for s, d in zip(sections, data, strict=True):
+            for d in data:
                 sel = getattr(d, which)
                 if sel.any():
-                    _, block = self._abundance(d, s.factor)
-                    parts.append(block_poisson_deviance(block[:, sel], d.y[:, sel], weight))
+                    _, measured = self._abundance(d)
+                    parts.append(block_poisson_deviance(measured[:, sel], d.y[:, sel], weight))
             return torch.stack(parts).mean()
 
         best, best_state, bad, t0 = float("inf"), None, 0, time.perf_counter()
@@ -262,38 +279,17 @@ class AggregationConsistency:
             self.blend_weight = float(self.blend)
         return self
 
-    # ------------------------------------------------------------------ blend by a coarser-scale test
+    # ------------------------------------------------------------------ blend chosen on held-out measurements
     def _choose_blend(self, sections: Sequence[Section], grid: int = 11) -> float:
-        """Choose the nearest-map weight by re-distributing 2 × 2-aggregated LR maps to the LR grid.
-
-        The abundance summed per LR pixel plays the histology's part one scale up; the candidates
-        are scored (mean per-gene Pearson r of log1p counts) on the held-out LR pixels only.
-        """
-        preds, truths = {lam: [] for lam in np.linspace(0, 1, grid)}, []
-        for s, val in zip(sections, self._val, strict=True):
-            h, w = s.shape_lr
-            hh, ww = h // 2 * 2, w // 2 * 2
-            sel = val[:hh, :ww] & s.mask_lr[:hh, :ww]
-            if hh < 2 or ww < 2 or not sel.any():
-                continue
-            block_a = aggregate(self._raw_abundance(s), s.factor)[:, :hh, :ww]
-            mask = s.mask_lr[:hh, :ww]
-            lr = s.lr[:, :hh, :ww]
-            coarse = aggregate(lr * mask, 2)
-            hist = distribute(coarse, block_a, mask, 2)
-            n_tissue = aggregate(s.mask_hr.astype(np.float64), s.factor)[None, :hh, :ww]
-            even = distribute(coarse, np.broadcast_to(n_tissue, block_a.shape), mask, 2)
-            for lam in preds:
-                preds[lam].append(((1 - lam) * hist + lam * even)[:, sel])
-            truths.append(lr[:, sel])
-        if not truths:
+        """Choose the nearest-map weight on the held-out measurements (see :mod:`._measurements`)."""
+        abundances = [self._raw_abundance(s) for s in sections]
+        spots = [s for s in sections if s.spots is not None]
+        if spots and len(spots) != len(sections):
+            raise ValueError("Sections must all have spots or all have square LR maps.")
+        score = blend_scores_spots if spots else blend_scores_blocks
+        scores = score(sections, abundances, self._val, grid)
+        if not scores:
             return 0.0
-        y = np.log1p(np.concatenate(truths, 1))
-        scores = {}
-        for lam, p in preds.items():
-            p = np.log1p(np.concatenate(p, 1))
-            r = [np.corrcoef(p[g], y[g])[0, 1] for g in range(len(y)) if p[g].std() > 0 and y[g].std() > 0]
-            scores[float(round(lam, 6))] = float(np.mean(r)) if r else -np.inf
         self.blend_scores = scores
         lam = max(scores, key=lambda k: (scores[k], -k))
         logger.info("aggregation consistency: blend weight of the nearest map %.2f (held-out r %.3f)", lam, scores[lam])
@@ -345,9 +341,12 @@ class AggregationConsistency:
         if list(section.genes) != self.genes:
             raise ValueError("The section's genes differ from the model's genes.")
         dev = next(self.net.parameters()).device
-        d = self._data(section, np.random.default_rng(0), 0.0, dev)
+        x = standardize_features(self._features(section), self._mean, self._sd)
+        img, _ = self._image(section)
+        t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=dev)
         with torch.no_grad():
-            a, _ = self._abundance(d, section.factor)
+            logit = self.net(t(x)[None], None if img is None else t(img)[None])[0] + self._log_base[:, None, None]
+            a = torch.exp(logit.clamp(-30.0, 30.0)) * t(section.mask_hr)
         return a.cpu().numpy().astype(np.float64)
 
     def predict(
@@ -356,13 +355,13 @@ class AggregationConsistency:
         """Super-resolve ``section`` from its LR map and histology.
 
         Returns a dict with ``mean`` ``(G, H, W)`` counts per HR pixel (summing to ``section.lr``
-        over every LR pixel with tissue), ``histology`` (the histology-distributed map before the
+        over every LR pixel with tissue, or to every spot's count under its footprint), ``histology`` (the histology-distributed map before the
         blend), ``abundance`` (the regressor's un-normalised ``a_g``) and, with ``normalizer``,
         ``z_mean`` (``normalizer.transform(mean)``).
         """
         lam = self.blend_weight if blend is None else float(blend)
         a = self._raw_abundance(section)
-        hist = distribute(section.lr, a, section.mask_hr, section.factor)
+        hist = distribute_counts(section, a)
         mean = hist if lam == 0 else ((1 - lam) * hist + lam * lr_per_tissue_pixel(section)).astype(np.float32)
         out = {"mean": mean, "histology": hist, "abundance": a.astype(np.float32)}
         if normalizer is not None:

@@ -21,6 +21,16 @@ def _array(element) -> np.ndarray:
     return np.asarray(data.compute() if hasattr(data, "compute") else data)
 
 
+def spread_label(prov: dict) -> str:
+    """What the ``_std`` image of a result is, from its provenance."""
+    sampler = str(prov.get("sampler", ""))
+    if "held-out spots" in sampler:
+        return "predictive sd (held-out spots)"
+    if sampler.startswith("edm"):
+        return "posterior sd (calibrated samples)"
+    return "sd"
+
+
 def superresolution(
     sdata: sd_mod.SpatialData,
     genes: str | Sequence[str] | None = None,
@@ -38,8 +48,11 @@ def superresolution(
 
     All panels share the extent of the super-resolved grid in its coordinate system (µm); LR, HR and
     truth share one colour scale per gene (counts per HR pixel, ``log1p`` by default), so bright
-    means the same in every panel. The LR panel shows the measured LR map divided by
-    ``factor²`` (counts per HR pixel).
+    means the same in every panel. The measurement panel shows the spots as measured (each spot's
+    counts per HR pixel on its footprint, the gaps blank) or the square LR map divided by
+    ``factor²``. The spread panel says what its standard deviation is (calibrated posterior samples
+    of a trained model, or the predictive sd calibrated on held-out spots of the default); it is
+    absent when the result has none.
 
     Parameters
     ----------
@@ -91,8 +104,18 @@ def superresolution(
     if show_truth is None:
         show_truth = truth is not None
     f = section.factor
-    lr = np.kron(section.lr[gi] / f**2, np.ones((1, f, f), dtype=np.float32))
-    lr = np.where(np.kron(section.mask_lr, np.ones((f, f), bool))[None], lr, np.nan)
+    if section.spots is not None:  # the spots as measured: counts per HR pixel on each footprint
+        fp = section.footprints()
+        density = section.spots.counts[gi] / np.maximum(fp.area_px, 1e-12)[None]
+        on_spot = fp.coverage() >= 0.5
+        _, owner = fp.nearest()
+        lr = np.where(on_spot[None], density[:, owner], np.nan)
+        g = section.spots.geometry
+        lr_label = f"spots ({g.diameter_um:.3g} µm, {g.pitch_um:.3g} µm apart)"
+    else:
+        lr = np.kron(section.lr[gi] / f**2, np.ones((1, f, f), dtype=np.float32))
+        lr = np.where(np.kron(section.mask_lr, np.ones((f, f), bool))[None], lr, np.nan)
+        lr_label = f"LR ({section.lr_um:g} µm)"
     H, W = mean.shape[-2:]
     x0, y0 = section.origin
     extent = (x0, x0 + W * section.hr_um, y0 + H * section.hr_um, y0)
@@ -107,7 +130,8 @@ def superresolution(
     he_rgb = np.moveaxis(he[:3], 0, -1) if he.shape[0] >= 3 else he[0]
 
     img_label = "H&E" if he.shape[0] == 3 else f"image ({section.image_key})"
-    columns = [img_label, f"LR ({section.lr_um:g} µm)", f"stdiff mean ({section.hr_um:g} µm)", "uncertainty (sd)"]
+    sd_label = spread_label(prov)
+    columns = [img_label, lr_label, f"stdiff mean ({section.hr_um:g} µm)"] + ([sd_label] if std is not None else [])
     if show_truth and truth is not None:
         columns.append("truth")
     tf = np.log1p if log1p else (lambda a: a)
@@ -129,16 +153,13 @@ def superresolution(
             ax = axes[row, col]
             if col == 0:
                 ax.imshow(he_rgb, extent=extent, cmap=None if he_rgb.ndim == 3 else "gray")
-            elif name.startswith("LR"):
+            elif name == lr_label:
                 im = ax.imshow(panels[0], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
             elif name.startswith("stdiff"):
                 im = ax.imshow(panels[1], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
             elif name == "truth":
                 im = ax.imshow(panels[2], extent=extent, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
             else:
-                if std is None:
-                    ax.set_axis_off()
-                    continue
                 s = tf(std[row]) if log1p else std[row]
                 ims = ax.imshow(s, extent=extent, cmap="viridis", vmin=0, interpolation="nearest")
                 fig.colorbar(ims, ax=ax, shrink=0.7)
@@ -150,7 +171,7 @@ def superresolution(
                 ax.set_ylabel(g, fontsize=10)
         fig.colorbar(
             im,
-            ax=[axes[row, c] for c in range(1, len(columns)) if columns[c] != "uncertainty (sd)"],
+            ax=[axes[row, c] for c in range(1, len(columns)) if columns[c] != sd_label],
             shrink=0.7,
             label=("log1p " if log1p else "") + "counts / HR px",
         )

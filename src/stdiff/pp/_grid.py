@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,9 @@ class Raster:
         Whether the truth is measured everywhere (transcripts, gene images): then it counts where the
         histology shows tissue or the truth has counts.
     lr_from
-        ``"aggregate"`` (LR summed from HR pixels) or ``"spots"`` (spots mapped onto the LR grid).
+        ``"aggregate"`` (LR summed from HR pixels) or ``"spots"`` (spots as measurements).
+    spots
+        The :class:`~stdiff.pp.Spots` when they stay measurements (then ``lr`` is an LR-sized summary).
     """
 
     lr: np.ndarray
@@ -70,3 +73,4 @@ class Raster:
     mask_truth: np.ndarray | None = None
     dense: bool = False
     lr_from: str = "aggregate"
+    spots: Any = None

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._grid import Grid, Raster
-from ._rasterize import check_geometry, open_source, source_grid
+from ._rasterize import check_geometry, open_source, resolve_scale, source_grid
 from ._read_histology import read_histology, tissue_masks
+from ._read_spots import spot_section_maps
 from ._section import Section
 from ._validate import check_expression
 
@@ -40,6 +41,12 @@ class InputGrid:
     source_key: str
     lr_from: str
     he_range: tuple[np.ndarray, np.ndarray] | None = None
+    spots: Any = None
+
+    @property
+    def geometry(self):
+        """The spots' :class:`~stdiff.pp.SpotGeometry` (``None`` for square LR maps)."""
+        return None if self.spots is None else self.spots.geometry
 
     @property
     def shape_lr(self) -> tuple[int, int]:
@@ -57,8 +64,12 @@ class InputGrid:
         he = read_histology(
             self.sdata, self.image_key, self.coordinate_system, sub, self.he_scale, value_range=self.he_range
         )
-        mask_hr, _ = tissue_masks(Raster(lr=lr, hr=None, mask_lr=mask_lr), he, sub.factor, self.he_scale)
-        return Section(
+        fp = None
+        if self.spots is not None:  # the window's own spot-native maps (spots around it included)
+            fp, mask_hr, lr, mask_lr = spot_section_maps(self.spots, sub, he, self.he_scale)
+        else:
+            mask_hr, _ = tissue_masks(Raster(lr=lr, hr=None, mask_lr=mask_lr), he, sub.factor, self.he_scale)
+        section = Section(
             genes=list(self.genes),
             lr=np.ascontiguousarray(lr, dtype=np.float32),
             hr=None,
@@ -75,7 +86,10 @@ class InputGrid:
             lr_from=self.lr_from,
             name=name,
             meta={"source_key": self.source_key},
+            spots=None if fp is None else fp.spots,
         )
+        section._footprints = fp
+        return section
 
 
 def open_input(
@@ -86,8 +100,9 @@ def open_input(
     counts_key: str | None = None,
     table_key: str | None = None,
     coordinate_system: str | None = None,
-    lr_um: float = 100.0,
-    factor: int = 10,
+    lr_um: float | None = None,
+    factor: int | None = None,
+    hr_um: float | None = None,
     he_scale: int = 4,
     layer: str | None = None,
     allow_non_integer: bool = False,
@@ -96,9 +111,10 @@ def open_input(
     """Read the LR map of a section for inference (spots map onto the LR grid; HR sources are aggregated).
 
     Takes the arguments of :func:`~stdiff.pp.rasterize` (with ``spots_as="lr"``) and makes the same
-    checks; the histology is not read here (see :meth:`InputGrid.section`).
+    checks; the histology is not read here (see :meth:`InputGrid.section`). For spots the LR map
+    is an LR-sized summary (tiling, chunk planning); each window's section computes its exact
+    spot-native maps.
     """
-    factor, he_scale = check_geometry(lr_um, factor, he_scale, None)
     source, image_key, cs = open_source(
         sdata,
         genes,
@@ -110,6 +126,8 @@ def open_input(
         layer=layer,
         allow_non_integer=allow_non_integer,
     )
+    lr_um, factor = resolve_scale(source, lr_um, factor, hr_um)
+    factor, he_scale = check_geometry(lr_um, factor, he_scale, None)
     grid = source_grid(sdata, source, image_key, cs, lr_um, factor)
     raster = source.raster(grid, truth=False, min_counts=min_counts)
     check_expression(raster.lr, raster.mask_lr, f"{source.kind} {source.key!r}", min_counts=min_counts)
@@ -127,6 +145,7 @@ def open_input(
         source_key=source.key,
         lr_from=raster.lr_from,
         he_range=he_range,
+        spots=raster.spots,
     )
 
 

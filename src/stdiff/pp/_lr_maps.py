@@ -1,4 +1,4 @@
-"""The LR map on the HR grid, spread over the tissue pixels only (the honest interpolation base)."""
+"""The measured expression on the HR grid, spread over the tissue pixels only (the honest interpolation base)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,28 @@ from ._section import Section, aggregate
 
 
 def lr_per_tissue_pixel(section: Section) -> np.ndarray:
-    """LR counts divided among the tissue HR pixels of their block, ``(G, H, W)`` counts per HR pixel.
+    """The measurements spread evenly over the tissue HR pixels, ``(G, H, W)`` counts per HR pixel.
 
-    Each LR pixel's counts are split evenly over the HR pixels of its ``factor × factor`` block that
-    the input mask (:attr:`Section.mask_hr`, built from the LR map and the histology only) calls
-    tissue; pixels off tissue get 0. Unlike block (nearest) upsampling of counts per HR pixel, a
-    half-tissue block at the tissue edge is not diluted by its empty half. Summing the result over
-    each block gives back the LR counts wherever the block has tissue (mass is conserved).
+    Square LR maps: each LR pixel's counts are split evenly over the HR pixels of its
+    ``factor × factor`` block that the input mask (:attr:`Section.mask_hr`, built from the LR map and
+    the histology only) calls tissue; pixels off tissue get 0. Unlike block (nearest) upsampling of
+    counts per HR pixel, a half-tissue block at the tissue edge is not diluted by its empty half.
+    Summing the result over each block gives back the LR counts wherever the block has tissue.
+
+    Spots (:attr:`Section.spots`): each spot's counts spread evenly over its footprint's tissue pixels
+    and the gaps between spots filled by the normalised convolution of the spots' densities
+    (:meth:`~stdiff.pp.Footprints.distribute` of a flat map), so every spot's footprint sums to its
+    count and there are no blocks and no holes.
     """
+    if section.spots is not None:
+        key = ("stdiff_spot_nearest", tuple(section.genes), section.mask_hr.shape, int(section.mask_hr.sum()))
+        out = section.meta.get(key)
+        if out is None:
+            G = len(section.genes)
+            flat = np.broadcast_to(section.mask_hr[None].astype(np.float64), (G, *section.mask_hr.shape))
+            out = section.footprints().distribute(flat, section.mask_hr)
+            section.meta[key] = out
+        return out
     f = section.factor
     mask = section.mask_hr.astype(np.float32)
     n = aggregate(mask, f)

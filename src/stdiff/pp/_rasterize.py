@@ -17,8 +17,9 @@ from ._grid import Grid
 from ._read_histology import read_histology, tissue_masks
 from ._read_image import GeneImageSource
 from ._read_points import PointsSource
-from ._read_spots import SpotsSource, table_region
+from ._read_spots import SpotsSource, spot_section_maps, table_region
 from ._section import Section
+from ._spot_geometry import TOLERANCE
 from ._units import check_micrometres, micrometre_systems
 from ._validate import check_expression
 
@@ -113,6 +114,38 @@ def open_source(
     return source, image_key, cs
 
 
+def resolve_scale(source, lr_um: float | None, factor: int | None, hr_um: float | None) -> tuple[float, int]:
+    """``(lr_um, factor)`` of the grid for ``source``.
+
+    Square sources (transcripts, gene images, spots as truth): ``lr_um`` (default 100) and ``factor``
+    (default 10), or ``hr_um`` with one of them. Spots that stay measurements need no ``lr_um``: the
+    HR pixel is ``hr_um`` (default from the platform: 10 µm Visium, 20 µm legacy ST) and the LR grid
+    only tiles it at about the spot pitch; an ``lr_um`` finer than the pitch is refused.
+    """
+    if hr_um is not None and (not np.isfinite(hr_um) or hr_um <= 0):
+        raise ValueError(f"hr_um must be a positive number of µm, got {hr_um!r}.")
+    if not getattr(source, "native", False):
+        if hr_um is not None and lr_um is None:
+            factor = 10 if factor is None else factor
+            return float(hr_um) * int(factor), int(factor)
+        if hr_um is not None and factor is None:
+            factor = max(1, int(round(lr_um / hr_um)))
+        return (100.0 if lr_um is None else float(lr_um)), (10 if factor is None else factor)
+    g = source.geometry
+    if lr_um is not None and lr_um < (1 - TOLERANCE) * g.pitch_um:
+        raise ValueError(
+            f"lr_um={lr_um:g} µm is finer than the spot pitch ({g.pitch_um:.4g} µm between neighbouring spots of "
+            f"{source.kind} {source.key!r}, detected platform {g.platform!r}): a spot cannot be split into LR pixels. "
+            "Omit lr_um — stdiff works from the spots themselves — and choose the HR pixel with hr_um= (default "
+            f"{g.default_hr_um:g} µm for this platform)."
+        )
+    if hr_um is None:
+        hr_um = lr_um / factor if (lr_um is not None and factor is not None) else g.default_hr_um
+    if factor is None:
+        factor = max(1, int(round((g.pitch_um if lr_um is None else lr_um) / hr_um)))
+    return float(hr_um) * int(factor), int(factor)
+
+
 def source_grid(sdata: sd_mod.SpatialData, source, image_key: str, cs: str, lr_um: float, factor: int) -> Grid:
     """The grid over the source's expression, after checking the image covers it."""
     origin, far = source.extent(lr_um, lr_um / factor)
@@ -140,8 +173,9 @@ def rasterize(
     counts_key: str | None = None,
     table_key: str | None = None,
     coordinate_system: str | None = None,
-    lr_um: float = 100.0,
-    factor: int = 10,
+    lr_um: float | None = None,
+    factor: int | None = None,
+    hr_um: float | None = None,
     he_scale: int = 4,
     he_um: float | None = None,
     spots_as: Literal["lr", "hr"] = "lr",
@@ -158,9 +192,12 @@ def rasterize(
       aggregate (training data from Xenium/MERFISH-like references);
     - an image of per-gene counts (``counts_key``, c = genes; e.g. Visium HD or binned Xenium): summed
       onto the HR grid; LR is their aggregate;
-    - a table annotating spot shapes (``table_key``; Visium / legacy ST): spots are mapped onto the
-      LR grid (``spots_as="lr"``, inference — no truth) or onto the HR grid (``spots_as="hr"``, the
-      measured spots serve as the truth and LR is their aggregate).
+    - a table annotating spot shapes (``table_key``; Visium / legacy ST): with ``spots_as="lr"``
+      (inference, no truth) the spots stay measurements (:attr:`Section.spots`): the platform
+      (pitch, lattice, spot size) is detected from them, the HR pixel is ``hr_um`` and every map
+      relates to them through their footprints (:class:`~stdiff.pp.Footprints`); contiguous square
+      bins (Visium HD) are spread over the HR pixels they cover. With ``spots_as="hr"`` each spot is
+      one HR pixel (the measured spots serve as the truth and LR is their aggregate).
 
     Parameters
     ----------
@@ -180,9 +217,15 @@ def rasterize(
         A system in pixels (e.g. as ``spatialdata_io.visium`` / ``visium_hd`` / ``xenium`` read it)
         is refused: add a µm one with :func:`to_micrometres`.
     lr_um
-        LR pixel size in µm (100 for Visium-like grids).
+        LR pixel size in µm (default 100). Not needed for spots, whose LR grid only tiles the HR
+        grid at about the spot pitch; a value finer than the pitch is refused.
     factor
-        Integer super-resolution factor: HR pixel size is ``lr_um / factor``.
+        Integer super-resolution factor: HR pixel size is ``lr_um / factor`` (default 10; for
+        spots, the HR pixels per spot pitch).
+    hr_um
+        HR pixel size in µm. For spots the default comes from the detected platform: 10 µm for
+        Visium (55 µm spots, 100 µm apart), 20 µm for legacy ST (100 µm spots, 200 µm apart),
+        pitch / 10 otherwise.
     he_scale
         Histology pixels per HR pixel (the image is resampled to ``lr_um / factor / he_scale`` µm/px).
     he_um
@@ -203,7 +246,6 @@ def rasterize(
     -------
     The :class:`Section`.
     """
-    factor, he_scale = check_geometry(lr_um, factor, he_scale, he_um)
     source, image_key, cs = open_source(
         sdata,
         genes,
@@ -215,12 +257,25 @@ def rasterize(
         layer=layer,
         allow_non_integer=allow_non_integer,
     )
+    lr_um, factor = resolve_scale(source, lr_um, factor, hr_um)
+    factor, he_scale = check_geometry(lr_um, factor, he_scale, he_um)
     grid = source_grid(sdata, source, image_key, cs, lr_um, factor)
     raster = source.raster(grid, truth=True, min_counts=min_counts)
     check_expression(raster.lr, raster.mask_lr, f"{source.kind} {source.key!r}", min_counts=min_counts)
     he = read_histology(sdata, image_key, cs, grid, he_scale)
-    mask_hr, mask_truth = tissue_masks(raster, he, factor, he_scale)
+    fp = None
+    if raster.spots is not None:
+        fp, mask_hr, raster.lr, raster.mask_lr = spot_section_maps(raster.spots, grid, he, he_scale)
+        mask_truth = None
+    else:
+        mask_hr, mask_truth = tissue_masks(raster, he, factor, he_scale)
     h, w = grid.shape_lr
+    if fp is not None:
+        g = fp.spots.geometry
+        logger.info(
+            "%s: %d spots, %s lattice, pitch %.4g µm, spots of %.4g µm (platform %r) → HR %.4g µm.",
+            name, len(fp.spots), g.lattice, g.pitch_um, g.diameter_um, g.platform, grid.hr_um,
+        )  # fmt: skip
     logger.info(
         "Rasterised %s: %d genes, LR %d×%d at %.4g µm, HR ×%d, histology %.4g µm/px, %d tissue LR pixels.",
         name,
@@ -232,7 +287,7 @@ def rasterize(
         grid.hr_um / he_scale,
         int(raster.mask_lr.sum()),
     )
-    return Section(
+    section = Section(
         genes=list(source.genes),
         lr=raster.lr.astype(np.float32),
         hr=None if raster.hr is None else raster.hr.astype(np.float32),
@@ -250,4 +305,7 @@ def rasterize(
         name=name,
         meta={"source_key": source.key},
         mask_truth=mask_truth,
+        spots=None if fp is None else fp.spots,
     )
+    section._footprints = fp
+    return section

@@ -55,6 +55,32 @@ def he_tissue(he: np.ndarray, he_scale: int) -> np.ndarray | None:
     return small > 0.15
 
 
+def spot_tissue_mask(fp, he: np.ndarray, he_scale: int) -> np.ndarray:
+    """The input mask of a spot section: HR pixels within the spots' reach, refined by the histology.
+
+    Pixels in reach where the histology shows no tissue are dropped, except that a spot whose
+    footprint would then hold no tissue pixel keeps its footprint (its counts must go somewhere), and
+    the histology is ignored when it finds tissue on under 5% of the reach (faint or no staining).
+    """
+    from .._utils import logger
+
+    reach = fp.reach()
+    tissue = he_tissue(he, he_scale)
+    if tissue is None:
+        return reach
+    mask = reach & tissue
+    if mask.sum() < 0.05 * max(int(reach.sum()), 1):
+        logger.warning("The histology shows tissue on under 5%% of the spots' reach; the histology mask is ignored.")
+        return reach
+    A = fp.matrix
+    on_tissue = np.asarray(A @ mask.ravel().astype(np.float64)).ravel()
+    bare = np.nonzero((on_tissue <= 0) & (fp.area_px > 0))[0]
+    if len(bare):
+        cols = A[bare].indices
+        mask.ravel()[cols] = True
+    return mask
+
+
 def tissue_masks(raster: Raster, he: np.ndarray, factor: int, he_scale: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The input mask on the HR grid and where the truth is measured.
 

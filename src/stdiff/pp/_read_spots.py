@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._spatial import affine_to_cs
+from ._footprints import Footprints, Spots, density_at
 from ._grid import Grid, Raster
 from ._section import aggregate
+from ._spot_geometry import detect_geometry
 from ._units import spot_radius_um
 from ._validate import check_counts, check_genes, check_integer
 
@@ -28,8 +30,11 @@ def table_region(sdata: sd_mod.SpatialData, table_key: str) -> str | None:
 class SpotsSource:
     """Spot counts of a table with the spots' centres and radii in a coordinate system.
 
-    ``spots_as="lr"`` maps the spots onto the LR grid (inference, no truth); ``"hr"`` onto the HR grid
-    (the measured spots are the truth and LR is their aggregate).
+    ``spots_as="lr"``: the spots are the measurements (inference, no truth). Spots with gaps between
+    them (Visium, legacy ST) stay first-class (:class:`~stdiff.pp.Spots`, related to the HR grid by
+    their footprints); contiguous square bins (Visium HD) are spread over the HR pixels they cover and
+    summed per LR pixel (the square-bin path of gene images). ``"hr"``: each spot is mapped onto one HR
+    pixel (the measured spots are the truth and LR is their aggregate; used to score against spots).
     """
 
     kind = "spots"
@@ -73,8 +78,12 @@ class SpotsSource:
         centres = np.stack([geom.geometry.centroid.x.to_numpy(), geom.geometry.centroid.y.to_numpy()])
         if "radius" in geom.columns:
             radius = geom["radius"].to_numpy(float)
+            self.shape = "disc"
         else:
             radius = np.sqrt(geom.geometry.area.to_numpy(float) / np.pi)
+            self.shape = "square" if _are_squares(geom.geometry) else "disc"
+            if self.shape == "square":
+                radius = np.sqrt(geom.geometry.area.to_numpy(float)) / 2
         A = affine_to_cs(shapes, cs)
         self.key, self.region, self.spots_as = table_key, region, spots_as
         self.xy = A[:2, :2] @ centres + A[:2, 2:3]
@@ -83,11 +92,27 @@ class SpotsSource:
         physical = spot_radius_um(sdata, cs, region)
         if physical is not None:  # e.g. Visium circles drawn for a 65 µm spot; the spots are 55 µm
             self.radius = np.full_like(self.radius, physical)
+        self.geometry = detect_geometry(self.xy, self.radius, shape=self.shape)
+        if self.geometry.platform == "visium":  # circles drawn for the 65 µm spot of Space Ranger: 55 µm discs
+            self.radius = np.full_like(self.radius, self.geometry.radius_um)
+        self.ids = np.asarray(instance)
+
+    @property
+    def native(self) -> bool:
+        """Whether the spots stay measurements (discs with gaps, ``spots_as="lr"``)."""
+        return self.spots_as == "lr" and self.geometry.has_gaps
+
+    def spots(self) -> Spots:
+        """The spots as measurements (centres, physical radii and counts in µm)."""
+        return Spots(self.xy, np.asarray(self.radius, float), self.values, self.geometry, self.ids)
 
     def extent(self, lr_um: float, hr_um: float) -> tuple[tuple[float, float], np.ndarray]:
-        """Grid origin (half a pixel before the first spot centre) and the far corner."""
-        grid_um = lr_um if self.spots_as == "lr" else hr_um
-        lo, hi = self.xy.min(axis=1) - grid_um / 2, self.xy.max(axis=1) + grid_um / 2
+        """Grid origin and far corner: the spots' reach around them (native), else half a pixel."""
+        if self.native:
+            margin = self.geometry.reach_um
+        else:
+            margin = (lr_um if self.spots_as == "lr" else hr_um) / 2
+        lo, hi = self.xy.min(axis=1) - margin, self.xy.max(axis=1) + margin
         return (float(lo[0]), float(lo[1])), hi
 
     def outside_fraction(self, bounds: tuple[float, float, float, float]) -> float:
@@ -97,7 +122,22 @@ class SpotsSource:
         return 1.0 - float(inside.mean())
 
     def raster(self, grid: Grid, *, truth: bool = True, min_counts: float = 1.0) -> Raster:
-        """Map the spots onto the LR grid (``spots_as="lr"``) or the HR grid (truth; LR aggregated)."""
+        """The spots on ``grid``: native (footprints), spread (contiguous bins) or one HR pixel each (truth)."""
+        if self.native:  # an LR-sized summary; sections compute their exact spot-native maps
+            spots = self.spots()
+            mask_lr = spot_reach_lr(spots, grid)
+            h, w = grid.shape_lr
+            jj, ii = np.meshgrid(np.arange(w), np.arange(h))
+            centres = np.stack([grid.origin[0] + (jj.ravel() + 0.5) * grid.lr_um,
+                                grid.origin[1] + (ii.ravel() + 0.5) * grid.lr_um], 1)  # fmt: skip
+            lr = (density_at(spots, centres) * grid.lr_um**2).reshape(-1, h, w) * mask_lr[None]
+            return Raster(lr=lr.astype(np.float32), hr=None, mask_lr=mask_lr, lr_from="spots", spots=spots)
+        if self.spots_as == "lr":  # contiguous bins (Visium HD): spread over the HR pixels they cover
+            fp = Footprints(self.spots(), grid.origin, grid.hr_um, grid.shape_hr)
+            per_px = self.values / np.maximum(fp.full_area_px, 1e-12)[None]
+            hr = fp.spread(per_px).astype(np.float32)
+            lr = aggregate(hr, grid.factor)
+            return Raster(lr=lr, hr=hr if truth else None, mask_lr=lr.sum(0) >= min_counts, dense=True)
         if self.spots_as == "hr":
             hr, spot_mask_hr = spots_to_grid(self.xy, self.values, self.radius, grid.origin, grid.hr_um, grid.shape_hr)
             return Raster(
@@ -106,8 +146,61 @@ class SpotsSource:
                 mask_lr=aggregate(spot_mask_hr.astype(np.int32), grid.factor) > 0,
                 mask_truth=spot_mask_hr if truth else None,
             )
-        lr, mask_lr = spots_to_grid(self.xy, self.values, self.radius, grid.origin, grid.lr_um, grid.shape_lr)
-        return Raster(lr=lr, hr=None, mask_lr=mask_lr, lr_from="spots")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def spot_reach_lr(spots: Spots, grid: Grid) -> np.ndarray:
+    """LR pixels of ``grid`` with an HR pixel within the spots' reach (:attr:`SpotGeometry.reach_um`)."""
+    from scipy.spatial import cKDTree
+
+    H, W = grid.shape_hr
+    out = np.zeros(grid.shape_lr, dtype=bool)
+    tree = cKDTree(spots.xy.T)
+    step = max(1, int(4e6 // max(W, 1)))
+    for r0 in range(0, H, step):  # rows of HR pixels at a time: memory stays small on a whole slide
+        rows = np.arange(r0, min(H, r0 + step))
+        jj, ii = np.meshgrid(np.arange(W), rows)
+        pts = np.stack([grid.origin[0] + (jj.ravel() + 0.5) * grid.hr_um, grid.origin[1] + (ii.ravel() + 0.5) * grid.hr_um], 1)
+        d, _ = tree.query(pts, k=1, distance_upper_bound=spots.geometry.reach_um * 1.0001)
+        near = (d <= spots.geometry.reach_um).reshape(len(rows), W)
+        lr_rows = rows // grid.factor
+        np.logical_or.at(out, (np.repeat(lr_rows, W), np.tile(np.arange(W) // grid.factor, len(rows))), near.ravel())
+    return out
+
+
+def spot_section_maps(spots: Spots, grid: Grid, he: np.ndarray, he_scale: int):
+    """``(footprints, mask_hr, lr, mask_lr)`` of the spots on ``grid`` with its histology ``he``.
+
+    ``spots`` may extend beyond the grid (they shape the interpolation near its edges); the mask is
+    the spots' reach refined by the histology and ``lr`` the spot-native map summed per LR pixel.
+    """
+    from ._footprints import spot_margin
+    from ._read_histology import spot_tissue_mask
+
+    H, W = grid.shape_hr
+    far = (grid.origin[0] + W * grid.hr_um, grid.origin[1] + H * grid.hr_um)
+    fp = Footprints(spots.within(grid.origin, far, spot_margin(spots.geometry)), grid.origin, grid.hr_um, (H, W))
+    mask_hr = spot_tissue_mask(fp, he, he_scale)
+    lr = spot_native_lr(fp, mask_hr, grid.factor)
+    return fp, mask_hr, lr, aggregate(mask_hr.astype(np.int32), grid.factor) > 0
+
+
+def spot_native_lr(fp: Footprints, mask_hr: np.ndarray, factor: int) -> np.ndarray:
+    """The spot-native map summed per LR pixel: each spot's counts on its footprint, the gaps interpolated.
+
+    (:meth:`Footprints.distribute` of a flat map over ``mask_hr``.)
+    """
+    G = fp.spots.counts.shape[0]
+    flat = np.broadcast_to(mask_hr[None].astype(np.float64), (G, *mask_hr.shape))
+    return aggregate(fp.distribute(flat, mask_hr), factor).astype(np.float32)
+
+
+def _are_squares(geoms) -> bool:
+    """Whether polygons are axis-aligned squares (Visium HD bins as spatialdata-io writes them)."""
+    b = geoms.bounds
+    w, h = (b["maxx"] - b["minx"]).to_numpy(), (b["maxy"] - b["miny"]).to_numpy()
+    area = geoms.area.to_numpy()
+    return bool(len(area) and np.allclose(w, h, rtol=1e-3) and np.allclose(area, w * h, rtol=1e-3))
 
 
 def _raw_counts_hint(table, table_key: str, layer: str | None) -> str:

@@ -11,12 +11,15 @@ rasters on three nested grids that share one origin:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._spatial import grid_transform
 from ._normalize import Normalizer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._footprints import Footprints, Spots
 
 
 def aggregate(hr: np.ndarray, factor: int) -> np.ndarray:
@@ -55,6 +58,11 @@ class Section:
     mask_truth
         HR pixels where the truth is measured (for the training loss and for scoring only; never an
         input). ``None`` means ``mask_hr``; see :attr:`truth_mask`.
+    spots
+        The measured spots (:class:`~stdiff.pp.Spots`: centres, radii and counts in µm) when the
+        expression is a spot platform's; then the LR grid is only a tiling of the HR grid at about
+        the spot pitch, ``lr`` is the spot-native map (:meth:`footprints`) summed per LR pixel, and
+        every map relates to the spots through their footprints. ``None`` for square LR maps.
     """
 
     genes: list[str]
@@ -74,6 +82,19 @@ class Section:
     name: str = "section"
     meta: dict[str, Any] = field(default_factory=dict)
     mask_truth: np.ndarray | None = None
+    spots: Spots | None = None
+    _footprints: Footprints | None = field(default=None, init=False, repr=False, compare=False)
+
+    def footprints(self) -> Footprints:
+        """The spots' measurement operator on this section's HR grid (computed once)."""
+        if self.spots is None:
+            raise ValueError(f"Section {self.name!r} has no spots (its expression is a square LR map).")
+        if self._footprints is None:
+            from ._footprints import Footprints
+
+            H, W = self.mask_hr.shape
+            self._footprints = Footprints(self.spots, self.origin, self.hr_um, (H, W))
+        return self._footprints
 
     @property
     def truth_mask(self) -> np.ndarray:
@@ -115,7 +136,16 @@ class Section:
             origin=(self.origin[0] + c0 * self.lr_um, self.origin[1] + r0 * self.lr_um),
             name=name or f"{self.name}[{r0}:{r1},{c0}:{c1}]",
             meta=dict(self.meta),
+            spots=None if self.spots is None else self._spots_near(r0, r1, c0, c1),
         )
+
+    def _spots_near(self, r0: int, r1: int, c0: int, c1: int) -> Spots:
+        """The spots that matter to the LR window ``[r0, r1) × [c0, c1)``: within the render's reach of it."""
+        from ._footprints import spot_margin
+
+        x0, y0 = self.origin[0] + c0 * self.lr_um, self.origin[1] + r0 * self.lr_um
+        x1, y1 = self.origin[0] + c1 * self.lr_um, self.origin[1] + r1 * self.lr_um
+        return self.spots.within((x0, y0), (x1, y1), spot_margin(self.spots.geometry))
 
     def coarsen(self, factor: int | None = None) -> Section:
         """Self-supervision: the LR map becomes the truth and its aggregate the input.
@@ -141,6 +171,7 @@ class Section:
         if self.he.dtype == np.uint8:
             he_small = np.clip(np.rint(he_small), 0, 255).astype(np.uint8)
         mask_hr = self.mask_lr[:hh, :ww].copy()
+        # the spot-native LR map (spots summed per LR pixel) becomes a square map one scale up
         return Section(
             genes=list(self.genes),
             lr=aggregate(lr * mask_hr, f),

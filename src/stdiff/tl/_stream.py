@@ -53,6 +53,20 @@ def rescale_to_lr(mean: np.ndarray, lr: np.ndarray, factor: int, mask_lr: np.nda
     return (out, *rescaled)
 
 
+def conserve(mean: np.ndarray, std: np.ndarray | None, section) -> tuple[np.ndarray, np.ndarray | None]:
+    """``mean`` rescaled so every measurement sums to its count (spot footprints or LR blocks); ``std`` alike."""
+    if section.spots is None:
+        extra = () if std is None else (std,)
+        out = rescale_to_lr(mean, section.lr, section.factor, section.mask_lr, *extra)
+        return out[0], (None if std is None else out[1])
+    fp = section.footprints()
+    scaled = fp.conserve(mean).astype(np.float32)
+    if std is None:
+        return scaled, None
+    ratio = np.where(mean > 0, scaled / np.where(mean > 0, mean, 1.0), 1.0)
+    return scaled, (std * ratio).astype(np.float32)
+
+
 def auto_chunk_lr(
     n_genes: int,
     factor: int,
@@ -136,16 +150,19 @@ class _Store:
         self.mean = root.create_array("mean", shape=(n_genes, H, W), chunks=(cg, cy, cx), **kw)
         self.std = root.create_array("std", shape=(n_genes, H, W), chunks=(cg, cy, cx), **kw)
         self.weight = root.create_array("weight", shape=(H, W), chunks=(cy, cx), **kw)
+        self.has_std = False
         if self.path is not None:  # remove the folder once nothing refers to the arrays any more
             weakref.finalize(self.mean, shutil.rmtree, self.path, True)
 
-    def add(self, rows: slice, cols: slice, mean: np.ndarray, std: np.ndarray, weight: np.ndarray) -> None:
+    def add(self, rows: slice, cols: slice, mean: np.ndarray, std: np.ndarray | None, weight: np.ndarray) -> None:
         self.mean[:, rows, cols] = self.mean[:, rows, cols] + mean * weight
-        self.std[:, rows, cols] = self.std[:, rows, cols] + std * weight
+        if std is not None:
+            self.std[:, rows, cols] = self.std[:, rows, cols] + std * weight
+            self.has_std = True
         self.weight[rows, cols] = self.weight[rows, cols] + weight
 
     def result(self):
-        """Lazy ``(mean, std)`` dask arrays."""
+        """Lazy ``(mean, std)`` dask arrays (``std`` is ``None`` when no chunk gave one)."""
         import dask.array as da
 
         w = da.from_zarr(self.weight)
@@ -157,7 +174,7 @@ class _Store:
             # handle a MemoryStore
             chunks = self.mean.chunks
             mean, std = (da.from_array(np.asarray(a.compute()), chunks=chunks) for a in (mean, std))
-        return mean, std
+        return mean, (std if self.has_std else None)
 
 
 def slide_stain_reference(inp: InputGrid, chunks: list, max_windows: int = 8) -> dict[str, Any]:
@@ -239,11 +256,11 @@ def predict_streamed(
         pred = model.predict_section(section, seed=seed + k, progress=progress and bar is None, **predict_kwargs)
         mean, std = pred["mean"], pred["std"]
         if conserve_counts:
-            mean, std = rescale_to_lr(mean, section.lr, f, section.mask_lr, std)
+            mean, std = conserve(mean, std, section)
         weight = np.kron(np.outer(_ramp(rows, prow), _ramp(cols, pcol)), np.ones((f, f), np.float32))
         hr_rows = slice(prow.start * f, prow.stop * f)
         hr_cols = slice(pcol.start * f, pcol.stop * f)
-        store.add(hr_rows, hr_cols, mean[idx], std[idx], weight)
+        store.add(hr_rows, hr_cols, mean[idx], None if std is None else std[idx], weight)
         del pred, mean, std, section
         if bar is not None:
             bar.update()

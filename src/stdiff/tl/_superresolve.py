@@ -46,6 +46,7 @@ def superresolve(
     allow_non_integer: bool = False,
     factor: int | None = None,
     lr_um: float | None = None,
+    hr_um: float | None = None,
     config: DiffSTConfig | str = "cpu",
     self_supervised: Literal["aggregation", "coarsen"] = "aggregation",
     train_steps: int | None = None,
@@ -62,20 +63,26 @@ def superresolve(
 ) -> sd_mod.SpatialData | None:
     """Super-resolve the expression of a section and write HR gene maps as image elements.
 
-    The section's expression (spots of a table, transcripts, or a gene image) is mapped onto an LR
-    grid of ``lr_um`` µm and super-resolved over overlapping tiles blended with a smooth window (no
-    seams). The mean is the model's regression network (stage A); ``n_samples`` (per chunk, see ``chunk_lr``)
-    samples of its residual diffusion model (stage B), calibrated on validation data at training,
-    give the standard deviation. (For 5% / 95% prediction bounds of a section, call
+    Spots (Visium, legacy ST) stay measurements: the platform (pitch, lattice, spot size) is
+    detected from them, the HR pixel is ``hr_um`` (10 µm for Visium, 20 µm for legacy ST by default)
+    and every map relates to the spots through their footprints (:class:`~stdiff.pp.Footprints`): no
+    ``lr_um`` is needed, and the gaps between spots are filled from the histology and the neighbouring
+    spots. Transcripts and gene images are binned onto an LR grid of ``lr_um`` µm (square bins). The
+    section is super-resolved over overlapping tiles blended with a smooth window (no seams). With
+    a trained model the mean is its regression network (stage A); ``n_samples`` (per chunk, see
+    ``chunk_lr``) samples of its residual diffusion model (stage B), calibrated on validation data
+    at training, give the standard deviation. (For 5% / 95% prediction bounds of a section, call
     :meth:`~stdiff.models.DiffST.predict_section`, which returns ``q05`` and ``q95``.)
 
     With ``model=None`` the section teaches itself, from its own spots and H&E:
 
-    - ``self_supervised="aggregation"`` (default): an ensemble of
+    - ``self_supervised="aggregation"`` (default): cross-fitted
       :class:`~stdiff.models.AggregationConsistency` fits at the native scale
       (:class:`~stdiff.models.SelfSupervisedEnsemble`): histology decides where each spot's counts go
-      inside it, every spot's counts are conserved, and the standard deviation is the members'
-      disagreement (not a calibrated posterior; there is no HR truth to calibrate against);
+      inside it and between spots, every spot's counts are conserved under its footprint, and the
+      standard deviation is a predictive sd calibrated on held-out spots (each predicted by the fit
+      that did not see it; counting noise plus a per-gene error of the mean); with too few spots to
+      calibrate, no standard deviation is written;
     - ``self_supervised="coarsen"``: a Diff-ST model trained with the LR map aggregated ``factor×``
       once more as the input and the LR map as the target, then applied to the real LR map. This
       assumes the tissue looks alike across scales and needs a section of at least
@@ -102,9 +109,15 @@ def superresolve(
     allow_non_integer
         Accept non-integer values where raw counts are expected (see :func:`stdiff.pp.rasterize`).
     factor
-        Super-resolution factor; default: the model's (10 without a model).
+        Super-resolution factor; default: the model's (without a model: 10, or for spots the HR
+        pixels per spot pitch).
     lr_um
-        LR grid in µm; default: the model's (100 without a model).
+        LR grid in µm for transcripts and gene images; default: the model's (100 without a model).
+        Spots need none (their LR grid tiles the HR grid at about the pitch); one finer than the spot
+        pitch is refused.
+    hr_um
+        HR pixel in µm without a model; default for spots: 10 µm (Visium), 20 µm (legacy ST),
+        pitch / 10 (other spots); else ``lr_um / factor``. A model fixes its own.
     config
         Preset or config for training when ``model=None`` and ``self_supervised="coarsen"``.
     self_supervised
@@ -115,7 +128,8 @@ def superresolve(
         Posterior samples (default: the config's) and the sampler's steps (default: chosen by CRPS on
         validation data at training).
     conserve_counts
-        Rescale each LR pixel's block of HR pixels so it sums back to the measured LR value.
+        Rescale the map so every measurement sums back to its count: each spot's footprint (pixels
+        between spots take a smoothly tapered scaling) or each LR pixel's block.
     key_added
         Name of the output image; the standard deviation goes to ``f"{key_added}_std"``.
     scale_factors
@@ -143,7 +157,9 @@ def superresolve(
         transformation composed from the histology image's own (so it overlays it exactly, in every
         coordinate system the image is in).
     ``sdata.images[f"{key_added}_std"]``
-        Per-pixel posterior standard deviation (same layout).
+        Per-pixel predictive standard deviation (same layout): from the calibrated samples of a
+        trained model, or the held-out-spot calibration of the default; not written when it cannot
+        be calibrated.
     ``sdata.attrs["stdiff"][key_added]``
         Provenance: model hash, config, genes, factor, µm grid, sampler, steps, samples, seed, time,
         stdiff version (also on the elements' ``attrs``).
@@ -161,9 +177,11 @@ def superresolve(
     if isinstance(model, str | os.PathLike):
         model = DiffST.load(model, genes=genes)
     trained_here = model is None
-    factor = int(factor if factor is not None else (model.factor if model is not None else 10))
-    lr_um = float(lr_um if lr_um is not None else (model.lr_um if model is not None else 100.0))
     if model is not None:
+        factor = int(factor if factor is not None else model.factor)
+        lr_um = float(lr_um if lr_um is not None else model.lr_um)
+        if hr_um is not None and abs(hr_um - model.lr_um / model.factor) > 1e-6:
+            raise ValueError(f"hr_um={hr_um:g} but the model predicts {model.lr_um / model.factor:g} µm pixels.")
         if factor != model.factor:
             raise ValueError(f"factor={factor} but the model was trained for factor={model.factor}.")
         if genes is not None:
@@ -184,10 +202,14 @@ def superresolve(
         coordinate_system=coordinate_system,
         lr_um=lr_um,
         factor=factor,
+        hr_um=hr_um,
         he_scale=he_scale,
         layer=layer,
         allow_non_integer=allow_non_integer,
     )
+    factor, lr_um = inp.grid.factor, inp.grid.lr_um
+    if model is not None:
+        check_platform(model, inp)
     if model is None and genes is None and len(inp.genes) > 200:
         raise ValueError(
             f"The data has {len(inp.genes)} genes; without a trained model pass genes= (a panel of at most a "
@@ -229,6 +251,7 @@ def superresolve(
         "factor": factor,
         "lr_um": lr_um,
         "hr_um": lr_um / factor,
+        "spots": None if inp.geometry is None else inp.geometry.to_dict(),
         "origin": list(inp.grid.origin),
         "coordinate_system": inp.coordinate_system,
         "image_key": inp.image_key,
@@ -238,8 +261,11 @@ def superresolve(
         "allow_non_integer": bool(allow_non_integer),
         **(
             {
-                "mean": "mean of an ensemble of aggregation-consistency fits on the section's own spots",
-                "sampler": "none: std is the spread across the ensemble (not calibrated)",
+                "mean": "mean of cross-fitted aggregation-consistency fits on the section's own spots",
+                "sampler": "none: std is the predictive sd calibrated on held-out spots"
+                if std is not None
+                else "none: too few spots to calibrate a spread, no std written",
+                "calibration": model.calibration,
                 "num_inference_steps": 0,
             }
             if isinstance(model, SelfSupervisedEnsemble)
@@ -260,7 +286,8 @@ def superresolve(
     )
     sf = _scale_factors(mean.shape[-2:], scale_factors)
     images = {}
-    for key, arr in ((key_added, mean), (f"{key_added}_std", std)):
+    outputs = ((key_added, mean), (f"{key_added}_std", std)) if std is not None else ((key_added, mean),)
+    for key, arr in outputs:
         el = Image2DModel.parse(
             arr,
             dims=("c", "y", "x"),
@@ -274,6 +301,9 @@ def superresolve(
     for key in images:
         if key in target.images:
             logger.info("Overwriting image element %r.", key)
+    stale = f"{key_added}_std"
+    if std is None and stale in target.images:  # a spread from an earlier call would no longer belong
+        del target.images[stale]
     # the prediction is done (the images read it lazily from its store); only now touch the SpatialData
     for key, el in images.items():
         target.images[key] = el
@@ -293,6 +323,40 @@ def superresolve(
         f"{key_added}_std",
     )
     return target if copy else None
+
+
+def check_platform(model, inp) -> None:
+    """Refuse (or warn about) a model trained for another measurement geometry than the section's.
+
+    A model trained on spots (``platform="visium"``…) needs spots: a square LR map is refused. A
+    square-trained model applied to spots is warned about and sees the spots summed per LR pixel (the
+    gap-free map it was trained on). A model trained for one spot platform applied to another is
+    refused: its conditioning (spot size and density relative to the pitch) would not be what it
+    learnt.
+    """
+    platform = getattr(model, "platform", "square")
+    if platform == "square":
+        if inp.geometry is not None:
+            logger.warning(
+                "The model was trained on gap-free square aggregates (platform='square'), but the section's expression "
+                "is %s spots (pitch %.4g µm): the model sees the spots summed per %g µm LR pixel. Train it with "
+                "platform=%r for spot-native super-resolution.",
+                inp.geometry.platform, inp.geometry.pitch_um, inp.grid.lr_um,
+                inp.geometry.platform if inp.geometry.platform != "generic" else "visium",
+            )  # fmt: skip
+        return
+    if inp.geometry is None:
+        raise ValueError(
+            f"The model was trained for {platform!r} spots, but the section's expression is a {inp.source} element "
+            "(square bins): a spot model needs spots. Use a model trained with platform='square' for transcripts "
+            "and gene images."
+        )
+    if inp.geometry.platform != platform:
+        raise ValueError(
+            f"The model was trained for {platform!r} spots, but the section's spots look like {inp.geometry.platform!r} "
+            f"(pitch {inp.geometry.pitch_um:.4g} µm, spots of {inp.geometry.diameter_um:.4g} µm). Train a model with "
+            f"platform={inp.geometry.platform!r}, or call superresolve with model=None."
+        )
 
 
 def section_of(sdata: sd_mod.SpatialData, key: str = "stdiff") -> Section:
