@@ -48,6 +48,7 @@ def run_benchmark(
     table_key: str | None = None,
     coordinate_system: str | None = None,
     spots_as: str = "lr",
+    platform: str = "square",
     data_dir: str | os.PathLike | None = None,
     device: str = "auto",
     out: str | os.PathLike | None = None,
@@ -61,6 +62,9 @@ def run_benchmark(
     names or paths). The presets are specs of the same code path: ``dataset="merfish"`` equals
     ``inputs=[merfish.zarr], split="x:0.5", lr_um=50, factors=[5], genes=50`` (cpu profile).
     ``overrides`` change fields of the profile's :class:`~stdiff.models.DiffSTConfig` (``--set``).
+    ``platform`` (``--platform``) makes the LR input of an HR-reference dataset from simulated spots
+    (``"visium"``, ``"st"``; a lattice per seed) instead of gap-free square aggregates (``"square"``,
+    the default), and scores every HR pixel of the tissue, gaps between spots included.
     Returns the result dict (also written to ``out`` and ``out`` with ``.md``).
     """
     if (dataset is None) == (not inputs):
@@ -86,8 +90,10 @@ def run_benchmark(
             lr_um=lr, he_um=hu, genes=genes, gene_rule=gene_rule or "variance", image_key=image_key,
             counts_key=counts_key, table_key=table_key, coordinate_system=coordinate_system, spots_as=spots_as,
         )  # fmt: skip
+    spec = spec.with_platform(platform)
     if command is None:
         command = f"stdiff benchmark {'--dataset ' + dataset if dataset else '--input ' + ' --input '.join(inputs)}"
+        command += f" --platform {platform}" if platform != "square" else ""
     return run(spec, profile=profile, methods=methods, tracks=tracks, seeds=seeds, device=device, out=out,
                command=command, validate=validate, overrides=overrides)  # fmt: skip
 
@@ -109,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--table-key", default=None, help="table annotating spot shapes")
     d.add_argument("--coordinate-system", default=None, help="coordinate system in µm")
     d.add_argument("--spots-as", choices=("lr", "hr"), default="lr", help="spots are the HR truth with 'hr'")
+    d.add_argument("--platform", choices=("square", "visium", "st"), default="square",
+                   help="how the LR input of an HR-reference dataset is measured: square aggregates (default), or "
+                        "spots of a simulated Visium / legacy ST lattice (gaps unmeasured; every HR pixel scored)")  # fmt: skip
     d.add_argument("--lr-um", type=float, default=None, help="LR pixel size in µm (--input; default 100)")
     d.add_argument("--he-um", type=float, default=None,
                    help="histology pixel size in µm (--input; default HR pixel / the profile's he_scale)")  # fmt: skip
@@ -199,11 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         factors=[int(f) for f in _list(args.factor)] if args.factor else None, genes=args.genes,
         gene_rule=args.gene_rule, lr_um=args.lr_um, he_um=args.he_um, image_key=args.image_key,
         counts_key=args.counts_key, table_key=args.table_key, coordinate_system=args.coordinate_system,
-        spots_as=args.spots_as, data_dir=args.data_dir, device=args.device, out=args.out,
+        spots_as=args.spots_as, platform=args.platform, data_dir=args.data_dir, device=args.device, out=args.out,
         command=" ".join(["stdiff benchmark", *argv]),
         validate=args.validate, overrides=parse_overrides(args.set) or None,
     )  # fmt: skip
-    out = Path(args.out or f"benchmarks/results/{res['dataset']}_{args.profile}.json")
+    tag = res["dataset"] if res.get("platform", "square") == "square" else f"{res['dataset']}_{res['platform']}"
+    out = Path(args.out or f"benchmarks/results/{tag}_{args.profile}.json")
     print(to_markdown(res))
     print(f"Wrote {out} and {out.with_suffix('.md')}.")
     return 0

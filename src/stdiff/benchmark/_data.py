@@ -53,7 +53,25 @@ class DataSpec:
     table_key: str | None = None
     coordinate_system: str | None = None
     spots_as: str = "lr"
+    platform: str = "square"
     info: dict[str, Any] = field(default_factory=dict)
+
+    def with_platform(self, platform: str) -> DataSpec:
+        """The spec measured by ``platform``: for spots, the platform's grid (HR pixel, one pitch per LR pixel).
+
+        Only datasets with HR truth can be measured by a simulated platform; spots as HR truth
+        (``--spots-as hr``, her2st) are real spots already.
+        """
+        from ..pp._simulate import check_platform_name, platform_grid
+
+        check_platform_name(platform)
+        if platform == "square":
+            return replace(self, platform="square")
+        if self.spots_as == "hr" or self.table_key is not None:
+            raise ValueError(f"--platform {platform} needs HR truth (transcripts or a gene image); {self.name!r} "
+                             "is measured spots already (use --platform square).")  # fmt: skip
+        hr_um, factor = platform_grid(platform)
+        return replace(self, platform=platform, lr_um=hr_um * factor, hr_um=None, factors=[factor])
 
     def lr_um_for(self, factor: int) -> float:
         """LR pixel size (µm) at ``factor``."""
@@ -310,7 +328,7 @@ def prepare(spec: DataSpec, factor: int, *, tile_lr: int, cache: dict[str, Any] 
     split.info.update({
         "dataset": spec.name, "factor": int(factor), "lr_um": first.lr_um, "hr_um": first.hr_um,
         "he_um": first.he_um, "he_scale": first.he_scale, "genes": genes, "gene_selection": how,
-        "sections": list(sections), "train_sections": [s.name for s in split.train],
+        "sections": list(sections), "train_sections": [s.name for s in split.train], "platform": spec.platform,
         "test_sections": [s.name for s in split.test],
     })  # fmt: skip
     logger.info("%s ×%d: %d genes, train %s, test %s", spec.name, factor, len(genes),

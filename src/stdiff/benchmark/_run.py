@@ -53,14 +53,18 @@ def score(
     return per_gene, rel, how
 
 
-def _contexts(track, split, fit, val, note, normalizer, genes, cfg, prof, seed, device):
+#: Lattices (random offset and rotation) a training section is measured on for a spot platform.
+N_LATTICES = 4
+
+
+def _contexts(track, test, fit, val, note, normalizer, genes, cfg, prof, seed, device):
     if track == "reference":
         return _methods.Context(
             track=track, train=fit, validation=val, validation_note=note, normalizer=normalizer, genes=genes,
             config=cfg, budget=prof["budget"], seed=seed, device=device, n_samples=int(prof["n_samples"]),
             ablation_samples=int(prof["ablation_samples"]),
         )  # fmt: skip
-    stripped = [_methods.strip_truth(s) for s in split.test]
+    stripped = [_methods.strip_truth(s) for s in test]
     return _methods.Context(
         track=track, train=stripped, validation=None, validation_note="carved by each method from the test LR map",
         normalizer=_methods.lr_normalizer(stripped), genes=genes, config=cfg, budget=prof["budget"], seed=seed,
@@ -85,10 +89,8 @@ def run_track(
 
     genes = list(split.train[0].genes)
     normalizer = fit_normalizer(split.train)
-    truths = [normalizer.transform(s.hr) for s in split.test]
-    masks = [s.truth_mask.astype(bool) for s in split.test]
-    tests = [_methods.strip_truth(s) for s in split.test]
-    fit, val, note = validation_split(split.train, tile_lr=cfg.tile_lr)
+    fit0, val0, note = validation_split(split.train, tile_lr=cfg.tile_lr)
+    platform = split.info.get("platform", "square")
     res = result if result is not None else {}
     res.update(
         {
@@ -102,7 +104,13 @@ def run_track(
     per_seed: dict[str, list] = {}
     per_seed_rot: dict[str, list] = {}
     for seed in seeds:
-        ctx = _contexts(track, split, fit, val, note, normalizer, genes, cfg, prof, seed, device)
+        fit, val, test_sections = measured_as(platform, fit0, val0, split.test, seed)
+        truths = [normalizer.transform(s.hr) for s in test_sections]
+        masks = [s.truth_mask.astype(bool) for s in test_sections]
+        tests = [_methods.strip_truth(s) for s in test_sections]
+        truth_bai = block_index([t.hr for t in test_sections], test_sections)
+        res.setdefault("truth_block_index", []).append(truth_bai)
+        ctx = _contexts(track, test_sections, fit, val, note, normalizer, genes, cfg, prof, seed, device)
         for name in methods:
             if name in res["skipped"]:
                 continue
@@ -130,10 +138,12 @@ def run_track(
                 except _methods.Skip:  # pragma: no cover
                     pass
             means = _stats.summarize_seeds([per_gene])["mean"]
+            counts = [normalizer.inverse(_methods.rescore(o.mean, o.normalizer, normalizer)) for o in outs]
             entry["seeds"].append({
                 "seed": int(seed), "train": info, "train_s": fm["seconds"], "train_cpu_s": fm["cpu_seconds"],
                 "predict_s": pm["seconds"], "predict_cpu_s": pm["cpu_seconds"],
                 "peak_rss_mb": max(fm["peak_rss_mb"], pm["peak_rss_mb"]), "mean": means,
+                "block_index": block_index(counts, test_sections) if outs[0].point else float("nan"),
             })  # fmt: skip
             _summarize(entry, per_seed[name])
             logger.info(
@@ -155,10 +165,36 @@ def run_track(
     return res
 
 
+def measured_as(platform: str, fit, val, test, seed: int):
+    """``(fit, validation, test)`` sections as ``platform`` measures them (a lattice drawn per seed).
+
+    ``"square"`` returns them unchanged. For spots, each training section is measured on
+    :data:`N_LATTICES` lattices, the validation and test sections on one each; validation was
+    carved before, so no lattice of it is trained on.
+    """
+    if platform == "square":
+        return fit, val, list(test)
+    from ..pp import simulate_platform
+
+    base = 1_000_003 * (int(seed) + 1)
+    fit = [simulate_platform(s, platform, seed=base + 97 * i + k) for i, s in enumerate(fit) for k in range(N_LATTICES)]
+    val = None if val is None else [simulate_platform(s, platform, seed=base + 50_000 + i) for i, s in enumerate(val)]
+    test = [simulate_platform(s, platform, seed=base + 90_000 + i) for i, s in enumerate(test)]
+    return fit, val, test
+
+
+def block_index(maps: Sequence[np.ndarray], sections) -> float:
+    """Mean block-artefact index (:func:`~stdiff.benchmark._metrics.block_artefact_index`) over test sections."""
+    vals = [_metrics.block_artefact_index(m, s.factor, s.truth_mask) for m, s in zip(maps, sections, strict=True)]
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+
 def _summarize(entry: dict[str, Any], per_seed: list) -> None:
     s = _stats.summarize_seeds(per_seed)
     entry.update(per_gene=s["per_gene"], mean=s["mean"], sd=s["sd"], median=s["median"], n_nan=s["n_nan"])
     seeds = entry["seeds"]
+    bai = [x.get("block_index", np.nan) for x in seeds]
+    entry["block_index"] = float(np.nanmean(bai)) if np.isfinite(bai).any() else float("nan")
     for key in ("train_s", "predict_s", "train_cpu_s", "predict_cpu_s"):
         entry[key] = float(np.mean([x[key] for x in seeds]))
     entry["train_steps"] = float(np.mean([x["train"].get("steps") or 0 for x in seeds]))
@@ -222,12 +258,13 @@ def run(
     if bad:
         raise ValueError(f"Unknown track(s) {bad}; use {list(_methods.TRACKS)}.")
     seeds = [int(s) for s in (seeds if seeds is not None else prof["seeds"])]
-    out = Path(out) if out is not None else Path("benchmarks/results") / f"{spec.name}_{profile}.json"
+    tag = spec.name if spec.platform == "square" else f"{spec.name}_{spec.platform}"
+    out = Path(out) if out is not None else Path("benchmarks/results") / f"{tag}_{profile}.json"
     overrides = {**spec.info.get("overrides", {}), **(overrides or {})}
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     res: dict[str, Any] = {
-        "dataset": spec.name, "profile": profile, "command": command, "machine": machine_info(dev), "seeds": seeds,
+        "dataset": spec.name, "platform": spec.platform, "profile": profile, "command": command, "machine": machine_info(dev), "seeds": seeds,
         "tracks": list(tracks), "methods_requested": methods, "budget": vars(prof["budget"]),
         "n_samples": prof["n_samples"], "ablation_samples": prof["ablation_samples"], "features": feature_source(),
         "interval_rule": f"empirical quantiles with ≥ {_probabilistic.MIN_EMPIRICAL} samples, else mean ± "

@@ -104,6 +104,7 @@ def model_state(model: DiffST, fmt: str) -> dict[str, Any]:
         "config": model.config.to_dict(),
         "factor": model.factor,
         "lr_um": model.lr_um,
+        "platform": model.platform,
         "normalizer": model.normalizer.to_dict(),
         "graph": model.graph.to_dict(),
         "image_channels": model.image_channels,
@@ -152,6 +153,7 @@ def model_from_state(
         image_channels=state["image_channels"], residual_scale=state["residual_scale"],
         feature_stats=state.get("feature_stats"),
         base_model=None if base is None else AggregationConsistency.from_state(base),
+        platform=state.get("platform", "square"),
     )  # fmt: skip
     model.mean_net.load_state_dict(state["mean_net"])
     model.residual_net.load_state_dict(state["residual_net"])

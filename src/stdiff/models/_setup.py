@@ -74,3 +74,11 @@ def fit_setup(
         mean, sd = fit_feature_scaler([histology_features(s) for s in sections])
         feature_stats = {"mean": mean.tolist(), "sd": sd.tolist()}
     return Setup(normalizer, graph, float(max(resid.std(), 1e-3)), feature_stats, base_model, bases)
+
+
+def section_platform(sections: Sequence[Section]) -> str:
+    """What the sections measure: ``"square"`` or their (common) spot platform."""
+    kinds = {"square" if s.spots is None else s.spots.geometry.platform for s in sections}
+    if len(kinds) != 1:
+        raise ValueError(f"Training sections mix measurement geometries {sorted(kinds)}; simulate one platform.")
+    return kinds.pop()

@@ -4,8 +4,12 @@ The conditioning of both stages is built here, from what exists at inference onl
 
 - ``base``: the LR map spread over the tissue HR pixels of each block (:func:`stdiff.pp.lr_per_tissue_pixel`),
   normalised — the honest interpolation base that the stage-A network corrects;
-- ``bicubic``: bicubic upsampling of the normalised LR-per-tissue-pixel map, on tissue;
+- ``bicubic``: bicubic upsampling of the normalised LR-per-tissue-pixel map, on tissue; for spots,
+  the normalised convolution of the spots' densities (:meth:`stdiff.pp.Footprints.render`), which
+  has no blocks;
 - ``mask``: the input mask (:attr:`stdiff.pp.Section.mask_hr`);
+- for spots, where they are: the part of each HR pixel inside a spot and the distance to the
+  nearest spot centre in pitches (capped at 1.5);
 - optional histology feature channels (standardised with statistics stored in the model).
 
 The truth (``z_hr``) and where it is measured (``mask_truth``) are only attached for training and
@@ -70,10 +74,7 @@ class Prepared:
         self.mask_hr = section.mask_hr.astype(np.float32)
         counts = lr_per_tissue_pixel(section) if base_counts is None else base_counts
         self.base = norm.transform(counts) * self.mask_hr[None]
-        n = aggregate(self.mask_hr, f)
-        per_tissue = np.where(n > 0, section.lr / np.maximum(n, 1.0), 0.0)
-        self.bicubic = upsample_lr(norm.transform(per_tissue), f).numpy() * self.mask_hr[None]
-        maps = [self.base, self.bicubic, self.mask_hr[None]]
+        maps = [self.base, *self._smooth_and_where(section, norm)]
         if features is not None:
             maps.append(np.asarray(features, np.float32) * self.mask_hr[None])
         self.cond = np.concatenate(maps, 0).astype(np.float32)
@@ -82,6 +83,20 @@ class Prepared:
         self.z_hr = norm.transform(section.hr) if (with_truth and section.hr is not None) else None
         self.mask_truth = section.truth_mask.astype(np.float32)
         self.mu: np.ndarray | None = None  # stage-A mean, attached for stage B
+
+    def _smooth_and_where(self, section: Section, norm: Normalizer) -> list[np.ndarray]:
+        """The smooth interpolation of the measurements, the mask, and for spots where they are."""
+        m = self.mask_hr[None]
+        if section.spots is None:
+            n = aggregate(self.mask_hr, self.f)
+            per_tissue = np.where(n > 0, section.lr / np.maximum(n, 1.0), 0.0)
+            self.bicubic = upsample_lr(norm.transform(per_tissue), self.f).numpy() * m
+            return [self.bicubic, m]
+        fp = section.footprints()
+        self.bicubic = norm.transform(fp.render()) * m
+        dist, _ = fp.nearest()
+        where = np.minimum(dist / fp.spots.geometry.pitch_um, 1.5).astype(np.float32)
+        return [self.bicubic, m, fp.coverage()[None] * m, where[None] * m]
 
     def window(self, r: int, c: int, t: int) -> dict[str, np.ndarray]:
         """Tile of ``t × t`` LR pixels at LR position ``(r, c)``."""

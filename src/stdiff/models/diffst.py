@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from ..pp._tiling import Section, Tiles
 from ._calibration import carve_validation
 from ._checkpoint import model_from_state, model_state, read_checkpoint, write_checkpoint
 from ._prediction import predict_whole_section
-from ._setup import fit_setup
+from ._setup import fit_setup, section_platform
 from ._training import train_stages
 from ._windows import Prepared, base_cache_key, base_digest, prepare_section, upsample_lr
 from .aggregation_consistency import AggregationConsistency
@@ -77,6 +78,10 @@ class DiffST:
         Standard deviation of the HR − base residual on the training tissue (stage A's target scale).
     feature_stats
         Mean and sd of the histology feature channels on the training data (when they are used).
+    platform
+        What the model's input measures: ``"square"`` (gap-free square aggregates) or the spot
+        platform it was trained for (``"visium"``, ``"st"``), whose spots it conditions on (two more
+        conditioning maps: coverage by spots and distance to the nearest spot).
     seed
         Seed of the initial weights.
     """
@@ -94,6 +99,7 @@ class DiffST:
         residual_scale: float = 1.0,
         feature_stats: dict[str, list[float]] | None = None,
         base_model: AggregationConsistency | None = None,
+        platform: str = "square",
         seed: int = 0,
     ) -> None:
         self.genes = list(genes)
@@ -110,9 +116,10 @@ class DiffST:
                 "config.base='aggregation' needs a fitted base_model (and 'nearest' none); use DiffST.setup."
             )
         self.base_model = base_model
+        self.platform = str(platform)
         G = len(self.genes)
         n_feat = len(feature_stats["mean"]) if feature_stats else 0
-        cond = 2 * G + 1 + n_feat
+        cond = 2 * G + 1 + n_feat + (2 if self.platform != "square" else 0)
         adj = graph.adjacency()
         px = patch_px(config, self.lr_um / self.factor)
         with torch.random.fork_rng(devices=[]):
@@ -148,6 +155,7 @@ class DiffST:
         (``base_sections``, or carved from ``data`` as :meth:`train` carves them).
         """
         sections = _as_sections(data)
+        platform = section_platform(sections)
         config = DiffSTConfig.preset(config) if isinstance(config, str) else config
         fitted = fit_setup(sections, config, data.normalizer if isinstance(data, Tiles) else None, seed, base_sections)
         normalizer, graph, residual_scale = fitted.normalizer, fitted.graph, fitted.residual_scale
@@ -155,7 +163,8 @@ class DiffST:
         model = cls(
             sections[0].genes, config=config, factor=sections[0].factor, lr_um=sections[0].lr_um,
             normalizer=normalizer, graph=graph, image_channels=sections[0].he.shape[0],
-            residual_scale=residual_scale, feature_stats=feature_stats, base_model=base_model, seed=seed,
+            residual_scale=residual_scale, feature_stats=feature_stats, base_model=base_model, platform=platform,
+            seed=seed,
         )  # fmt: skip
         for s, b in zip(sections, bases):  # cached where training will look for it: computed once
             if b is not None:
@@ -178,7 +187,17 @@ class DiffST:
         return self._digest
 
     def prepare(self, section: Section, *, with_truth: bool) -> Prepared:
-        """The section in the model's space (conditioning maps, histology, optional truth)."""
+        """The section in the model's space (conditioning maps, histology, optional truth).
+
+        A square-trained model sees spots summed per LR pixel (the gap-free map it learnt from); a
+        spot-trained model needs the spots.
+        """
+        if self.platform == "square" and section.spots is not None:
+            section = replace(section, spots=None)
+        elif self.platform != "square" and section.spots is None:
+            raise ValueError(
+                f"The model was trained for {self.platform!r} spots; section {section.name!r} has none (a square LR map)."
+            )
         return prepare_section(
             section, self.normalizer, with_truth=with_truth, feature_stats=self.feature_stats,
             base_model=self.base_model, base_key=self._base_digest(),
@@ -356,11 +375,13 @@ class DiffST:
         h.update(self.spread_scale.tobytes())
         h.update(self._base_digest().encode())
         h.update(repr((self.genes, self.factor, self.lr_um, self.config.to_dict(), self.sampling_steps)).encode())
+        if self.platform != "square":
+            h.update(self.platform.encode())
         return h.hexdigest()[:16]
 
     def __repr__(self) -> str:
         return (
-            f"DiffST(genes={len(self.genes)}, factor={self.factor}, lr_um={self.lr_um:g}, "
+            f"DiffST(genes={len(self.genes)}, factor={self.factor}, lr_um={self.lr_um:g}, platform={self.platform!r}, "
             f"trained={bool(self.train_info)}, modulation={self.config.use_modulation}, "
             f"cross_attention={self.config.use_cross_attention}, gene_graph={self.config.use_gene_graph})"
         )

@@ -73,8 +73,10 @@ def train(
     data: sd_mod.SpatialData | Section | Sequence[sd_mod.SpatialData | Section],
     genes: Sequence[str] | None = None,
     *,
-    factor: int = 10,
-    lr_um: float = 100.0,
+    factor: int | None = None,
+    lr_um: float | None = None,
+    platform: str = "square",
+    n_lattices: int = 4,
     config: DiffSTConfig | str = "cpu",
     steps: int | None = None,
     image_key: str | None = None,
@@ -106,9 +108,18 @@ def train(
     genes
         Gene panel; default all genes of the first section's source.
     factor
-        Super-resolution factor (HR pixel = ``lr_um / factor``).
+        Super-resolution factor (HR pixel = ``lr_um / factor``; default 10).
     lr_um
-        LR pixel size in µm.
+        LR pixel size in µm (default 100; for a spot platform, its pitch).
+    platform
+        What the model will be applied to, simulated from the HR truth (train as you apply):
+        ``"square"`` (default: gap-free square aggregates of the HR bins), ``"visium"`` (55 µm discs on
+        a hexagonal 100 µm lattice; 10 µm HR pixels) or ``"st"`` (100 µm discs, square 200 µm lattice;
+        20 µm HR pixels). Spots get the truth under their footprint, the gaps stay unmeasured, and
+        each lattice has a random offset and rotation (:func:`stdiff.pp.simulate_platform`). The
+        platform is stored with the model; :func:`~stdiff.tl.superresolve` refuses sections of another.
+    n_lattices
+        Lattices (random offset and rotation) simulated per training section for a spot platform.
     config
         A preset name (``"tiny"``, ``"cpu"``, ``"paper"``) or a :class:`~stdiff.models.DiffSTConfig`.
     steps
@@ -137,9 +148,16 @@ def train(
     -------
     The trained :class:`~stdiff.models.DiffST` (``.save(path)`` / ``DiffST.load(path)``).
     """
-    from ..models import DiffST
+    from ..models import DiffST, carve_validation
+    from ..pp._simulate import check_platform_name, platform_grid, simulate_platform
 
     cfg = _config(config)
+    check_platform_name(platform)
+    if platform != "square" and factor is None and lr_um is None:
+        hr_um, factor = platform_grid(platform)
+        lr_um = hr_um * factor
+    factor = 10 if factor is None else factor
+    lr_um = 100.0 if lr_um is None else lr_um
     sections = sections_for_training(
         data,
         genes,
@@ -162,6 +180,16 @@ def train(
             self_supervised=self_supervised, image_key=image_key, counts_key=counts_key, table_key=table_key,
             coordinate_system=coordinate_system, spots_as=spots_as, layer=layer, allow_non_integer=allow_non_integer,
         )  # fmt: skip
+    if platform != "square":
+        if val is None:  # carve before simulating, so no lattice of the validation tissue is trained on
+            sections, val = carve_validation(sections, cfg.tile_lr)
+        sections = [
+            simulate_platform(s, platform, seed=seed * 7919 + 101 * i + k)
+            for i, s in enumerate(sections)
+            for k in range(int(n_lattices))
+        ]
+        val = [simulate_platform(s, platform, seed=seed * 7919 + 50_000 + i) for i, s in enumerate(val)]
+        logger.info("Simulated %r spots: %d training lattices, %d validation sections.", platform, len(sections), len(val))
     model = DiffST.setup(sections, cfg, seed=seed, base_sections=val)
     model.train(
         sections, validation=val, steps=steps, max_time_s=max_time_s, device=device, seed=seed, progress=progress

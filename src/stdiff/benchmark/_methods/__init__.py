@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._base import TRACKS, Budget, Context, Method, Output, Skip, lr_normalizer, rescore, strip_truth
+from ._default import Default
 from ._interp import Interpolation
 from ._istar import IStar
 from ._ridge import Ridge
@@ -14,8 +15,12 @@ METHODS: tuple[str, ...] = (
     "bicubic",
     "nearest",
     "nearest_masked",
+    "nearest_spot",
+    "linear_spots",
+    "normconv",
     "ridge",
     "istar",
+    "default",
     "unet",
     "stdiff",
     "stdiff_1sample",
@@ -34,6 +39,8 @@ def build(name: str) -> Method:
         return Ridge()
     if name == "istar":
         return IStar()
+    if name == "default":
+        return Default()
     if name == "unet":
         return UNetMethod()
     if name == "stdiff":

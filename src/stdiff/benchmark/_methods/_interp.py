@@ -1,9 +1,14 @@
-"""Interpolation baselines: bicubic, nearest (block) and mask-aware nearest upsampling of the LR map.
+"""Interpolation baselines: of the LR map (bicubic, nearest, mask-aware nearest) and of the spots.
 
 None of them is trained; they work in the context's normalised space. ``nearest`` spreads each LR
 pixel over its whole ``factor × factor`` block, so a block that is half tissue is diluted by its
 empty half; ``nearest_masked`` (:func:`stdiff.pp.lr_per_tissue_pixel`) divides the LR counts among
-the block's tissue pixels only — the honest interpolation baseline.
+the block's tissue pixels only — the honest interpolation baseline (for spots: each spot's counts
+on its footprint, the gaps from the normalised convolution). The spot-aware baselines read the
+spots themselves (counts per unit area of each spot), for sections measured by spots only:
+``nearest_spot`` (Voronoi: the nearest spot's density), ``linear_spots`` (linear interpolation of
+the densities over the spots' Delaunay triangles, nearest outside them) and ``normconv`` (normalised
+convolution with a Gaussian of half the pitch, :meth:`stdiff.pp.Footprints.render`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...pp import Normalizer, Section
-from ._base import Method, Output
+from ._base import Method, Output, Skip
 
 
 def lr_z(section: Section, normalizer: Normalizer) -> np.ndarray:
@@ -41,14 +46,61 @@ def nearest_masked(section: Section, normalizer: Normalizer) -> np.ndarray:
     return normalizer.subset(section.genes).transform(counts) * section.mask_hr[None]
 
 
+def _spots(section: Section):
+    if section.spots is None:
+        raise Skip("a spot-aware baseline needs spots (--platform visium|st, or a spot section)")
+    return section.footprints()
+
+
+def _z(section: Section, normalizer: Normalizer, counts: np.ndarray) -> np.ndarray:
+    return normalizer.subset(section.genes).transform(counts) * section.mask_hr[None]
+
+
+def _densities(section: Section) -> tuple[np.ndarray, np.ndarray]:
+    """Spot centres ``(n, 2)`` and counts per HR pixel ``(G, n)`` (each spot's count over its area)."""
+    fp = _spots(section)
+    px = fp.full_area_px
+    return section.spots.xy.T, section.spots.counts / np.maximum(px, 1e-12)[None]
+
+
+def nearest_spot(section: Section, normalizer: Normalizer) -> np.ndarray:
+    """Voronoi: every HR pixel takes the density (counts per HR pixel) of its nearest spot."""
+    fp = _spots(section)
+    _, dens = _densities(section)
+    _, owner = fp.nearest()
+    return _z(section, normalizer, dens[:, owner])
+
+
+def linear_spots(section: Section, normalizer: Normalizer) -> np.ndarray:
+    """Linear interpolation of the spots' densities over their Delaunay triangles (nearest spot outside them)."""
+    from scipy.interpolate import LinearNDInterpolator
+
+    fp = _spots(section)
+    xy, dens = _densities(section)
+    _, owner = fp.nearest()
+    pts = fp.pixel_centres()
+    out = np.asarray(LinearNDInterpolator(xy, dens.T)(pts)).T.reshape(dens.shape[0], *fp.shape)
+    out = np.where(np.isfinite(out), out, dens[:, owner])
+    return _z(section, normalizer, np.clip(out, 0, None))
+
+
+def normconv(section: Section, normalizer: Normalizer) -> np.ndarray:
+    """Normalised convolution of the spots' densities (a Gaussian of half the pitch)."""
+    return _z(section, normalizer, _spots(section).render())
+
+
 class Interpolation(Method):
     """Adapter of one interpolation function."""
 
     FUNCTIONS = {
         "bicubic": (bicubic, "bicubic upsampling of the normalised LR map (Diff-ST's base)"),
         "nearest": (nearest, "nearest (block) upsampling of the normalised LR map (edge blocks diluted)"),
-        "nearest_masked": (nearest_masked, "mask-aware nearest: LR counts ÷ tissue HR pixels of the block "
+        "nearest_masked": (nearest_masked, "mask-aware nearest: LR counts ÷ tissue HR pixels of the block; for "
+                                           "spots, each spot on its footprint, gaps by normalised convolution "
                                            "(stdiff.pp.lr_per_tissue_pixel)"),
+        "nearest_spot": (nearest_spot, "nearest spot (Voronoi): each HR pixel takes its nearest spot's density"),
+        "linear_spots": (linear_spots, "linear interpolation of spot densities (Delaunay triangles)"),
+        "normconv": (normconv, "normalised convolution of spot densities (Gaussian, σ = pitch / 2)"),
     }  # fmt: skip
 
     def __init__(self, name: str) -> None:
