@@ -416,7 +416,7 @@ def test_self_supervised_track_hides_the_truth(small_split):
     from stdiff.models import DiffSTConfig
 
     cfg = DiffSTConfig.preset("tiny", he_scale=2)
-    ctx = _run._contexts("self_supervised", small_split, small_split.train, None, "", None, ["a"], cfg,
+    ctx = _run._contexts("self_supervised", small_split.test, small_split.train, None, "", None, ["a"], cfg,
                          profile("tiny"), 0, "cpu")  # fmt: skip
     assert all(s.hr is None and s.mask_truth is None for s in ctx.train)
     assert [s.name for s in ctx.train] == [s.name for s in small_split.test] and ctx.validation is None
