@@ -174,6 +174,10 @@ def test_spot_model_round_trip_and_platform_checks(synthetic_small, tmp_path, ca
     # conserve_counts: every spot's footprint sums to its count (1e-5)
     np.testing.assert_allclose(fp.measure(mean)[:, fp.inside], sec.spots.counts[:, fp.inside], rtol=1e-5, atol=1e-4)
     assert spots.attrs["stdiff"]["stdiff"]["spots"]["platform"] == "visium"
+    # streamed in several chunks, every spot is still conserved (a pass over the blended result)
+    sd.tl.superresolve(spots, model=loaded, progress=False, conserve_counts=True, chunk_lr=4, key_added="chunked")
+    chunked = _img(spots, "chunked")
+    np.testing.assert_allclose(fp.measure(chunked)[:, fp.inside], sec.spots.counts[:, fp.inside], rtol=1e-5, atol=1e-4)
     # a spot model on square bins is refused; a square model on spots is warned about
     with pytest.raises(ValueError, match="trained for 'visium' spots"):
         sd.tl.superresolve(synthetic_small, model=model, counts_key="hr_counts", progress=False, copy=True)

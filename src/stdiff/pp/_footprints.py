@@ -297,48 +297,44 @@ class Footprints:
         scaling interpolated smoothly between spots (the normalised convolution of the spots'
         counts over their weight sums), then, on each spot's footprint, by the factor that makes the
         footprint sum equal the spot's count (tapered to 1 across the gap around it, so no edge
-        appears). Spots cut by the grid's edge get the part of their count that falls on the grid
-        (counts assumed uniform over the spot). A spot whose footprint has no weight gets its count
-        spread evenly over its footprint. ``mask`` (H, W) zeroes pixels off tissue first.
-        Returns ``(G, H, W)`` float32 counts per HR pixel.
+        appears). A spot cut by the grid's edge only informs the interpolation (with the part of its
+        count on the grid, counts assumed uniform over the spot); its pixels are not forced to a sum.
+        A spot whose footprint has no weight gets its count spread evenly over its footprint.
+        ``mask`` (H, W) zeroes pixels off tissue first. Returns ``(G, H, W)`` float32 counts per HR pixel.
         """
         w = np.asarray(weights, np.float64)
         if mask is not None:
             w = w * np.asarray(mask, bool)[None]
-        G = w.shape[0]
         target = self.spots.counts * self.fraction[None]
-        m = self.measure(w)
-        scale = self.interpolate(target, m)
-        x = w * scale
-        return self.conserve(x, target=target).astype(np.float32)
+        scale = self.interpolate(target, self.measure(w))
+        return self.conserve(w * scale).astype(np.float32)
 
-    def conserve(self, hr: np.ndarray, *, target: np.ndarray | None = None) -> np.ndarray:
-        """Rescale ``hr`` ``(G, H, W)`` on each spot's footprint so it sums to ``target`` (default: the counts).
+    def conserve(self, hr: np.ndarray) -> np.ndarray:
+        """Rescale ``hr`` ``(G, H, W)`` on each spot's footprint so it sums to the spot's count.
 
         The factor is applied on the pixels each spot touches and tapered to 1 over the gap around
-        them (a raised cosine ending halfway to the next spot's footprint); pixels touched by no spot
-        keep their values. Exact for non-overlapping footprints (discs with gaps).
+        them (a raised cosine ending halfway to the next spot's footprint); pixels touched by no spot,
+        or only by spots cut by the grid's edge, keep their values. Exact for non-overlapping
+        footprints (discs with gaps).
         """
         x = np.array(hr, dtype=np.float64, copy=True)
         G = x.shape[0]
-        if target is None:
-            target = self.spots.counts * self.fraction[None]
+        target = self.spots.counts
         m = self.measure(x)
-        factor = np.where(m > 0, target / np.where(m > 0, m, 1.0), 1.0)
+        whole = self.inside[None]
+        factor = np.where(whole & (m > 0), target / np.where(m > 0, m, 1.0), 1.0)
         owner, taper = self._owner_taper()
         flat = x.reshape(G, -1)
         sel = owner >= 0
         f = factor[:, owner[sel]]
         flat[:, sel] *= 1.0 + (f - 1.0) * taper[sel][None]
-        # spots whose footprint holds no weight: their count spread evenly over the footprint
-        empty = (m <= 0) & (target > 0)
+        # whole spots whose footprint holds no weight: their count spread evenly over the footprint
+        empty = whole & (m <= 0) & (target > 0)
         if empty.any():
-            g_idx, s_idx = np.nonzero(empty)
             A = self.matrix
-            for g, s in zip(g_idx, s_idx):
-                lo, hi = A.indptr[s], A.indptr[s + 1]
-                cols, a = A.indices[lo:hi], A.data[lo:hi]
-                flat[g, cols] = np.where(a > 0, target[g, s] / self.area_px[s], flat[g, cols])
+            for g, s in zip(*np.nonzero(empty)):
+                cols = A.indices[A.indptr[s] : A.indptr[s + 1]]
+                flat[g, cols] = target[g, s] / self.area_px[s]
         return x
 
     def _owner_taper(self) -> tuple[np.ndarray, np.ndarray]:

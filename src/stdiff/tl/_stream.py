@@ -151,6 +151,8 @@ class _Store:
         self.std = root.create_array("std", shape=(n_genes, H, W), chunks=(cg, cy, cx), **kw)
         self.weight = root.create_array("weight", shape=(H, W), chunks=(cy, cx), **kw)
         self.has_std = False
+        self.root = root
+        self.final = None  # (mean, std) after a pass over the blended result (per-spot conservation)
         if self.path is not None:  # remove the folder once nothing refers to the arrays any more
             weakref.finalize(self.mean, shutil.rmtree, self.path, True)
 
@@ -161,6 +163,20 @@ class _Store:
             self.has_std = True
         self.weight[rows, cols] = self.weight[rows, cols] + weight
 
+    def blended(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """The blended ``(mean, std)`` of an HR window."""
+        w = np.asarray(self.weight[rows, cols])
+        w = np.where(w > 0, w, 1.0)[None]
+        return np.asarray(self.mean[:, rows, cols]) / w, np.asarray(self.std[:, rows, cols]) / w
+
+    def write_final(self, rows: slice, cols: slice, mean: np.ndarray, std: np.ndarray) -> None:
+        """Write an HR window of the final result (kept apart from the blended sums it is computed from)."""
+        if self.final is None:
+            kw = dict(dtype="float32", fill_value=0.0, chunks=self.mean.chunks)
+            self.final = tuple(self.root.create_array(k, shape=self.mean.shape, **kw) for k in ("final_mean", "final_std"))
+        self.final[0][:, rows, cols] = mean
+        self.final[1][:, rows, cols] = std
+
     def result(self):
         """Lazy ``(mean, std)`` dask arrays (``std`` is ``None`` when no chunk gave one)."""
         import dask.array as da
@@ -168,6 +184,8 @@ class _Store:
         w = da.from_zarr(self.weight)
         w = da.where(w > 0, w, 1.0)[None]
         mean, std = (da.from_zarr(self.mean) / w).astype(np.float32), (da.from_zarr(self.std) / w).astype(np.float32)
+        if self.final is not None:
+            mean, std = da.from_zarr(self.final[0]), da.from_zarr(self.final[1])
         if self.path is None:
             # a small result held in a zarr MemoryStore: hand it over as plain in-memory arrays, since
             # spatialdata's write(overwrite=True) inspects the stores behind dask graphs and cannot
@@ -266,4 +284,34 @@ def predict_streamed(
             bar.update()
     if bar is not None:
         bar.close()
+    if conserve_counts and inp.spots is not None and len(chunks) > 1:
+        conserve_blended(store, inp, chunks, idx)
     return store.result()
+
+
+def conserve_blended(store: _Store, inp: InputGrid, chunks: list, idx: list[int]) -> None:
+    """Per-spot conservation of a result blended from several chunks, chunk by chunk.
+
+    Each chunk core is rescaled from the blended values of its padded window (whose halo holds the
+    whole footprint and taper ring of every spot touching the core), so a spot on a seam gets the
+    same factor from both sides; the results go to separate arrays, never read back here.
+    """
+    from ..pp._footprints import Footprints, spot_margin
+
+    f = inp.grid.factor
+    spots = inp.spots.genes_subset(idx)
+    for rows, cols, prow, pcol in chunks:
+        sub = inp.grid.crop(prow, pcol)
+        H, W = sub.shape_hr
+        far = (sub.origin[0] + W * sub.hr_um, sub.origin[1] + H * sub.hr_um)
+        fp = Footprints(spots.within(sub.origin, far, spot_margin(spots.geometry)), sub.origin, sub.hr_um, (H, W))
+        hr_rows, hr_cols = slice(prow.start * f, prow.stop * f), slice(pcol.start * f, pcol.stop * f)
+        mean, std = store.blended(hr_rows, hr_cols)
+        scaled = fp.conserve(mean)
+        ratio = np.where(mean > 0, scaled / np.where(mean > 0, mean, 1.0), 1.0)
+        core = (slice(None), slice((rows.start - prow.start) * f, (rows.stop - prow.start) * f),
+                slice((cols.start - pcol.start) * f, (cols.stop - pcol.start) * f))  # fmt: skip
+        store.write_final(
+            slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f),
+            scaled[core].astype(np.float32), (std * ratio)[core].astype(np.float32),
+        )  # fmt: skip
