@@ -159,7 +159,8 @@ def block_artefact_index(maps: np.ndarray, block: int, mask: np.ndarray | None =
     Per gene, the mean absolute ``log1p`` difference between neighbouring HR pixels that straddle a
     block boundary, divided by the same between neighbours inside a block (both pixels on ``mask``);
     the median over genes. A map with no block structure scores about 1 (the truth does); blocky
-    upsampling scores far above 1. ``NaN`` when there are no pairs of either kind.
+    upsampling scores far above 1 (``inf`` for constant blocks). ``NaN`` when there are no pairs of
+    either kind.
     """
     x = np.log1p(np.clip(np.asarray(maps, dtype=np.float64), 0, None))
     if x.ndim == 2:
@@ -177,5 +178,6 @@ def block_artefact_index(maps: np.ndarray, block: int, mask: np.ndarray | None =
     if across.shape[1] == 0 or inside.shape[1] == 0:
         return float("nan")
     num, den = across.mean(1), inside.mean(1)
-    ratios = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    # constant blocks (no gradient inside) with steps between them are infinitely blocky
+    ratios = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, np.nan))
     return float(np.nanmedian(ratios)) if np.isfinite(ratios).any() else float("nan")

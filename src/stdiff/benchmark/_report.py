@@ -61,6 +61,8 @@ def jsonable(obj: Any) -> Any:
 
 
 def _fmt(v: Any, nd: int = 3) -> str:
+    if isinstance(v, float) and math.isinf(v):
+        return "∞"
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     return f"{v:.{nd}f}" if isinstance(v, float) else str(v)

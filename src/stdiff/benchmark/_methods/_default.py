@@ -39,7 +39,10 @@ class Default(Method):
         self.models = {}
         t0 = time.perf_counter()
         for s in ctx.train:
-            self.models[s.name] = SelfSupervisedEnsemble().fit(s, seed=ctx.seed, device=ctx.device)
+            try:
+                self.models[s.name] = SelfSupervisedEnsemble().fit(s, seed=ctx.seed, device=ctx.device)
+            except ValueError as e:  # too few spots to learn from
+                raise Skip(str(e)) from e
         cal = [m.calibration for m in self.models.values()]
         return {
             "steps": 0, "best_step": None, "seconds": time.perf_counter() - t0, "stopped": "per-member early stopping",
