@@ -36,3 +36,51 @@ def lr_per_tissue_pixel(section: Section) -> np.ndarray:
     per = np.where(n > 0, section.lr / np.maximum(n, 1.0), 0.0).astype(np.float32)
     up = np.repeat(np.repeat(per, f, axis=-2), f, axis=-1)
     return up * mask[None]
+
+
+def _tent_upsample(values: np.ndarray, weight: np.ndarray, factor: int) -> np.ndarray:
+    """Mask-aware bilinear interpolation of per-LR-pixel ``values`` ``(G, h, w)`` to the HR grid.
+
+    Normalised convolution with a tent (bilinear) kernel over the LR pixel centres: LR pixels with
+    ``weight`` 0 do not contribute; HR pixels beyond the outermost centres take the nearest ones.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    v = torch.as_tensor(values * weight[None], dtype=torch.float64)[None]
+    m = torch.as_tensor(weight, dtype=torch.float64)[None, None]
+    h, w = weight.shape
+    size = (h * factor, w * factor)
+    up_v = F.interpolate(v, size=size, mode="bilinear", align_corners=False)[0]
+    up_m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)[0, 0]
+    near = np.repeat(np.repeat(values, factor, -2), factor, -1)
+    out = np.where(up_m.numpy() > 1e-9, up_v.numpy() / np.maximum(up_m.numpy(), 1e-12), near)
+    return out
+
+
+def smooth_distribute(
+    lr: np.ndarray, weights: np.ndarray, mask: np.ndarray, factor: int, *, iterations: int = 20
+) -> np.ndarray:
+    """Distribute each LR pixel's counts by ``weights`` with a *smooth* scaling (no block edges).
+
+    ``HR = weights · U(r)``: ``r`` per LR pixel, ``U`` the mask-aware bilinear interpolation of ``r``
+    to the HR grid, and ``r`` refined multiplicatively (``r ← r · LR / Σ_block HR``) so that the
+    blocks sum close to their counts (not exactly: an exact sum per block needs a step at every
+    block edge). ``lr`` ``(G, h, w)``, ``weights`` ``(G, H, W)``, ``mask`` ``(H, W)``.
+    """
+    f = int(factor)
+    m = np.asarray(mask, bool)
+    w = np.where(m[None], np.asarray(weights, np.float64), 0.0)
+    lr = np.asarray(lr, np.float64)
+    tissue = aggregate(m.astype(np.float64), f) > 0
+    block_w = aggregate(w, f)
+    even = (block_w <= 0) & tissue[None]
+    w = np.where(np.repeat(np.repeat(even, f, -2), f, -1) & m[None], 1.0, w)
+    block_w = aggregate(w, f)
+    r = np.where(block_w > 0, lr / np.maximum(block_w, 1e-300), 0.0)
+    live = tissue.astype(np.float64)
+    for _ in range(int(iterations)):
+        x = w * _tent_upsample(r, live, f)
+        sums = aggregate(x, f)
+        r = np.where(sums > 0, r * lr / np.maximum(sums, 1e-300), r)
+    return (w * _tent_upsample(r, live, f)).astype(np.float32)
