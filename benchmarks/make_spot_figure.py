@@ -18,11 +18,11 @@ import argparse
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Circle  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Circle
 
-import stdiff as sd  # noqa: E402
+import stdiff as sd
 
 
 def main() -> None:

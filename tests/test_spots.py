@@ -114,7 +114,9 @@ def test_geometry_detection():
     stag = np.stack([(xx * 200 + 100 * (yy % 2)).ravel(), (yy * 200 * np.sqrt(3) / 2).ravel()])
     assert detect_geometry(stag, 50.0).platform == "st"
     gen = detect_geometry(vis * 1.5, 20.0)
-    assert gen.platform == "generic" and gen.pitch_um == pytest.approx(150.0) and gen.default_hr_um == pytest.approx(15.0)
+    assert (
+        gen.platform == "generic" and gen.pitch_um == pytest.approx(150.0) and gen.default_hr_um == pytest.approx(15.0)
+    )
     hd = detect_geometry(np.stack([(xx * 8).ravel(), (yy * 8).ravel()]), 4.0, shape="square")
     assert hd.platform == "visium_hd_8" and not hd.has_gaps
 

@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--coordinate-system", default=None, help="coordinate system in µm")
     d.add_argument("--spots-as", choices=("lr", "hr"), default="lr", help="spots are the HR truth with 'hr'")
     d.add_argument("--platform", choices=("square", "visium", "st"), default="square",
-                   help="how the LR input of an HR-reference dataset is measured: square aggregates (default), or "
-                        "spots of a simulated Visium / legacy ST lattice (gaps unmeasured; every HR pixel scored)")  # fmt: skip
+                   help="how the LR input of an HR-reference dataset is measured: square aggregates (default), "
+                        "or spots of a simulated Visium / legacy ST lattice (gaps unmeasured; every HR pixel "
+                        "scored)")  # fmt: skip
     d.add_argument("--lr-um", type=float, default=None, help="LR pixel size in µm (--input; default 100)")
     d.add_argument("--he-um", type=float, default=None,
                    help="histology pixel size in µm (--input; default HR pixel / the profile's he_scale)")  # fmt: skip

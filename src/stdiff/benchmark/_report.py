@@ -101,8 +101,11 @@ def track_markdown(track: str, tr: dict[str, Any]) -> list[str]:
         truth_bai = tr.get("truth_block_index")
         if truth_bai:
             lines.append(
-                "| *truth* | " + " | ".join("–" for _ in COLUMNS) + f" | {_fmt(float(np.mean(truth_bai)), 2)} | "
-                + " | ".join("–" for _ in range(5)) + " |"
+                "| *truth* | "
+                + " | ".join("–" for _ in COLUMNS)
+                + f" | {_fmt(float(np.mean(truth_bai)), 2)} | "
+                + " | ".join("–" for _ in range(5))
+                + " |"
             )
     for name in METHODS:
         if name not in ms:

@@ -264,7 +264,8 @@ def run(
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     res: dict[str, Any] = {
-        "dataset": spec.name, "platform": spec.platform, "profile": profile, "command": command, "machine": machine_info(dev), "seeds": seeds,
+        "dataset": spec.name, "platform": spec.platform, "profile": profile, "command": command,
+        "machine": machine_info(dev), "seeds": seeds,
         "tracks": list(tracks), "methods_requested": methods, "budget": vars(prof["budget"]),
         "n_samples": prof["n_samples"], "ablation_samples": prof["ablation_samples"], "features": feature_source(),
         "interval_rule": f"empirical quantiles with ≥ {_probabilistic.MIN_EMPIRICAL} samples, else mean ± "

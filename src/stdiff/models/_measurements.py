@@ -51,12 +51,16 @@ def measurements(section: Section, device) -> Measurements:
     A = fp.matrix.tocoo()
     on_tissue = np.asarray(fp.matrix @ section.mask_hr.ravel().astype(np.float64)).ravel()
     usable = fp.inside & (on_tissue > 0)
-    At = torch.sparse_coo_tensor(
-        torch.as_tensor(np.stack([A.row, A.col]), dtype=torch.long),
-        torch.as_tensor(A.data, dtype=torch.float32),
-        size=A.shape,
-        check_invariants=False,
-    ).coalesce().to(device)
+    At = (
+        torch.sparse_coo_tensor(
+            torch.as_tensor(np.stack([A.row, A.col]), dtype=torch.long),
+            torch.as_tensor(A.data, dtype=torch.float32),
+            size=A.shape,
+            check_invariants=False,
+        )
+        .coalesce()
+        .to(device)
+    )
 
     def measure_spots(a: torch.Tensor) -> torch.Tensor:
         return torch.sparse.mm(At, a.reshape(G, -1).T).T

@@ -159,9 +159,7 @@ class AggregationConsistency:
         c, Y, X = he.shape
         return he.reshape(c, Y // k, k, X // k, k).mean(axis=(2, 4)), p
 
-    def _data(
-        self, section: Section, rng: np.random.Generator, val_fraction: float, device, *, held_out=None
-    ) -> _Data:
+    def _data(self, section: Section, rng: np.random.Generator, val_fraction: float, device, *, held_out=None) -> _Data:
         x = standardize_features(self._features(section), self._mean, self._sd)
         img, _ = self._image(section)
         m = measurements(section, device)
@@ -355,7 +353,8 @@ class AggregationConsistency:
         """Super-resolve ``section`` from its LR map and histology.
 
         Returns a dict with ``mean`` ``(G, H, W)`` counts per HR pixel (summing to ``section.lr``
-        over every LR pixel with tissue, or to every spot's count under its footprint), ``histology`` (the histology-distributed map before the
+        over every LR pixel with tissue, or to every spot's count under its footprint),
+        ``histology`` (the histology-distributed map before the
         blend), ``abundance`` (the regressor's un-normalised ``a_g``) and, with ``normalizer``,
         ``z_mean`` (``normalizer.transform(mean)``).
         """

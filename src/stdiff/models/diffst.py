@@ -196,7 +196,8 @@ class DiffST:
             section = replace(section, spots=None)
         elif self.platform != "square" and section.spots is None:
             raise ValueError(
-                f"The model was trained for {self.platform!r} spots; section {section.name!r} has none (a square LR map)."
+                f"The model was trained for {self.platform!r} spots; section {section.name!r} has none "
+                "(a square LR map)."
             )
         return prepare_section(
             section, self.normalizer, with_truth=with_truth, feature_stats=self.feature_stats,

@@ -65,7 +65,13 @@ def _centres(section: Section) -> tuple[np.ndarray, float]:
         return section.spots.xy.T, float(section.spots.geometry.pitch_um)
     h, w = section.shape_lr
     jj, ii = np.meshgrid(np.arange(w), np.arange(h))
-    xy = np.stack([section.origin[0] + (jj.ravel() + 0.5) * section.lr_um, section.origin[1] + (ii.ravel() + 0.5) * section.lr_um], 1)
+    xy = np.stack(
+        [
+            section.origin[0] + (jj.ravel() + 0.5) * section.lr_um,
+            section.origin[1] + (ii.ravel() + 0.5) * section.lr_um,
+        ],
+        1,
+    )
     return xy, float(section.lr_um)
 
 
@@ -91,7 +97,9 @@ def predict_held_out(
     sigma = RENDER_SIGMA * pitch
     src = np.nonzero(train)[0]
     dst = np.nonzero(target)[0]
-    dist = cKDTree(centres[dst]).sparse_distance_matrix(cKDTree(centres[src]), RENDER_CUTOFF * sigma, output_type="coo_matrix")
+    dist = cKDTree(centres[dst]).sparse_distance_matrix(
+        cKDTree(centres[src]), RENDER_CUTOFF * sigma, output_type="coo_matrix"
+    )
     K = sp.csr_matrix((np.exp(-(dist.data**2) / (2 * sigma**2)), (dist.row, dist.col)), shape=(len(dst), len(src)))
 
     def ratio(num, den):

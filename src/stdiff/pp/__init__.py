@@ -1,5 +1,6 @@
 """Preprocessing: rasterise SpatialData onto LR / HR / histology grids and cut paired tiles."""
 
+from ._footprints import Footprints, Spots
 from ._histology import (
     HistologyFeatures,
     fit_feature_scaler,
@@ -7,7 +8,6 @@ from ._histology import (
     stain_reference,
     standardize_features,
 )
-from ._footprints import Footprints, Spots
 from ._lr_maps import lr_per_tissue_pixel
 from ._normalize import Normalizer
 from ._rasterize import rasterize

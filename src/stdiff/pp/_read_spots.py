@@ -160,7 +160,9 @@ def spot_reach_lr(spots: Spots, grid: Grid) -> np.ndarray:
     for r0 in range(0, H, step):  # rows of HR pixels at a time: memory stays small on a whole slide
         rows = np.arange(r0, min(H, r0 + step))
         jj, ii = np.meshgrid(np.arange(W), rows)
-        pts = np.stack([grid.origin[0] + (jj.ravel() + 0.5) * grid.hr_um, grid.origin[1] + (ii.ravel() + 0.5) * grid.hr_um], 1)
+        pts = np.stack(
+            [grid.origin[0] + (jj.ravel() + 0.5) * grid.hr_um, grid.origin[1] + (ii.ravel() + 0.5) * grid.hr_um], 1
+        )
         d, _ = tree.query(pts, k=1, distance_upper_bound=spots.geometry.reach_um * 1.0001)
         near = (d <= spots.geometry.reach_um).reshape(len(rows), W)
         lr_rows = rows // grid.factor

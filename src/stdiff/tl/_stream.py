@@ -173,7 +173,9 @@ class _Store:
         """Write an HR window of the final result (kept apart from the blended sums it is computed from)."""
         if self.final is None:
             kw = dict(dtype="float32", fill_value=0.0, chunks=self.mean.chunks)
-            self.final = tuple(self.root.create_array(k, shape=self.mean.shape, **kw) for k in ("final_mean", "final_std"))
+            self.final = tuple(
+                self.root.create_array(k, shape=self.mean.shape, **kw) for k in ("final_mean", "final_std")
+            )
         self.final[0][:, rows, cols] = mean
         self.final[1][:, rows, cols] = std
 

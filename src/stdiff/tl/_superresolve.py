@@ -353,7 +353,8 @@ def check_platform(model, inp) -> None:
         )
     if inp.geometry.platform != platform:
         raise ValueError(
-            f"The model was trained for {platform!r} spots, but the section's spots look like {inp.geometry.platform!r} "
+            f"The model was trained for {platform!r} spots, but the section's spots look like "
+            f"{inp.geometry.platform!r} "
             f"(pitch {inp.geometry.pitch_um:.4g} µm, spots of {inp.geometry.diameter_um:.4g} µm). Train a model with "
             f"platform={inp.geometry.platform!r}, or call superresolve with model=None."
         )

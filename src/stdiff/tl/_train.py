@@ -189,7 +189,9 @@ def train(
             for k in range(int(n_lattices))
         ]
         val = [simulate_platform(s, platform, seed=seed * 7919 + 50_000 + i) for i, s in enumerate(val)]
-        logger.info("Simulated %r spots: %d training lattices, %d validation sections.", platform, len(sections), len(val))
+        logger.info(
+            "Simulated %r spots: %d training lattices, %d validation sections.", platform, len(sections), len(val)
+        )
     model = DiffST.setup(sections, cfg, seed=seed, base_sections=val)
     model.train(
         sections, validation=val, steps=steps, max_time_s=max_time_s, device=device, seed=seed, progress=progress
