@@ -174,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("inputs", nargs="+", help="SpatialData .zarr stores")
     p.add_argument("--out", required=True, help="model file to write")
     p.add_argument("--genes", default=None, help="comma-separated genes")
-    p.add_argument("--factor", type=int, default=10)
-    p.add_argument("--lr-um", type=float, default=100.0)
+    p.add_argument("--factor", type=int, default=None, help="HR pixels per LR pixel (default 10)")
+    p.add_argument("--lr-um", type=float, default=None, help="LR pixel in µm (default 100, or the platform's pitch)")
+    p.add_argument("--platform", choices=("square", "visium", "st"), default="square",
+                   help="what the model will be applied to, simulated from the HR truth (default: square aggregates)")  # fmt: skip
     p.add_argument("--config", default="cpu")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--image-key", default=None)
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
         sdata.write(args.out, overwrite=True)
-        logger.warning("wrote %s (images %r, %r)", args.out, args.key_added, f"{args.key_added}_std")
+        written = [k for k in (args.key_added, f"{args.key_added}_std") if k in sdata.images]
+        logger.warning("wrote %s (images %s)", args.out, ", ".join(map(repr, written)))
         return 0
     if args.command == "train":
         data = [sd_mod.read_zarr(p) for p in args.inputs]
@@ -244,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             genes,
             factor=args.factor,
             lr_um=args.lr_um,
+            platform=args.platform,
             config=args.config,
             steps=args.steps,
             image_key=args.image_key,
