@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--factor", type=int, default=None, help="HR pixels per LR pixel (default 10)")
     p.add_argument("--lr-um", type=float, default=None, help="LR pixel in µm (default 100, or the platform's pitch)")
     p.add_argument("--platform", choices=("square", "visium", "st"), default="square",
-                   help="what the model will be applied to, simulated from the HR truth (default: square aggregates)")  # fmt: skip
+                   help="what the model will be applied to, simulated from the HR truth "
+                        "(default: square aggregates)")  # fmt: skip
     p.add_argument("--config", default="cpu")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--image-key", default=None)
