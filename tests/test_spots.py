@@ -199,12 +199,12 @@ def test_default_spread_is_calibrated_on_synthetic_spots(synthetic_small):
     assert cal["calibrated"] and cal["held_out_spots"] == int(sim.footprints().inside.sum())
     assert 0.85 <= cal["coverage_held_out"] <= 0.95
     out = ens.predict_section(sim)
-    draws = ens.sample(out["mean"], 40, seed=0)
+    draws = ens.sample(out["mean"], sim, 40, seed=0)
     m = sim.truth_mask
     cov = coverage(np.log1p(draws[:, :, m]), np.log1p(sim.hr[:, m]), 0.9)
     # calibrated on spots, the interval holds most HR pixels of the known truth (gaps included)
     assert 0.75 <= float(np.mean(cov)) <= 0.99, cov
-    std = ens.std_of(out["mean"])
+    std = ens.std_of(out["mean"], sim)
     assert std.shape == out["mean"].shape and (std[:, m & (out["mean"].min(0) > 0)] > 0).all()
 
 

@@ -43,6 +43,10 @@ MIN_SPOTS = 16
 MIN_CALIBRATION = 20
 #: Nominal level of the interval calibrated on held-out spots.
 LEVEL = 0.9
+#: The error of the mean grows with the distance ``d`` to the nearest measurement centre: its sd is
+#: ``σ_g · sqrt(FLOOR + (1 − FLOOR) · min(1, d / pitch))``, calibrated on held-out spots (which lie
+#: about a pitch from the nearest measured one). Chosen on validation data (benchmarks/default_spread.py).
+FLOOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -114,21 +118,35 @@ def predict_held_out(
     return (1 - blend) * hist + blend * flat
 
 
+def distance_scale(distance: np.ndarray, pitch: float, floor: float = FLOOR) -> np.ndarray:
+    """``sqrt(floor + (1 − floor) · min(1, d / pitch))``: how the error of the mean grows away from a measurement."""
+    return np.sqrt(floor + (1.0 - floor) * np.minimum(1.0, np.asarray(distance, np.float64) / pitch))
+
+
 def calibrate_lognormal(
-    pred: np.ndarray, y: np.ndarray, *, level: float = LEVEL, n_draws: int = 200, max_spots: int = 2000, seed: int = 0
+    pred: np.ndarray,
+    y: np.ndarray,
+    *,
+    scale: np.ndarray | None = None,
+    level: float = LEVEL,
+    n_draws: int = 200,
+    max_spots: int = 2000,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-gene σ of ``y ~ Poisson(pred · exp(σ ξ))`` whose central ``level`` interval holds ``level`` of ``y``.
+    """Per-gene σ of ``y ~ Poisson(pred · exp(σ · scale · ξ))``: its central ``level`` interval holds ``level``.
 
     ``pred``, ``y``: ``(G, m)`` held-out predictions and counts (at most ``max_spots`` of them are
-    used). The interval widens with σ, so σ is found by bisection on [0, 3] for all genes at once,
-    with the same random stream at every step. Returns ``(σ (G,), achieved coverage (G,))``.
+    used); ``scale`` ``(m,)``: each one's relative error scale (default 1). The interval widens with
+    σ, so σ is found by bisection on [0, 3] for all genes at once, with the same random stream at
+    every step. Returns ``(σ (G,), achieved coverage (G,))``.
     """
     rng = np.random.default_rng(seed)
     G, m = y.shape
+    scale = np.ones(m) if scale is None else np.asarray(scale, np.float64)
     if m > max_spots:
         keep = rng.choice(m, max_spots, replace=False)
-        pred, y, m = pred[:, keep], y[:, keep], max_spots
-    xi = rng.standard_normal((n_draws, 1, m))
+        pred, y, scale, m = pred[:, keep], y[:, keep], scale[keep], max_spots
+    xi = rng.standard_normal((n_draws, 1, m)) * scale[None, None]
     a = (1 - level) / 2
     base = np.maximum(pred, 1e-12)[None]
 
@@ -160,11 +178,13 @@ class SelfSupervisedEnsemble:
         Time cap per member in seconds.
     """
 
-    def __init__(self, *, n_models: int = 5, max_time: float = 60.0) -> None:
+    def __init__(self, *, n_models: int = 5, max_time: float = 60.0, floor: float = FLOOR) -> None:
         if n_models < 2:
             raise ValueError(f"n_models must be ≥ 2 (cross-fitting needs two folds), got {n_models}.")
         self.n_models = int(n_models)
         self.max_time = float(max_time)
+        self.floor = float(floor)
+        self.pitch = 1.0
         self.members: list[AggregationConsistency] = []
         self.genes: list[str] = []
         self.factor = 1
@@ -197,7 +217,9 @@ class SelfSupervisedEnsemble:
         self.members = []
         y = m.y.cpu().numpy().astype(np.float64)
         pred = np.zeros_like(y)
+        dist = np.zeros(y.shape[1])
         centres, pitch = _centres(section)
+        self.pitch = pitch
         for k in range(self.n_models):
             held = fold == k
             member = AggregationConsistency().fit(
@@ -208,20 +230,26 @@ class SelfSupervisedEnsemble:
             measured = m.measure(_torch(a)).cpu().numpy().astype(np.float64)
             train = usable & ~held
             pred[:, held] = predict_held_out(centres, pitch, y, measured, m.tissue_px, train, held, member.blend_weight)
-        self._calibrate(pred[:, usable], y[:, usable], seed)
+            dist[held] = _nearest(centres[train], centres[held])
+        self.held_out = {"pred": pred[:, usable], "y": y[:, usable], "distance": dist[usable]}
+        self.calibrate(seed=seed)
         logger.info("Self-supervised ensemble: %d cross-fitted aggregation-consistency fits on %s.", self.n_models,
                     section.name)  # fmt: skip
         return self
 
-    def _calibrate(self, pred: np.ndarray, y: np.ndarray, seed: int) -> None:
-        """Per-gene σ on the held-out measurements; none when there are too few."""
+    def calibrate(self, *, floor: float | None = None, seed: int = 0) -> None:
+        """Per-gene σ on the held-out measurements (kept from :meth:`fit`); none when there are too few."""
+        if floor is not None:
+            self.floor = float(floor)
+        pred, y = self.held_out["pred"], self.held_out["y"]
+        scale = distance_scale(self.held_out["distance"], self.pitch, self.floor)
         n = y.shape[1]
         if n < MIN_CALIBRATION:
             self.sigma = None
             self.calibration = {"calibrated": False, "reason": f"{n} held-out spots (< {MIN_CALIBRATION})"}
             logger.warning("Only %d held-out spots: the spread cannot be calibrated and is not given.", n)
             return
-        sigma, got = calibrate_lognormal(pred, y, seed=seed)
+        sigma, got = calibrate_lognormal(pred, y, scale=scale, seed=seed)
         r = [np.corrcoef(np.log1p(pred[g]), np.log1p(y[g]))[0, 1] for g in range(len(y)) if y[g].std() > 0]
         self.sigma = sigma.astype(np.float32)
         self.calibration = {
@@ -230,9 +258,11 @@ class SelfSupervisedEnsemble:
             "held_out_spots": int(n),
             "coverage_held_out": float(np.mean(got)),
             "sigma_median": float(np.median(sigma)),
+            "distance_floor": self.floor,
             "held_out_pcc": float(np.nanmean(r)) if r else float("nan"),
-            "what": "sd of the counts per HR pixel: Poisson around the mean times a log-normal error whose per-gene "
-            "sd is calibrated so 90% intervals hold 90% of cross-fitted held-out spots",
+            "what": "sd of the counts per HR pixel: Poisson around the mean times a log-normal error whose sd grows "
+            "with the distance to the nearest measurement (up to one pitch) and is calibrated per gene so 90% "
+            "intervals hold 90% of cross-fitted held-out spots",
         }
         logger.info("Spread calibrated on %d held-out spots: median σ %.3f, held-out coverage %.2f, held-out r %.3f.",
                     n, np.median(sigma), np.mean(got), self.calibration["held_out_pcc"])  # fmt: skip
@@ -242,22 +272,38 @@ class SelfSupervisedEnsemble:
         if not self.members:
             raise RuntimeError("Fit the ensemble first (SelfSupervisedEnsemble().fit(section)).")
         mean = np.mean([m.predict(section)["mean"] for m in self.members], axis=0).astype(np.float32)
-        return {"mean": mean, "std": self.std_of(mean)}
+        return {"mean": mean, "std": self.std_of(mean, section)}
 
-    def std_of(self, mean: np.ndarray) -> np.ndarray | None:
-        """The predictive sd of counts per HR pixel for a mean map (``None`` when not calibrated)."""
+    def error_scale(self, section: Section) -> np.ndarray:
+        """``(H, W)`` relative sd of the mean's error (:func:`distance_scale`) at every HR pixel.
+
+        From the distance to the nearest spot centre, or to the nearest tissue LR pixel's centre.
+        """
+        if section.spots is not None:
+            d, _ = section.footprints().nearest()
+        else:
+            H, W = section.mask_hr.shape
+            f = section.factor
+            ii, jj = np.nonzero(section.mask_lr)
+            cells = np.stack([(jj + 0.5) * f, (ii + 0.5) * f], 1)
+            yy, xx = np.mgrid[0:H, 0:W]
+            d = _nearest(cells, np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5], 1)).reshape(H, W) * section.hr_um
+        return distance_scale(d, self.pitch, self.floor)
+
+    def std_of(self, mean: np.ndarray, section: Section) -> np.ndarray | None:
+        """The predictive sd of counts per HR pixel for a mean map of ``section`` (``None`` when not calibrated)."""
         if self.sigma is None:
             return None
-        s2 = self.sigma.astype(np.float64)[:, None, None] ** 2
+        s2 = (self.sigma.astype(np.float64)[:, None, None] * self.error_scale(section)[None]) ** 2
         mu = mean.astype(np.float64)
         return np.sqrt(mu * np.exp(s2 / 2) + mu * mu * np.exp(s2) * np.expm1(s2)).astype(np.float32)
 
-    def sample(self, mean: np.ndarray, n: int, *, seed: int = 0) -> np.ndarray | None:
-        """``n`` draws ``(n, G, H, W)`` of counts per HR pixel from the calibrated predictive distribution."""
+    def sample(self, mean: np.ndarray, section: Section, n: int, *, seed: int = 0) -> np.ndarray | None:
+        """``n`` draws ``(n, G, H, W)`` of counts per HR pixel of ``section`` from the calibrated predictive."""
         if self.sigma is None:
             return None
         rng = np.random.default_rng(seed)
-        s = self.sigma.astype(np.float64)[None, :, None, None]
+        s = self.sigma.astype(np.float64)[None, :, None, None] * self.error_scale(section)[None, None]
         lam = mean[None].astype(np.float64) * np.exp(s * rng.standard_normal((n, *mean.shape)))
         return rng.poisson(lam).astype(np.float32)
 
@@ -272,6 +318,15 @@ class SelfSupervisedEnsemble:
             h.update(self.sigma.tobytes())
         h.update(repr((self.genes, self.factor, self.lr_um, self.n_models)).encode())
         return h.hexdigest()[:16]
+
+
+def _nearest(points: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Distance from each of ``queries`` ``(q, 2)`` to the nearest of ``points`` ``(p, 2)``."""
+    from scipy.spatial import cKDTree
+
+    if len(points) == 0:
+        return np.full(len(queries), np.inf)
+    return cKDTree(points).query(queries, k=1)[0]
 
 
 def _torch(a: np.ndarray):

@@ -55,6 +55,6 @@ class Default(Method):
         mean = ens.predict_section(section)["mean"]
         norm = self.ctx.normalizer.subset(section.genes)
         m = section.mask_hr[None]
-        draws = ens.sample(mean, N_DRAWS, seed=self.ctx.seed)
+        draws = ens.sample(mean, section, N_DRAWS, seed=self.ctx.seed)
         samples = None if draws is None else norm.transform(draws, axis=-3) * m[None]
         return Output(mean=norm.transform(mean) * m, samples=samples, normalizer=self.ctx.normalizer)
