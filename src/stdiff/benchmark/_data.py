@@ -205,7 +205,9 @@ def preset(
 def subset_genes(section: Section, genes: Sequence[str]) -> Section:
     """The section restricted (and reordered) to ``genes``."""
     idx = [section.genes.index(g) for g in genes]
-    return replace(section, genes=list(genes), lr=section.lr[idx], hr=None if section.hr is None else section.hr[idx])
+    spots = None if section.spots is None else section.spots.genes_subset(idx)
+    return replace(section, genes=list(genes), lr=section.lr[idx], hr=None if section.hr is None else section.hr[idx],
+                   spots=spots)  # fmt: skip
 
 
 def top_variance_genes(train: Sequence[Section], n: int) -> list[str]:

@@ -131,12 +131,13 @@ def base_digest(base_model) -> str:
 def base_cache_key(digest: str, section: Section) -> tuple:
     """``section.meta`` key of the base of ``section`` by the aggregation base with this ``digest``.
 
-    Keyed on the genes and the image too: a section whose histology was replaced (e.g. rotated)
-    shares ``meta``.
+    Keyed on the genes, the image and the spots too: a section whose histology was replaced (e.g.
+    rotated) shares ``meta``.
     """
     from ..pp._histology import _fingerprint
 
-    return ("stdiff_aggregation_base", digest, tuple(section.genes), _fingerprint(section.he))
+    spots = "" if section.spots is None else section.spots.fingerprint()
+    return ("stdiff_aggregation_base", digest, tuple(section.genes), _fingerprint(section.he), spots)
 
 
 def prepare_section(

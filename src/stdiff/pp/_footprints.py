@@ -79,6 +79,15 @@ class Spots:
         """The spots with counts of the genes at positions ``idx``."""
         return replace(self, counts=self.counts[idx])
 
+    def fingerprint(self) -> str:
+        """Cheap identity of the spots (positions, radii and counts), for caches keyed on a section."""
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=12)
+        for a in (self.xy, self.radius, self.counts):
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        return h.hexdigest()
+
     def within(self, origin: tuple[float, float], far: tuple[float, float], margin: float) -> Spots:
         """The spots whose centre lies within ``margin`` µm of the rectangle ``origin``–``far``."""
         x0, y0 = origin

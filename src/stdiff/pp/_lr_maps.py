@@ -22,7 +22,8 @@ def lr_per_tissue_pixel(section: Section) -> np.ndarray:
     count and there are no blocks and no holes.
     """
     if section.spots is not None:
-        key = ("stdiff_spot_nearest", tuple(section.genes), section.mask_hr.shape, int(section.mask_hr.sum()))
+        key = ("stdiff_spot_nearest", section.spots.fingerprint(), section.origin, section.mask_hr.shape,
+               int(section.mask_hr.sum()))  # fmt: skip
         out = section.meta.get(key)
         if out is None:
             G = len(section.genes)
