@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import stdiff as sd
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 HER2ST = "her2st_ST_breast_HE"
@@ -318,7 +320,9 @@ def test_visium_structure(visium_sdata):
     assert np.allclose(sdata["spots"]["radius"], 27.5)
     attrs = sdata.attrs["visium"]
     assert attrs["spot_diameter_fullres"] == pytest.approx(89.44476048022638)
-    assert attrs["um_per_fullres_px"] == pytest.approx(55 / 89.44476048022638)
+    # the scale comes from the lattice (100 µm between neighbours); spot_diameter_fullres spans a 65 µm spot
+    assert attrs["um_per_fullres_px"] == pytest.approx(65 / 89.44476048022638, rel=0.02)
+    assert sd.pp.detect_geometry(table.obsm["spatial"].T, 27.5).platform == "visium"
     img = sdata["he"]["scale0"]["image"]
     assert img.dtype == np.uint8 and img.shape == (3, 172, 243) and list(img.coords["c"].values) == ["r", "g", "b"]
     # first barcode: locs row 1 = (5477, -4125) full-res px
@@ -333,7 +337,7 @@ def test_visium_spots_inside_image(visium_sdata):
     (x0, y0), (x1, y1) = (m @ [0, 0, 1])[:2], (m @ [w, h, 1])[:2]
     k = sdata.attrs["visium"]["um_per_fullres_px"]
     np.testing.assert_allclose([x0, y0, x1, y1], np.array([2000.5, 2380.75, 6790.5, 5730.25]) * k)
-    assert 11 < (x1 - x0) / w < 13  # ≈12.1 µm per screenshot pixel
+    assert 13.5 < (x1 - x0) / w < 15  # ≈14.3 µm per screenshot pixel (100 µm lattice)
     xy = sdata["table"].obsm["spatial"]
     assert (xy[:, 0] > x0).all() and (xy[:, 0] < x1).all() and (xy[:, 1] > y0).all() and (xy[:, 1] < y1).all()
 

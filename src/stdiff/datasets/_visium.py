@@ -23,6 +23,7 @@ __all__ = ["visium_mouse_brain_mini"]
 _FOLDER = "giotto_mini_visium_mouse_brain"
 
 VISIUM_SPOT_DIAMETER_UM = 55.0
+VISIUM_PITCH_UM = 100.0
 
 #: Extent of ``images/deg_image2.png`` in full-resolution pixels, y negated (y = -row), outer pixel edges;
 #: from GiottoData's ``mini_visium_script.R``. Image row 0 is the largest (least negative) y.
@@ -39,7 +40,7 @@ def visium_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None) -> Spa
 
     Data: GiottoData ``inst/Mini_datasets/Visium/Raw`` (https://github.com/drieslab/GiottoData, pinned commit
     in :mod:`stdiff.datasets._registry`); package license MIT, no license stated for the 10x data. The image
-    is a low-resolution screenshot of the H&E (243 × 172 px, ≈12 µm/px), so the registration is coarse.
+    is a low-resolution screenshot of the H&E (243 × 172 px, ≈14 µm/px), so the registration is coarse.
 
     Parameters
     ----------
@@ -57,8 +58,9 @@ def visium_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None) -> Spa
     - table ``"table"``: counts (CSR int32) annotating ``"spots"``; ``obs`` has ``in_tissue``,
       ``pxl_col_fullres``, ``pxl_row_fullres``, ``region``, ``spot_id``; ``obsm["spatial"]`` in µm.
 
-    ``sdata.attrs["visium"]`` holds the 10x scale factors plus ``um_per_fullres_px`` (55 µm /
-    ``spot_diameter_fullres``) and ``spot_diameter_um``.
+    ``sdata.attrs["visium"]`` holds the 10x scale factors plus ``um_per_fullres_px`` (from the spot
+    lattice: 100 µm between neighbouring spots; ``spot_diameter_fullres`` spans Space Ranger's
+    theoretical 65 µm spot, not the physical 55 µm one) and ``spot_diameter_um``.
     """
     from PIL import Image
     from spatialdata.models import Image2DModel
@@ -73,7 +75,6 @@ def visium_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None) -> Spa
 
     with open(sf_path) as f:
         scalefactors = {k: float(v) for k, v in json.load(f).items()}
-    um_per_fullres = VISIUM_SPOT_DIAMETER_UM / scalefactors["spot_diameter_fullres"]
 
     # genes (rows) x barcodes (columns); the header lacks the gene-column name -> first column is the index
     expr = pd.read_csv(expr_path, sep=r"\s+", index_col=0)
@@ -90,6 +91,11 @@ def visium_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None) -> Spa
 
     col_fr = locs["x"].to_numpy(float)
     row_fr = -locs["y"].to_numpy(float)
+    # the lattice fixes the scale: neighbouring Visium spots are 100 µm apart
+    from scipy.spatial import cKDTree
+
+    nn, _ = cKDTree(np.column_stack([col_fr, row_fr])).query(np.column_stack([col_fr, row_fr]), k=2)
+    um_per_fullres = VISIUM_PITCH_UM / float(np.median(nn[:, 1]))
     centres_um = np.column_stack([col_fr, row_fr]) * um_per_fullres
 
     # image: outer pixel edges span the published extent; row 0 = least negative y (= smallest row)
