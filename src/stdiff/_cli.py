@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--steps", type=int, default=None, help="training step cap of the mean network (default: the preset's)"
     )
-    p.add_argument("--max-time", type=float, default=40.0, help="time cap per training stage in seconds (default 40)")
+    p.add_argument("--max-time", type=float, default=35.0, help="time cap per training stage in seconds (default 35)")
     p.add_argument("--config", default="cpu", help="preset: tiny, cpu or paper")
     p.add_argument("--genes", type=int, default=30, help="number of simulated genes")
     p.add_argument("--seed", type=int, default=0)

@@ -60,7 +60,7 @@ def demo(
     platform: str = "visium",
     steps: int | None = None,
     config: str = "cpu",
-    max_time_s: float = 40.0,
+    max_time_s: float = 35.0,
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
@@ -81,7 +81,7 @@ def demo(
     t = time.perf_counter()
     sdata = sd.datasets.synthetic_tissue(size_um=size_um, n_genes=n_genes, seed=seed)
     timings["simulate_s"] = time.perf_counter() - t
-    cfg = DiffSTConfig.preset(config)
+    cfg = DiffSTConfig.preset(config, base_max_time_s=min(max_time_s, 60.0))
     t = time.perf_counter()
     section = sd.pp.rasterize(sdata, counts_key="hr_counts", image_key="he", lr_um=100.0, factor=10,
                               he_scale=cfg.he_scale)  # fmt: skip
@@ -91,8 +91,8 @@ def demo(
     test_sec = section.crop_lr(slice(None), slice(split, None), name="held-out")
     timings["rasterize_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    model = sd.tl.train(train_sec, platform=platform, config=cfg, steps=steps, max_time_s=max_time_s, seed=seed,
-                        progress=progress)  # fmt: skip
+    model = sd.tl.train(train_sec, platform=platform, n_lattices=2, config=cfg, steps=steps, max_time_s=max_time_s,
+                        seed=seed, progress=progress)  # fmt: skip
     timings["train_s"] = time.perf_counter() - t
     model.save(out / "model.pt")
     measured = visium_of(sdata) if platform == "visium" else sdata
