@@ -15,10 +15,13 @@ the spots issue asks:
   ``moran_spearman_pitch`` the same at a matched scale (neighbours within 1.05 pitch for both);
 - ``seconds``: wall time of the call.
 
-It also writes the figure of one section (``--figure``). Run::
+It also writes the figure of one section (``--figure``). ``--sections visium_mini`` runs the same on
+the GiottoData Visium mouse-brain crop. Run::
 
     STDIFF_DATA_DIR=../shared/data python benchmarks/spot_default.py --out benchmarks/results/spot_default_her2st.json \
         --figure docs/_static/her2st_C5_default_spots.png
+    STDIFF_DATA_DIR=../shared/data python benchmarks/spot_default.py --sections visium_mini --genes 10 \
+        --out benchmarks/results/spot_default_visium_mini.json --figure docs/_static/visium_mini_default_spots.png
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ def moran(adata, coords: np.ndarray, radius: float | None = None) -> np.ndarray:
     return adata.uns["moranI"].loc[list(adata.var_names), "I"].to_numpy()
 
 
+def load(name: str):
+    """A her2st section by name, or ``"visium_mini"`` (the GiottoData Visium mouse-brain crop)."""
+    import stdiff as sd
+
+    return sd.datasets.visium_mouse_brain_mini() if name == "visium_mini" else sd.datasets.her2st(name)
+
+
 def check_section(name: str, n_genes: int, seed: int, figure: str | None) -> dict:
     import anndata as ad
     from scipy.spatial import Delaunay
@@ -54,7 +64,7 @@ def check_section(name: str, n_genes: int, seed: int, figure: str | None) -> dic
     import stdiff as sd
     from stdiff.benchmark._metrics import block_artefact_index
 
-    s = sd.datasets.her2st(name)
+    s = load(name)
     t = s.tables["table"]
     top = list(t.var_names[np.argsort(-np.asarray(t.X.sum(0)).ravel(), kind="stable")[:n_genes]])
     t0 = time.perf_counter()
@@ -94,7 +104,7 @@ def check_section(name: str, n_genes: int, seed: int, figure: str | None) -> dic
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sections", default="B4,C2,C3,C4,C5")
+    p.add_argument("--sections", default="B4,C2,C3,C4,C5", help="her2st sections, or visium_mini")
     p.add_argument("--genes", type=int, default=20, help="top genes by total counts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figure", default=None, help="figure of the last section")
