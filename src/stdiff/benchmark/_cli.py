@@ -48,6 +48,7 @@ def run_benchmark(
     table_key: str | None = None,
     coordinate_system: str | None = None,
     spots_as: str = "lr",
+    gene_symbols: str | None = None,
     platform: str = "square",
     data_dir: str | os.PathLike | None = None,
     device: str = "auto",
@@ -89,6 +90,7 @@ def run_benchmark(
             inputs, split=SplitSpec.parse(split, train=_list(train) or (), test=_list(test) or ()), factors=fs,
             lr_um=lr, he_um=hu, genes=genes, gene_rule=gene_rule or "variance", image_key=image_key,
             counts_key=counts_key, table_key=table_key, coordinate_system=coordinate_system, spots_as=spots_as,
+            gene_symbols=gene_symbols,
         )  # fmt: skip
     spec = spec.with_platform(platform)
     if command is None:
@@ -124,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="histology pixel size in µm (--input; default HR pixel / the profile's he_scale)")  # fmt: skip
     d.add_argument("--factor", default=None, help="super-resolution factor(s), comma separated")
     d.add_argument("--genes", default=None, help="a number (top-N by --gene-rule on the training data) or a list")
+    d.add_argument("--gene-symbols", default=None,
+                   help="var column of the table that --genes and the report use (e.g. symbol, when var_names are "
+                        "Ensembl ids)")  # fmt: skip
     d.add_argument("--gene-rule", choices=GENE_RULES, default=None,
                    help="variance (default for --input) | hvg (scanpy, her2st) | panel (all genes)")  # fmt: skip
     d.add_argument("--data-dir", default=None, help="her2st / merfish data folder of the presets")
@@ -209,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         factors=[int(f) for f in _list(args.factor)] if args.factor else None, genes=args.genes,
         gene_rule=args.gene_rule, lr_um=args.lr_um, he_um=args.he_um, image_key=args.image_key,
         counts_key=args.counts_key, table_key=args.table_key, coordinate_system=args.coordinate_system,
-        spots_as=args.spots_as, platform=args.platform, data_dir=args.data_dir, device=args.device, out=args.out,
+        spots_as=args.spots_as, gene_symbols=args.gene_symbols, platform=args.platform, data_dir=args.data_dir,
+        device=args.device, out=args.out,
         command=" ".join(["stdiff benchmark", *argv]),
         validate=args.validate, overrides=parse_overrides(args.set) or None,
     )  # fmt: skip

@@ -53,6 +53,7 @@ class DataSpec:
     table_key: str | None = None
     coordinate_system: str | None = None
     spots_as: str = "lr"
+    gene_symbols: str | None = None
     platform: str = "square"
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -117,6 +118,7 @@ def input_spec(
     table_key: str | None = None,
     coordinate_system: str | None = None,
     spots_as: str = "lr",
+    gene_symbols: str | None = None,
 ) -> DataSpec:
     """A :class:`DataSpec` for SpatialData zarr stores given on the command line."""
     sources = {}
@@ -131,7 +133,7 @@ def input_spec(
     return DataSpec(
         name="input", sources=sources, split=split, factors=[int(f) for f in factors], genes=genes,
         gene_rule=gene_rule, lr_um=float(lr_um), he_um=float(he_um), image_key=image_key, counts_key=counts_key,
-        table_key=table_key, coordinate_system=coordinate_system, spots_as=spots_as,
+        table_key=table_key, coordinate_system=coordinate_system, spots_as=spots_as, gene_symbols=gene_symbols,
         info={"inputs": [str(p) for p in inputs]},
     )  # fmt: skip
 
@@ -293,7 +295,7 @@ def load_sections(spec: DataSpec, factor: int, cache: dict[str, Any] | None = No
             out[name] = rasterize(
                 cache[name], image_key=spec.image_key, counts_key=spec.counts_key, table_key=spec.table_key,
                 coordinate_system=spec.coordinate_system, lr_um=lr_um, factor=int(factor), he_scale=he_scale,
-                spots_as=spec.spots_as, name=name,
+                spots_as=spec.spots_as, gene_symbols=spec.gene_symbols, name=name,
             )  # fmt: skip
         except (ValueError, KeyError) as e:
             raise ValueError(

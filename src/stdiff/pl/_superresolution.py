@@ -43,6 +43,7 @@ def superresolution(
     image_um: float | None = None,
     save: str | os.PathLike | None = None,
     dpi: int = 120,
+    gene_symbols: str | None = None,
 ) -> Figure:
     """Plot super-resolution results: one row per gene, panels H&E | LR | HR mean | uncertainty | truth.
 
@@ -76,6 +77,9 @@ def superresolution(
         Write the figure to this path (e.g. ``.png``, ``.pdf``).
     dpi
         Resolution when saving.
+    gene_symbols
+        A column of the source table's ``var`` that ``genes`` are given in and that names the rows
+        (e.g. ``"symbol"`` when the result's channels are Ensembl ids; scanpy's convention).
 
     Returns
     -------
@@ -89,12 +93,20 @@ def superresolution(
     if key not in sdata.images or prov is None:
         raise KeyError(f"No super-resolution result {key!r}; run sd.tl.superresolve(sdata, key_added={key!r}).")
     all_genes = list(prov["genes"])
+    label = {g: g for g in all_genes}
+    if gene_symbols is not None:
+        from ..tl._superresolve import gene_names
+
+        label = gene_names(sdata, key, gene_symbols)
+    by_label = {v: k for k, v in label.items()}
     if genes is None:
         genes = all_genes[:4]
     genes = [genes] if isinstance(genes, str) else list(genes)
+    genes = [by_label.get(g, g) for g in genes]
     missing = [g for g in genes if g not in all_genes]
     if missing:
-        raise KeyError(f"Genes {missing} are not in result {key!r} (it has {all_genes[:10]}...).")
+        shown = [label[g] for g in all_genes[:10]]
+        raise KeyError(f"Genes {missing} are not in result {key!r} (it has {shown}...).")
     section = section_of(sdata, key)
     gi = [all_genes.index(g) for g in genes]
     mean = _array(sdata.images[key])[gi]
@@ -168,7 +180,7 @@ def superresolution(
             if row == 0:
                 ax.set_title(name, fontsize=9)
             if col == 0:
-                ax.set_ylabel(g, fontsize=10)
+                ax.set_ylabel(label.get(g, g), fontsize=10)
         fig.colorbar(
             im,
             ax=[axes[row, c] for c in range(1, len(columns)) if columns[c] != sd_label],

@@ -107,6 +107,7 @@ def open_input(
     layer: str | None = None,
     allow_non_integer: bool = False,
     min_counts: float = 1.0,
+    gene_symbols: str | None = None,
 ) -> InputGrid:
     """Read the LR map of a section for inference (spots map onto the LR grid; HR sources are aggregated).
 
@@ -125,6 +126,7 @@ def open_input(
         spots_as="lr",
         layer=layer,
         allow_non_integer=allow_non_integer,
+        gene_symbols=gene_symbols,
     )
     lr_um, factor = resolve_scale(source, lr_um, factor, hr_um)
     factor, he_scale = check_geometry(lr_um, factor, he_scale, None)

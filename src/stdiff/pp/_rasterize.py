@@ -94,6 +94,7 @@ def open_source(
     spots_as: str = "lr",
     layer: str | None = None,
     allow_non_integer: bool = False,
+    gene_symbols: str | None = None,
 ):
     """Find and read the expression source; returns ``(source, image_key, coordinate_system)``."""
     kind, key = detect_source(sdata, counts_key, table_key, image_key)
@@ -104,12 +105,18 @@ def open_source(
     cs = resolve_coordinate_system(sdata, coordinate_system, [image_key, key if kind != "spots" else region])
     if kind != "spots":
         check_micrometres(sdata, cs)
+    if gene_symbols is not None and kind != "spots":
+        raise ValueError(
+            f"gene_symbols={gene_symbols!r} names a column of a table's var; the expression here is a {kind} element "
+            f"({key!r}), whose genes are named by {'its feature column' if kind == 'points' else 'its channels'}."
+        )
     if kind == "points":
         source = PointsSource(sdata, key, cs, genes)
     elif kind == "image":
         source = GeneImageSource(sdata, key, cs, genes, allow_non_integer=allow_non_integer)
     else:
-        source = SpotsSource(sdata, key, cs, genes, layer=layer, spots_as=spots_as, allow_non_integer=allow_non_integer)
+        source = SpotsSource(sdata, key, cs, genes, layer=layer, spots_as=spots_as, allow_non_integer=allow_non_integer,
+                             gene_symbols=gene_symbols)  # fmt: skip
         check_micrometres(sdata, cs, (source.xy, source.radius))
     return source, image_key, cs
 
@@ -182,6 +189,7 @@ def rasterize(
     layer: str | None = None,
     min_counts: float = 1.0,
     allow_non_integer: bool = False,
+    gene_symbols: str | None = None,
     name: str = "section",
 ) -> Section:
     """Rasterise a SpatialData section onto aligned LR, HR and histology grids.
@@ -239,6 +247,9 @@ def rasterize(
     allow_non_integer
         Accept non-integer values where raw counts are expected (by default they raise: normalised
         or log-transformed data would be super-resolved on the wrong scale).
+    gene_symbols
+        Column of the table's ``var`` that ``genes`` are given in (scanpy's convention; e.g. symbols
+        when ``var_names`` are Ensembl ids); the section's genes are then named by it.
     name
         A label for logs.
 
@@ -256,6 +267,7 @@ def rasterize(
         spots_as=spots_as,
         layer=layer,
         allow_non_integer=allow_non_integer,
+        gene_symbols=gene_symbols,
     )
     lr_um, factor = resolve_scale(source, lr_um, factor, hr_um)
     factor, he_scale = check_geometry(lr_um, factor, he_scale, he_um)

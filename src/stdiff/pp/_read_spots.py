@@ -12,7 +12,7 @@ from ._grid import Grid, Raster
 from ._section import aggregate
 from ._spot_geometry import detect_geometry
 from ._units import spot_radius_um
-from ._validate import check_counts, check_genes, check_integer
+from ._validate import check_counts, check_integer, table_genes
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
@@ -49,6 +49,7 @@ class SpotsSource:
         layer: str | None = None,
         spots_as: str = "lr",
         allow_non_integer: bool = False,
+        gene_symbols: str | None = None,
     ) -> None:
         if spots_as not in ("lr", "hr"):
             raise ValueError(f"spots_as must be 'lr' or 'hr', got {spots_as!r}.")
@@ -63,8 +64,8 @@ class SpotsSource:
             raise KeyError(f"layer={layer!r} is not a layer of table {table_key!r}; it has {list(table.layers)}.")
         shapes = sdata.shapes[region]
         attrs = table.uns["spatialdata_attrs"]
-        self.genes = check_genes(genes, list(table.var_names), f"table {table_key!r}")
-        sub = table[:, self.genes]
+        self.genes, columns = table_genes(genes, table, f"table {table_key!r}", gene_symbols)
+        sub = table[:, columns]
         X = sub.layers[layer] if layer is not None else sub.X
         X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
         X = np.asarray(X, dtype=np.float64)

@@ -25,6 +25,69 @@ def check_genes(genes: Sequence[str] | None, available: Sequence[str], what: str
     return genes
 
 
+_ENSEMBL = ("ENSG", "ENSMUSG", "ENSRNOG", "ENSDARG", "ENSGALG", "ENSSSCG", "ENSBTAG", "ENSMMUG")
+
+
+def looks_like_ids(names: Sequence[str]) -> bool:
+    """Whether most names look like Ensembl gene ids (``ENSG…``, ``ENSMUSG…``)."""
+    names = [str(n) for n in list(names)[:200]]
+    return bool(names) and sum(n.upper().startswith(_ENSEMBL) for n in names) > 0.8 * len(names)
+
+
+def table_genes(genes: Sequence[str] | None, table, what: str, gene_symbols: str | None) -> tuple[list[str], list[str]]:
+    """``(names, columns)``: the genes of a table to read, as they will be named and as its ``var_names``.
+
+    ``gene_symbols`` (scanpy's convention) names the ``var`` column holding the names ``genes`` are
+    given in (e.g. symbols when ``var_names`` are Ensembl ids); the results are then named by it. An
+    unknown gene raises a ``KeyError`` that says when the table's names look like Ensembl ids and which
+    ``var`` column holds the requested names.
+    """
+    ids = [str(v) for v in table.var_names]
+    if gene_symbols is None:
+        try:
+            names = check_genes(genes, ids, what)
+        except KeyError as err:
+            raise KeyError(str(err.args[0]) + _symbols_hint(genes, table)) from None
+        return names, names
+    if gene_symbols not in table.var.columns:
+        raise KeyError(
+            f"gene_symbols={gene_symbols!r} is not a column of {what}'s var; it has {list(table.var.columns)}."
+        )
+    symbols = [str(s) for s in table.var[gene_symbols].to_numpy()]
+    names = check_genes(genes, symbols, f"{what} var[{gene_symbols!r}]")
+    first: dict[str, str] = {}
+    for s, i in zip(symbols, ids):
+        first.setdefault(s, i)
+    dup = [g for g in names if symbols.count(g) > 1] if genes is not None else []
+    if dup:
+        raise ValueError(
+            f"Genes {dup[:5]} name several rows of {what} in var[{gene_symbols!r}]; pass their var_names "
+            "(without gene_symbols=) to choose one."
+        )
+    if genes is None:  # the whole table: symbols made unique the way anndata does
+        import anndata as ad
+        import pandas as pd
+
+        return list(ad.utils.make_index_unique(pd.Index(symbols))), ids
+    return names, [first[g] for g in names]
+
+
+def _symbols_hint(genes: Sequence[str] | None, table) -> str:
+    """Where the requested genes are, when not in ``var_names``: a ``var`` column, or Ensembl-looking ids."""
+    wanted = {str(g) for g in genes or ()}
+    cols = [
+        c for c in table.var.columns
+        if table.var[c].dtype == object or str(table.var[c].dtype) in ("category", "string")
+        if wanted & {str(v) for v in table.var[c].to_numpy()}
+    ]  # fmt: skip
+    hint = ""
+    if looks_like_ids(table.var_names):
+        hint += " The table's var_names look like Ensembl ids."
+    if cols:
+        hint += f" Those genes are in var[{cols[0]!r}]: pass gene_symbols={cols[0]!r}."
+    return hint
+
+
 def check_counts(values: np.ndarray, what: str) -> None:
     """Raise when ``values`` hold NaN / infinite or negative counts."""
     if not np.all(np.isfinite(values)):

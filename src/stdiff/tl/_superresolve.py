@@ -15,7 +15,7 @@ from ..pp._tiling import Section, rasterize
 from ._stream import predict_streamed, rescale_to_lr
 from ._train import _config, sections_for_training
 
-__all__ = ["rescale_to_lr", "section_of", "superresolve"]
+__all__ = ["gene_names", "rescale_to_lr", "section_of", "superresolve"]
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
@@ -44,6 +44,7 @@ def superresolve(
     coordinate_system: str | None = None,
     layer: str | None = None,
     allow_non_integer: bool = False,
+    gene_symbols: str | None = None,
     factor: int | None = None,
     lr_um: float | None = None,
     hr_um: float | None = None,
@@ -108,6 +109,9 @@ def superresolve(
         Table layer with the raw counts (default ``X``).
     allow_non_integer
         Accept non-integer values where raw counts are expected (see :func:`stdiff.pp.rasterize`).
+    gene_symbols
+        Column of the table's ``var`` that ``genes`` (and a model's genes) are given in, e.g. symbols
+        when ``var_names`` are Ensembl ids (scanpy's convention); the result's channels are named by it.
     factor
         Super-resolution factor; default: the model's (without a model: 10, or for spots the HR
         pixels per spot pitch).
@@ -206,6 +210,7 @@ def superresolve(
         he_scale=he_scale,
         layer=layer,
         allow_non_integer=allow_non_integer,
+        gene_symbols=gene_symbols,
     )
     factor, lr_um = inp.grid.factor, inp.grid.lr_um
     if model is not None:
@@ -259,6 +264,7 @@ def superresolve(
         "source_key": inp.source_key,
         "layer": layer,
         "allow_non_integer": bool(allow_non_integer),
+        "gene_symbols": gene_symbols,
         **(
             {
                 "mean": "mean of cross-fitted aggregation-consistency fits on the section's own spots",
@@ -360,6 +366,28 @@ def check_platform(model, inp) -> None:
         )
 
 
+def gene_names(sdata: sd_mod.SpatialData, key: str, gene_symbols: str) -> dict[str, str]:
+    """``{channel name of result key: its value in var[gene_symbols] of the result's table}``.
+
+    The result's channels are the table's ``var_names`` (or the ``var`` column ``superresolve`` was
+    given as ``gene_symbols``); this maps them to another ``var`` column, e.g. symbols for Ensembl ids.
+    """
+    prov = (sdata.attrs or {}).get("stdiff", {}).get(key)
+    if prov is None:
+        raise KeyError(f"No stdiff result {key!r} in sdata.attrs['stdiff']; run sd.tl.superresolve first.")
+    if prov.get("source") != "spots" or prov.get("source_key") not in sdata.tables:
+        raise ValueError(f"gene_symbols= needs a result computed from a table's spots; {key!r} comes from "
+                         f"{prov.get('source')} {prov.get('source_key')!r}.")  # fmt: skip
+    var = sdata.tables[prov["source_key"]].var
+    if gene_symbols not in var.columns:
+        raise KeyError(f"gene_symbols={gene_symbols!r} is not a column of the table's var; it has {list(var.columns)}.")
+    named_by = prov.get("gene_symbols")
+    keys = var.index.astype(str) if named_by is None else var[named_by].astype(str)
+    values = var[gene_symbols].astype(str)
+    lookup = dict(zip(keys, values, strict=True))
+    return {g: lookup.get(g, g) for g in prov["genes"]}
+
+
 def section_of(sdata: sd_mod.SpatialData, key: str = "stdiff") -> Section:
     """Re-rasterise the input of a previous :func:`superresolve` call on the same grid (plots, metrics).
 
@@ -380,5 +408,6 @@ def section_of(sdata: sd_mod.SpatialData, key: str = "stdiff") -> Section:
         spots_as="lr",
         layer=prov.get("layer"),
         allow_non_integer=prov.get("allow_non_integer", False),
+        gene_symbols=prov.get("gene_symbols"),
         **src,
     )

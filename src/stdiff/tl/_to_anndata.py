@@ -20,6 +20,7 @@ def to_anndata(
     bin_size: int = 1,
     coordinate_system: str | None = None,
     tissue_only: bool = True,
+    gene_symbols: str | None = None,
 ) -> ad.AnnData:
     """HR pixels (or ``bin_size × bin_size`` bins) of a super-resolved image as an AnnData.
 
@@ -35,6 +36,9 @@ def to_anndata(
         Coordinate system for ``obsm["spatial"]`` (default: the one the result was computed in).
     tissue_only
         Drop bins whose expression is zero for every gene (outside tissue).
+    gene_symbols
+        A column of the source table's ``var`` (e.g. ``"symbol"`` for a table indexed by Ensembl ids)
+        copied to ``var[gene_symbols]``, for scanpy's ``gene_symbols=`` downstream.
 
     Returns
     -------
@@ -76,7 +80,13 @@ def to_anndata(
     keep = X.sum(1) > 0 if tissue_only else np.ones(len(X), dtype=bool)
     obs = obs.loc[keep].reset_index(drop=True)
     obs.index = [f"bin_{r}_{c}" for r, c in zip(obs["row"], obs["col"])]
-    adata = ad.AnnData(X=X[keep], obs=obs, var=pd.DataFrame(index=genes))
+    var = pd.DataFrame(index=genes)
+    if gene_symbols is not None:
+        from ._superresolve import gene_names
+
+        names = gene_names(sdata, key, gene_symbols)
+        var[gene_symbols] = [names.get(g, g) for g in genes]
+    adata = ad.AnnData(X=X[keep], obs=obs, var=var)
     adata.obsm["spatial"] = spatial[keep]
     um = float(prov.get("hr_um", np.sqrt(abs(np.linalg.det(A[:2, :2]))))) * bin_size
     adata.uns["stdiff"] = {

@@ -86,6 +86,7 @@ def train(
     spots_as: Literal["lr", "hr"] = "lr",
     layer: str | None = None,
     allow_non_integer: bool = False,
+    gene_symbols: str | None = None,
     self_supervised: Literal["auto", True, False] = "auto",
     device: str = "auto",
     seed: int = 0,
@@ -125,8 +126,9 @@ def train(
     steps
         Step cap of the mean network (stage A; default: the config's). Both stages stop early when
         the validation loss stops improving.
-    image_key, counts_key, table_key, coordinate_system, spots_as, layer, allow_non_integer
-        Passed to :func:`stdiff.pp.rasterize`.
+    image_key, counts_key, table_key, coordinate_system, spots_as, layer, allow_non_integer, gene_symbols
+        Passed to :func:`stdiff.pp.rasterize` (``gene_symbols``: the ``var`` column ``genes`` are given in;
+        the model's genes are then named by it).
     self_supervised
         ``"auto"``: only for sections without truth; ``True``: always (ignore any truth).
     device
@@ -172,6 +174,7 @@ def train(
         spots_as=spots_as,
         layer=layer,
         allow_non_integer=allow_non_integer,
+        gene_symbols=gene_symbols,
     )
     val = None
     if validation is not None:
@@ -179,6 +182,7 @@ def train(
             validation, sections[0].genes, factor=factor, lr_um=lr_um, he_scale=cfg.he_scale,
             self_supervised=self_supervised, image_key=image_key, counts_key=counts_key, table_key=table_key,
             coordinate_system=coordinate_system, spots_as=spots_as, layer=layer, allow_non_integer=allow_non_integer,
+            gene_symbols=gene_symbols,
         )  # fmt: skip
     if platform != "square":
         if val is None:  # carve before simulating, so no lattice of the validation tissue is trained on
