@@ -18,11 +18,12 @@ from stdiff.datasets._space_ranger import hex_spots, write_visium  # noqa: F401 
 
 def spots_in_um(he, spots: pd.DataFrame, counts: np.ndarray, genes, *, radius_um: float = 27.5, cs: str = "global"):
     """The µm SpatialData: ``he`` as given, circles ``spots`` (µm) and a linked ``table``."""
-    from stdiff.datasets._spots import spots_sdata
+    import stdiff as sd
 
-    ids = np.array([f"spot{i}" for i in range(len(spots))])
+    ids = [f"spot{i}" for i in range(len(spots))]
     centres = spots[["x", "y"]].to_numpy(float)
-    return spots_sdata(he, counts, pd.Index(genes), ids, centres, radius_um, {}, {}, coordinate_system=cs)
+    return sd.io.from_spots(counts, centres, he, genes=list(genes), spot_ids=ids, units="um",
+                            spot_diameter_um=2 * radius_um, coordinate_system=cs)  # fmt: skip
 
 
 def write_xenium(

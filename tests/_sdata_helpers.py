@@ -33,11 +33,12 @@ def spot_counts(sdata, *, pitch_um: float = 100.0, radius_um: float = 27.5, marg
 
 def spots_section(sdata, *, pitch_um: float = 100.0, radius_um: float = 27.5, **kwargs):
     """A spots-only SpatialData (``he``, ``spots``, ``table``) in µm from a synthetic section."""
-    from stdiff.datasets._spots import spots_sdata
+    import stdiff as sd
 
     centres, counts, genes, _ = spot_counts(sdata, pitch_um=pitch_um, radius_um=radius_um)
-    ids = np.array([f"spot{i}" for i in range(len(centres))])
-    return spots_sdata(sdata.images["he"], counts, pd.Index(genes), ids, centres, radius_um, {}, {}, **kwargs)
+    ids = [f"spot{i}" for i in range(len(centres))]
+    return sd.io.from_spots(counts, centres, sdata.images["he"], genes=genes, spot_ids=ids, units="um",
+                            spot_diameter_um=2 * radius_um, **kwargs)  # fmt: skip
 
 
 def _dense(X) -> np.ndarray:

@@ -130,7 +130,7 @@ def test_units_that_cannot_be_found(source):
 
     set_transformation(s.shapes["spots"], Scale([4.0, 4.0], axes=("x", "y")), "global")
     set_transformation(s.images["he"], Scale([2.0, 2.0], axes=("x", "y")), "global")
-    with pytest.raises(ValueError, match="too large for µm"):
+    with pytest.raises(ValueError, match=r"proportions of Visium spots .* at 4× their size.*about 0\.25 µm"):
         rasterize(s, **GRID)
     sd.pp.to_micrometres(s, "global", um_per_unit=0.25)
     assert rasterize(s, coordinate_system="global_um", **GRID).lr.sum() > 0

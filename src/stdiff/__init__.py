@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("pp", "tl", "pl", "datasets", "models", "benchmark")
+_SUBMODULES = ("pp", "tl", "pl", "io", "datasets", "models", "benchmark")
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import datasets, models, pl, pp, tl
+    from . import datasets, io, models, pl, pp, tl
 
 
 def __getattr__(name: str):
@@ -33,4 +33,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_SUBMODULES])
 
 
-__all__ = ["datasets", "models", "pl", "pp", "tl", "__version__"]
+__all__ = ["datasets", "io", "models", "pl", "pp", "tl", "__version__"]

@@ -94,6 +94,17 @@ def is_rgb(element: Any) -> bool:
     return len(names) == 3 and level.dtype == np.uint8
 
 
+def check_channel_order(element: Any, key: str) -> None:
+    """Raise when an image looks like an ``(H, W, 3)`` picture parsed with dims ``("c", "y", "x")``."""
+    c, y, x = image_levels(element)[0].shape[-3:]
+    if x in (3, 4) and c > 4 and y > 4:
+        raise ValueError(
+            f"Image {key!r} has {c} channels of {y} × {x} pixels: it looks like an (H, W, {x}) picture parsed with "
+            "dims ('c', 'y', 'x'). Parse it with Image2DModel.parse(rgb, dims=('y', 'x', 'c')), or build the section "
+            "with stdiff.io.from_spots, which detects the order."
+        )
+
+
 def find_image(sdata: sd_mod.SpatialData, image_key: str | None, *, exclude: set[str] = frozenset()) -> str:
     """Pick the histology image: ``image_key`` if given, else the only non-gene image."""
     images = list(sdata.images)
@@ -102,6 +113,10 @@ def find_image(sdata: sd_mod.SpatialData, image_key: str | None, *, exclude: set
             raise KeyError(f"image_key={image_key!r} is not an image of this SpatialData; images are {images}.")
         return image_key
     candidates = [k for k in images if k not in exclude and k not in stdiff_outputs(sdata)]
+    for k in candidates:
+        check_channel_order(sdata[k], k)
+    if len(candidates) == 1:
+        return candidates[0]
     rgb = [k for k in candidates if is_rgb(sdata[k])]
     if len(rgb) == 1:
         return rgb[0]

@@ -1,4 +1,4 @@
-"""Assemble a spot-based section (image + circles + linked table) as a SpatialData."""
+"""Assemble a spot-based section of a dataset loader (image + circles + linked table) as a SpatialData."""
 
 from __future__ import annotations
 
@@ -19,28 +19,10 @@ def spots_sdata(
     attrs: dict[str, Any],
     coordinate_system: str = "global",
 ):
-    """Image ``"he"``, circles ``"spots"`` (µm) and table ``"table"`` (int32 CSR counts) linked to them."""
-    import anndata as ad
-    import geopandas as gpd
-    import scipy.sparse as sp
-    from spatialdata import SpatialData
-    from spatialdata.models import ShapesModel, TableModel
-    from spatialdata.transformations import Identity
+    """Image ``"he"`` (an element in µm), circles ``"spots"`` and table ``"table"`` (:func:`stdiff.io.from_spots`)."""
+    from ..io import from_spots
 
-    index = pd.Index(np.asarray(spot_ids, dtype=object), name=None)
-    gdf = gpd.GeoDataFrame(
-        {"radius": np.full(len(index), radius_um)},
-        geometry=gpd.points_from_xy(centres_um[:, 0], centres_um[:, 1]),
-        index=index,
-    )
-    shapes = ShapesModel.parse(gdf, transformations={coordinate_system: Identity()})
-    table_obs = pd.DataFrame(
-        {**obs, "region": pd.Categorical(["spots"] * len(index)), "spot_id": index.to_numpy()}, index=index
-    )
-    adata = ad.AnnData(
-        X=sp.csr_matrix(np.asarray(counts, dtype=np.int32)), obs=table_obs, var=pd.DataFrame(index=genes)
-    )
-    adata.var_names_make_unique()
-    adata.obsm["spatial"] = centres_um
-    table = TableModel.parse(adata, region="spots", region_key="region", instance_key="spot_id")
-    return SpatialData(images={"he": he}, shapes={"spots": shapes}, tables={"table": table}, attrs=attrs)
+    return from_spots(
+        counts, centres_um, he, genes=list(genes), spot_ids=list(spot_ids), units="um", spot_diameter_um=2 * radius_um,
+        obs=obs, attrs=attrs, coordinate_system=coordinate_system,
+    )  # fmt: skip

@@ -33,6 +33,8 @@ ATTRS_KEY = "stdiff_micrometres"
 VISIUM_PITCH_UM = 100.0  # centre-to-centre distance of neighbouring Visium spots
 VISIUM_SPOT_UM = 55.0  # physical spot diameter
 VISIUM_SCALEF_SPOT_UM = 65.0  # the spot that Space Ranger's spot_diameter_fullres refers to
+ST_PITCH_UM = 200.0  # legacy ST: µm per array step
+ST_SPOT_UM = 100.0
 PIXEL_READERS = ("visium", "visium_hd", "xenium")
 _HD_BIN = re.compile(r"square_(\d{3})um")
 
@@ -110,7 +112,42 @@ def _visium_lattice_um_per_unit(table, shapes, xy: np.ndarray) -> float | None:
     return (VISIUM_PITCH_UM / 2) / per_col
 
 
-def infer_um_per_unit(sdata: sd_mod.SpatialData, coordinate_system: str) -> tuple[float, str, dict[str, float]]:
+def _st_lattice_affine(table, shapes, xy: np.ndarray) -> np.ndarray | None:
+    """``(3, 3)`` affine units → µm from a square legacy-ST lattice (200 µm per array step).
+
+    The array positions are ``array_x`` / ``array_y`` of ``obs``, or parsed from spot ids ``"{x}x{y}"``.
+
+    A full affine: the axes of an image aligned by hand may have different scales, and some shear.
+    """
+    obs = table.obs
+    attrs = table.uns["spatialdata_attrs"]
+    ids = obs[attrs["instance_key"]].astype(str).to_numpy()
+    cols = next((c for c in (("array_x", "array_y"), ("array_col", "array_row")) if set(c) <= set(obs.columns)), None)
+    if cols is not None:
+        ax, ay = obs[cols[0]].to_numpy(float), obs[cols[1]].to_numpy(float)
+    else:  # the ST pipeline names spots "{x}x{y}" by their array position
+        parts = [i.split("x") for i in ids]
+        if not all(len(p) == 2 and all(q.replace(".", "", 1).isdigit() for q in p) for p in parts):
+            return None
+        ax, ay = (np.array([float(p[k]) for p in parts]) for k in (0, 1))
+    if len(obs) < 3:
+        return None
+    pos = shapes.index.get_indexer(obs[attrs["instance_key"]].to_numpy())
+    if (pos < 0).any():
+        return None
+    a = np.c_[np.round(ax), np.round(ay), np.ones(len(obs))]
+    steps = np.diff(np.unique(a[:, 0])), np.diff(np.unique(a[:, 1]))
+    if np.linalg.matrix_rank(a) < 3 or any(len(s) == 0 or np.median(s) != 1 for s in steps):
+        return None  # not a square lattice with unit steps (Visium's array_col steps by 2)
+    m, *_ = np.linalg.lstsq(a, xy[:, pos].T, rcond=None)
+    array_to_units = np.eye(3)
+    array_to_units[:2, :2], array_to_units[:2, 2] = m[:2].T, m[2]
+    out = np.diag([ST_PITCH_UM, ST_PITCH_UM, 1.0]) @ np.linalg.inv(array_to_units)
+    out[:2, 2] = 0.0  # units' origin stays at 0 µm
+    return out
+
+
+def infer_um_per_unit(sdata: sd_mod.SpatialData, coordinate_system: str) -> tuple[Any, str, dict[str, float]]:
     """µm per unit of ``coordinate_system``, how it was found, and physical spot radii (µm) per shapes element.
 
     Raises ``ValueError`` (naming ``um_per_unit=``) when the SpatialData does not tell.
@@ -145,6 +182,10 @@ def infer_um_per_unit(sdata: sd_mod.SpatialData, coordinate_system: str) -> tupl
         if u is not None:
             radii[region] = VISIUM_SPOT_UM / 2
             return u, f"Visium spot lattice of table {key!r} (100 µm between neighbouring spots)", radii
+        m = _st_lattice_affine(table, shapes, xy)
+        if m is not None:
+            radii[region] = ST_SPOT_UM / 2
+            return m, f"legacy ST spot lattice of table {key!r} (200 µm per array step; an affine fit)", radii
         for lib in (table.uns.get("spatial", {}) or {}).values():
             sf = (lib or {}).get("scalefactors", {}) or {}
             if "spot_diameter_fullres" in sf:
@@ -168,7 +209,8 @@ def to_micrometres(
     sdata: sd_mod.SpatialData,
     coordinate_system: str | None = None,
     *,
-    um_per_unit: float | None = None,
+    um_per_unit: float | tuple[float, float] | None = None,
+    affine: np.ndarray | None = None,
     key_added: str | None = None,
     copy: bool = False,
 ) -> sd_mod.SpatialData | None:
@@ -191,7 +233,11 @@ def to_micrometres(
     coordinate_system
         The system to convert; default: the only one in pixels (of the reader), else the only one.
     um_per_unit
-        µm per unit of ``coordinate_system`` (e.g. per full-resolution pixel); default: found from the data.
+        µm per unit of ``coordinate_system`` (e.g. per full-resolution pixel), or ``(x, y)`` when the axes
+        differ; default: found from the data (for a legacy ST lattice, a full affine).
+    affine
+        Alternatively a ``(2, 3)`` or ``(3, 3)`` affine from units of ``coordinate_system`` to µm (e.g. a
+        hand alignment with different x and y scales and some shear).
     key_added
         Name of the new system (default ``f"{coordinate_system}_um"``).
     copy
@@ -203,7 +249,7 @@ def to_micrometres(
     µm per unit, how it was found, physical spot radii) goes to ``sdata.attrs["stdiff_micrometres"]``.
     """
     import spatialdata as sd_mod
-    from spatialdata.transformations import Scale, Sequence, get_transformation, set_transformation
+    from spatialdata.transformations import Affine, Sequence, get_transformation, set_transformation
 
     if not isinstance(sdata, sd_mod.SpatialData):
         raise TypeError(f"sdata must be a spatialdata.SpatialData, not {type(sdata).__name__}.")
@@ -223,36 +269,60 @@ def to_micrometres(
         raise ValueError(f"Unknown coordinate_system={coordinate_system!r}; the SpatialData has {available}.")
     cs = coordinate_system
     radii: dict[str, float] = {}
-    if um_per_unit is None:
+    if um_per_unit is not None and affine is not None:
+        raise ValueError("Give um_per_unit= or affine=, not both.")
+    if um_per_unit is None and affine is None:
         um_per_unit, how, radii = infer_um_per_unit(sdata, cs)
     else:
-        if not np.isfinite(um_per_unit) or um_per_unit <= 0:
-            raise ValueError(f"um_per_unit must be a positive number, got {um_per_unit!r}.")
-        how = "given (um_per_unit=)"
+        how = "given (affine=)" if affine is not None else "given (um_per_unit=)"
         if _reader(sdata) == "visium":
             radii = {region: VISIUM_SPOT_UM / 2 for *_, region, _, _, _ in _spot_tables(sdata, cs)}
     name = key_added or f"{cs}_um"
     if name in available and name not in done:
         raise ValueError(f"A coordinate system {name!r} already exists; pass key_added= with another name.")
     target = sd_mod.deepcopy(sdata) if copy else sdata
-    scale = Scale([float(um_per_unit), float(um_per_unit)], axes=("x", "y"))
+    matrix = _units_to_um(affine if affine is not None else um_per_unit)
+    scale = Affine(matrix, input_axes=("x", "y"), output_axes=("x", "y"))
     for _, _, el in _elements_in(target, cs):
         t = get_transformation(el, to_coordinate_system=cs)
         set_transformation(el, Sequence([t, scale]), to_coordinate_system=name)
     attrs = dict(target.attrs or {})
     store = dict(attrs.get(ATTRS_KEY, {}) or {})
-    store[name] = {"source": cs, "um_per_unit": float(um_per_unit), "how": how, "spot_radius_um": radii}
+    um_per_unit = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
+    store[name] = {"source": cs, "um_per_unit": um_per_unit, "affine": matrix.tolist(), "how": how,
+                   "spot_radius_um": radii}  # fmt: skip
     attrs[ATTRS_KEY] = store
     target.attrs = attrs
     logger.info("Added coordinate system %r in µm: 1 unit of %r = %.6g µm (%s).", name, cs, um_per_unit, how)
     return target if copy else None
 
 
+def _units_to_um(value) -> np.ndarray:
+    """A ``(3, 3)`` affine units → µm from a number, ``(x, y)`` scales or a ``(2, 3)`` / ``(3, 3)`` matrix."""
+    a = np.asarray(value, dtype=float)
+    if a.ndim == 0:
+        a = np.diag([float(a), float(a), 1.0])
+    elif a.shape == (2,):
+        a = np.diag([a[0], a[1], 1.0])
+    elif a.shape == (2, 3):
+        a = np.vstack([a, [0.0, 0.0, 1.0]])
+    if a.shape != (3, 3) or not np.all(np.isfinite(a)) or np.linalg.det(a[:2, :2]) == 0:
+        raise ValueError(
+            f"um_per_unit must be a positive number or (x, y) scales, affine= a (2, 3) or (3, 3) matrix; got {value!r}."
+        )
+    if a.shape == (3, 3) and np.diag(a)[:2].min() <= 0 and a[0, 1] == 0 and a[1, 0] == 0:
+        raise ValueError(f"um_per_unit must be positive, got {value!r}.")
+    return a
+
+
 def pixel_reason(sdata: sd_mod.SpatialData, cs: str, spots: tuple[np.ndarray, np.ndarray] | None = None) -> str | None:
     """Why ``cs`` is not in µm (a sentence), or ``None`` when nothing says so.
 
-    ``spots`` = (centres (2, n), radii) in ``cs`` when the expression is a spot table: a radius over
-    100 or a pitch over 200 units cannot be spots in µm (Visium spots are 55 µm, 100 µm apart).
+    ``spots`` = (centres (2, n), radii) in ``cs`` when the expression is a spot table. The geometry
+    decides, with ±10% tolerance: spots whose pitch and size are those of a known platform (Visium,
+    legacy ST) are in µm (a hand alignment a few percent off is fine); spots with a known platform's
+    proportions at another size are that platform in other units (e.g. legacy ST in image pixels);
+    others are refused only when no spot platform is that large (radius over 100 or pitch over 220).
     """
     if cs in micrometre_systems(sdata):
         return None
@@ -261,10 +331,36 @@ def pixel_reason(sdata: sd_mod.SpatialData, cs: str, spots: tuple[np.ndarray, np
         unit = "morphology-image pixels" if reader == "xenium" else "full-resolution image pixels"
         return f"it is a coordinate system of spatialdata_io.{reader}, in {unit}"
     if spots is not None:
-        xy, radius = spots
-        r, p = float(np.median(radius)), _pitch(xy)
-        if r > 100 or (np.isfinite(p) and p > 200):
-            return f"its spots have a radius of {r:.4g} and lie {p:.4g} apart, too large for µm (Visium: 27.5 and 100)"
+        return _spot_units_reason(*spots)
+    return None
+
+
+def _spot_units_reason(xy: np.ndarray, radius: np.ndarray) -> str | None:
+    """Why spots of centres ``xy`` and radii ``radius`` cannot be in µm, or ``None``."""
+    from ._spot_geometry import TOLERANCE, detect_geometry
+
+    g = detect_geometry(xy, radius)
+    r, p = float(np.median(radius)), g.pitch_um
+    if g.platform != "generic" or not np.isfinite(p) or r <= 0:
+        return None
+    platforms = [("legacy ST", ST_PITCH_UM, ST_SPOT_UM, "square"), ("Visium", 100.0, VISIUM_SCALEF_SPOT_UM, "hex"),
+                 ("Visium", 100.0, VISIUM_SPOT_UM, "hex")]  # fmt: skip
+    platforms = [q for q in platforms if g.lattice in (q[3], "irregular")]
+    if not platforms:
+        return None
+    ratio = p / (2 * r)
+    err = [abs(ratio - pitch / d) / (pitch / d) for _, pitch, d, _ in platforms]
+    best = int(np.argmin(err))
+    name, pitch, diameter, _ = platforms[best]
+    if err[best] <= TOLERANCE and abs(p - pitch) > TOLERANCE * pitch:
+        k = pitch / p
+        return (
+            f"its spots are {2 * r:.4g} units across and {p:.4g} apart: the proportions of {name} spots "
+            f"({diameter:g} µm, {pitch:g} µm apart) at {1 / k:.3g}× their size, so a unit is probably about "
+            f"{k:.3g} µm (image pixels?)"
+        )
+    if r > 100 or p > 200 * (1 + TOLERANCE):
+        return f"its spots have a radius of {r:.4g} and lie {p:.4g} apart, too large for µm (Visium: 27.5 and 100)"
     return None
 
 
@@ -280,7 +376,10 @@ def check_micrometres(sdata: sd_mod.SpatialData, cs: str, spots: tuple[np.ndarra
         else f"Add a µm coordinate system with sd.pp.to_micrometres(sdata, {cs!r}) (or um_per_unit= if it cannot "
         f"find the pixel size) and pass coordinate_system={cs + '_um'!r}"
     )
-    raise ValueError(f"Coordinate system {cs!r} is not in micrometres: {reason}. stdiff works in µm. {hint}.")
+    raise ValueError(
+        f"Coordinate system {cs!r} is not in micrometres: {reason}. stdiff works in µm. {hint} (um_per_unit= takes "
+        "one scale or (x, y) scales, affine= a full affine), or build the section with stdiff.io.from_spots."
+    )
 
 
 def spot_radius_um(sdata: sd_mod.SpatialData, cs: str, region: str) -> float | None:
