@@ -315,7 +315,7 @@ def test_input_reproduces_the_merfish_preset(tmp_path, merfish_zarr, data_root):
     assert main(["--dataset", "merfish", "--data-dir", str(data_root / "giotto_mini_merfish_mouse_brain"),
                  "--out", str(a), *common]) == 0  # fmt: skip
     assert main(["--input", str(merfish_zarr), "--split", "x:0.5", "--genes", "8", "--factor", "5", "--lr-um", "50",
-                 "--out", str(b), *common]) == 0  # fmt: skip
+                 "--he-um", "5", "--out", str(b), *common]) == 0  # fmt: skip
     pa, pb = _load(a), _load(b)
     assert pa["genes"] == pb["genes"] and len(pa["genes"]) == 8
     for track in ("reference", "self_supervised"):
@@ -461,3 +461,22 @@ def test_input_section_split(tmp_path, caplog):
     assert "train without early stopping" in caplog.text
     with pytest.raises(ValueError, match="both"):
         main(["--input", paths[0], "--train", paths[0], "--test", paths[0], *args])
+
+
+def test_input_histology_pixel_is_derived_from_the_image(tmp_path, caplog):
+    import stdiff as sd
+    from stdiff.benchmark._cli import default_he_um
+    from stdiff.benchmark._profiles import profile
+
+    p = tmp_path / "s.zarr"
+    sd.datasets.synthetic_tissue(size_um=400, n_genes=3, seed=0, he_um=5.0).write(p)
+    # cpu: HR 20 µm / 8 = 2.5 µm, but the image has 5 µm pixels; her2st-like HR 200 µm: at most 6.25 µm
+    he, how = default_he_um(str(p), 20.0, profile("cpu"), None, None)
+    assert he == pytest.approx(5.0) and "not finer than the image's 5 µm" in how
+    assert default_he_um(str(p), 200.0, profile("cpu"), None, None)[0] == pytest.approx(6.25)
+    assert default_he_um(str(p), 40.0, profile("tiny"), None, None)[0] == pytest.approx(20.0)
+    # a histology coarser than half the HR pixel is warned about
+    with caplog.at_level("WARNING", logger="stdiff"):
+        sd.pp.rasterize(sd.datasets.synthetic_tissue(size_um=400, n_genes=3, seed=0, he_um=5.0),
+                        counts_key="hr_counts", lr_um=40, factor=5, he_scale=1)  # fmt: skip
+    assert "coarser than half the HR pixel" in caplog.text

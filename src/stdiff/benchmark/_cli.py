@@ -85,19 +85,47 @@ def run_benchmark(
         prof = get_profile(profile)
         lr = float(lr_um if lr_um is not None else 100.0)
         fs = [int(f) for f in (factors or [10])]
-        hu = float(he_um) if he_um is not None else lr / fs[0] / int(prof["he_scale"])
+        hu, he_how = float(he_um) if he_um is not None else 0.0, "given (--he-um)"
+        if he_um is None:
+            hu, he_how = default_he_um(inputs[0], lr / fs[0], prof, image_key, coordinate_system)
         spec = input_spec(
             inputs, split=SplitSpec.parse(split, train=_list(train) or (), test=_list(test) or ()), factors=fs,
             lr_um=lr, he_um=hu, genes=genes, gene_rule=gene_rule or "variance", image_key=image_key,
             counts_key=counts_key, table_key=table_key, coordinate_system=coordinate_system, spots_as=spots_as,
             gene_symbols=gene_symbols,
         )  # fmt: skip
+        spec.info["he_um_how"] = f"{hu:g} µm: {he_how}"
     spec = spec.with_platform(platform)
     if command is None:
         command = f"stdiff benchmark {'--dataset ' + dataset if dataset else '--input ' + ' --input '.join(inputs)}"
         command += f" --platform {platform}" if platform != "square" else ""
     return run(spec, profile=profile, methods=methods, tracks=tracks, seeds=seeds, device=device, out=out,
                command=command, validate=validate, overrides=overrides)  # fmt: skip
+
+
+def default_he_um(path: str, hr_um: float, prof: dict[str, Any], image_key: str | None, cs: str | None):
+    """``(he_um, how)`` for ``--input`` without ``--he-um``.
+
+    ``hr_um / he_scale`` of the profile, at most its ``max_he_um``, never finer than the image's own
+    pixels (read from the first input).
+    """
+    import spatialdata
+
+    from .._spatial import find_image, resolve_coordinate_system
+    from ..pp._rasterize import image_um
+    from ..pp._units import micrometre_systems
+
+    sdata = spatialdata.read_zarr(path)
+    key = find_image(sdata, image_key)
+    if cs is None and len(micrometre_systems(sdata)) == 1:
+        cs = next(iter(micrometre_systems(sdata)))
+    cs = resolve_coordinate_system(sdata, cs, [key])
+    own = image_um(sdata, key, cs)
+    target = min(hr_um / int(prof["he_scale"]), float(prof["max_he_um"]))
+    he = max(own, target)
+    how = (f"derived: the HR pixel ({hr_um:g} µm) / {int(prof['he_scale'])}, at most {prof['max_he_um']:g} µm, "
+           f"not finer than the image's {own:.3g} µm pixels")  # fmt: skip
+    return he, how
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "scored)")  # fmt: skip
     d.add_argument("--lr-um", type=float, default=None, help="LR pixel size in µm (--input; default 100)")
     d.add_argument("--he-um", type=float, default=None,
-                   help="histology pixel size in µm (--input; default HR pixel / the profile's he_scale)")  # fmt: skip
+                   help="histology pixel size in µm (--input; default: the HR pixel / the profile's he_scale, at most "
+                        "the profile's max_he_um, not finer than the image; the report says which)")  # fmt: skip
     d.add_argument("--factor", default=None, help="super-resolution factor(s), comma separated")
     d.add_argument("--genes", default=None, help="a number (top-N by --gene-rule on the training data) or a list")
     d.add_argument("--gene-symbols", default=None,

@@ -3,7 +3,9 @@
 ``tiny`` is a smoke test (seconds per method), ``cpu`` the published tables (≈10 min per dataset and
 seed on 2 cores, all methods), ``gpu`` the paper's model size (refuses to run without CUDA). Dataset
 settings were chosen from the data geometry and training data only (never from test scores).
-``he_scale`` is the histology pixels per HR pixel used for ``--input`` data without ``--he-um``.
+``--input`` data without ``--he-um`` get histology pixels of ``hr_um / he_scale``, but at most
+``max_he_um`` (nuclei must still show: the her2st preset uses 6.25 µm for 200 µm HR pixels) and
+never finer than the image's own pixels.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ablation_samples": 2,
         "seeds": [0],
         "he_scale": 2,
+        "max_he_um": 25.0,
         "datasets": {
             "synthetic": {"size_um": 1200.0, "genes": 8, "factors": [5], "he_um": 5.0},
             "her2st": {"genes": 8, "factors": [2], "he_um": 25.0},
@@ -33,6 +36,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ablation_samples": 4,
         "seeds": [0, 1, 2],
         "he_scale": 8,
+        "max_he_um": 6.25,
         "datasets": {
             "synthetic": {"size_um": 2400.0, "genes": 50, "factors": [5], "he_um": 2.5},
             "her2st": {"genes": 50, "factors": [2], "he_um": 6.25},
@@ -52,6 +56,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "ablation_samples": 8,
         "seeds": [0, 1, 2],
         "he_scale": 20,
+        "max_he_um": 2.0,
         "requires_cuda": True,
         "datasets": {
             "synthetic": {"size_um": 6000.0, "genes": 100, "factors": [10, 5], "he_um": 0.5, "synthetic_he_um": 0.5},

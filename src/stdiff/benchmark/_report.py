@@ -184,6 +184,7 @@ def run_markdown(dataset: str, run: dict[str, Any]) -> str:
         "",
         f"Split {info.get('split')}: train {info.get('train_sections')}, test {info.get('test_sections')}; "
         f"genes: {info.get('gene_selection')}.",
+        *(["", f"Histology pixel: {info['he_um_how']}."] if info.get("he_um_how") else []),
     ]
     for track, tr in run.get("tracks", {}).items():
         lines += [""] + track_markdown(track, tr)

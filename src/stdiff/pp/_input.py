@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._grid import Grid, Raster
-from ._rasterize import check_geometry, open_source, resolve_scale, source_grid
+from ._rasterize import check_geometry, check_histology_resolution, open_source, resolve_scale, source_grid
 from ._read_histology import read_histology, tissue_masks
 from ._read_spots import spot_section_maps
 from ._section import Section
@@ -131,6 +131,7 @@ def open_input(
     lr_um, factor = resolve_scale(source, lr_um, factor, hr_um)
     factor, he_scale = check_geometry(lr_um, factor, he_scale, None)
     grid = source_grid(sdata, source, image_key, cs, lr_um, factor)
+    check_histology_resolution(sdata, image_key, cs, grid.hr_um)
     raster = source.raster(grid, truth=False, min_counts=min_counts)
     check_expression(raster.lr, raster.mask_lr, f"{source.kind} {source.key!r}", min_counts=min_counts)
     he_range = _histology_range(sdata, image_key, cs, grid, he_scale)

@@ -153,6 +153,25 @@ def resolve_scale(source, lr_um: float | None, factor: int | None, hr_um: float 
     return float(hr_um) * int(factor), int(factor)
 
 
+def image_um(sdata: sd_mod.SpatialData, image_key: str, cs: str) -> float:
+    """The finest pixel of image ``image_key`` in µm of coordinate system ``cs``."""
+    from .._spatial import affine_to_cs
+
+    A = affine_to_cs(sdata[image_key], cs)
+    return float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
+
+
+def check_histology_resolution(sdata: sd_mod.SpatialData, image_key: str, cs: str, hr_um: float) -> None:
+    """Warn when the histology is much coarser than the HR grid (it cannot show what is inside an HR pixel)."""
+    um = image_um(sdata, image_key, cs)
+    if um > hr_um / 2:
+        logger.warning(
+            "The histology %r has %.3g µm pixels, coarser than half the HR pixel (%.3g µm): it cannot show structure "
+            "inside an HR pixel, so the histology will add little. Use a full-resolution image or a coarser hr_um.",
+            image_key, um, hr_um,
+        )  # fmt: skip
+
+
 def source_grid(sdata: sd_mod.SpatialData, source, image_key: str, cs: str, lr_um: float, factor: int) -> Grid:
     """The grid over the source's expression, after checking the image covers it."""
     origin, far = source.extent(lr_um, lr_um / factor)
@@ -272,6 +291,7 @@ def rasterize(
     lr_um, factor = resolve_scale(source, lr_um, factor, hr_um)
     factor, he_scale = check_geometry(lr_um, factor, he_scale, he_um)
     grid = source_grid(sdata, source, image_key, cs, lr_um, factor)
+    check_histology_resolution(sdata, image_key, cs, grid.hr_um)
     raster = source.raster(grid, truth=True, min_counts=min_counts)
     check_expression(raster.lr, raster.mask_lr, f"{source.kind} {source.key!r}", min_counts=min_counts)
     he = read_histology(sdata, image_key, cs, grid, he_scale)
