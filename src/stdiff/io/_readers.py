@@ -58,6 +58,7 @@ def read_st(
     *,
     selected_only: bool = True,
     array_columns: Sequence[str] = ("x", "y"),
+    fit_columns: Sequence[str] | None = None,
     pixel_columns: Sequence[str] = ("pixel_x", "pixel_y"),
     spot_diameter_um: float = 100.0,
     **kwargs: Any,
@@ -77,8 +78,11 @@ def read_st(
     selected_only
         Keep only spots with ``selected == 1`` (when the column exists).
     array_columns, pixel_columns
-        Columns of ``spots`` for the array and pixel positions; the array columns also name the spots
-        (``"{x}x{y}"``), so keep ``("x", "y")`` unless the counts use the adjusted positions.
+        Columns of ``spots`` for the array positions that name the spots (``"{x}x{y}"``) and for the
+        pixel positions.
+    fit_columns
+        Array positions the image's scale is fitted from: the spot detector's adjusted ``new_x``,
+        ``new_y`` when the table has them (they follow the printed spots), else ``array_columns``.
     spot_diameter_um
         The spots' diameter (100 µm on the ST arrays).
     **kwargs
@@ -113,9 +117,11 @@ def read_st(
         )
     table, mat = table.loc[keep], mat.loc[keep]
     obs = {"array_x": table[array_columns[0]].to_numpy(), "array_y": table[array_columns[1]].to_numpy()}
+    if fit_columns is None:
+        fit_columns = ("new_x", "new_y") if {"new_x", "new_y"} <= set(table.columns) else tuple(array_columns)
     return from_spots(
         mat, table[list(pixel_columns)].to_numpy(float), image, units="px", alignment=table, platform="st",
-        array_columns=array_columns, pixel_columns=pixel_columns, spot_diameter_um=spot_diameter_um, obs=obs, **kwargs,
+        array_columns=fit_columns, pixel_columns=pixel_columns, spot_diameter_um=spot_diameter_um, obs=obs, **kwargs,
     )  # fmt: skip
 
 
