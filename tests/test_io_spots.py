@@ -167,3 +167,44 @@ def test_units_decided_by_geometry(st_truth):
         np.testing.assert_allclose(s2.spots.xy, sec.spots.xy, atol=1e-6)
     with pytest.raises(ValueError, match="not both"):
         sd.pp.to_micrometres(ref, "global", um_per_unit=1.0, affine=np.eye(3), key_added="x")
+
+
+def test_a_new_users_mistakes_name_the_fix_and_leave_the_section_unchanged(st_truth):
+    """A first section's three mistakes, via superresolve: each error names the fix, nothing is written."""
+    import spatialdata
+    from _sdata_helpers import assert_unchanged, snapshot
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Affine, Sequence, get_transformation, set_transformation
+
+    s, centres, counts, genes, lattice, rgb = st_truth
+    # genes asked by symbol on a table indexed by Ensembl ids
+    by_id = _reference(st_truth)
+    t = by_id.tables["table"]
+    t.var["symbol"] = list(t.var_names)
+    t.var_names = [f"ENSG{i:011d}" for i in range(t.n_vars)]
+    # an (H, W, 3) picture parsed as (c, y, x)
+    hwc = _reference(st_truth)
+    tf = get_transformation(hwc.images["he"], "global")
+    hwc.images["he"] = Image2DModel.parse(rgb, dims=("c", "y", "x"), transformations={"global": tf})
+    # legacy ST left in image pixels (x 4.63, y 4.16 µm/px)
+    in_px = _reference(st_truth)
+    to_px = Affine(np.array([[1 / SX, 0, 0], [0, 1 / SY, 0], [0, 0, 1]]), input_axes=("x", "y"), output_axes=("x", "y"))
+    set_transformation(in_px.shapes["spots"], to_px, "global")
+    he_tf = get_transformation(in_px.images["he"], "global")
+    set_transformation(in_px.images["he"], Sequence([he_tf, to_px]), "global")
+    assert get_transformation(s.images["he"], "global") == he_tf  # the sections built from it have their own
+    cases = [
+        (by_id, [genes[0]], KeyError, r"look like Ensembl ids.*gene_symbols='symbol'"),
+        (hwc, genes[:2], ValueError, r"looks like an \(H, W, 3\) picture.*dims=\('y', 'x', 'c'\)"),
+        (in_px, genes[:2], ValueError, r"proportions of legacy ST spots .*to_micrometres"),
+    ]
+    for sdata, gs, exc, match in cases:
+        before = snapshot(sdata)
+        with pytest.raises(exc, match=match):
+            sd.tl.superresolve(sdata, gs, hr_um=40, progress=False)
+        assert_unchanged(before, sdata)
+        assert "stdiff" not in sdata.images
+    # each named fix works
+    fixed = spatialdata.deepcopy(by_id)
+    sd.tl.superresolve(fixed, [genes[0]], hr_um=40, gene_symbols="symbol", progress=False)
+    assert list(sd.tl.to_anndata(fixed, "stdiff").var_names) == [genes[0]]

@@ -206,9 +206,12 @@ def from_spots(
     how: dict[str, Any] = {}
     element = None
     if not isinstance(image, np.ndarray | str | os.PathLike):  # a spatialdata image element
-        from spatialdata.transformations import get_transformation
+        import copy
 
-        element = image
+        from spatialdata.transformations import get_transformation, set_transformation
+
+        element = image.copy(deep=False)  # the section's own element: the same pixels, its own transformations
+        set_transformation(element, copy.deepcopy(get_transformation(image, get_all=True)), set_all=True)
         px_to_um = np.asarray(
             get_transformation(element, to_coordinate_system=coordinate_system).to_affine_matrix(
                 input_axes=("x", "y"), output_axes=("x", "y")

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from .._spatial import channel_names, element_bounds, find_image, is_rgb, resolve_coordinate_system, stdiff_outputs
+from .._spatial import (
+    channel_names,
+    check_channel_order,
+    element_bounds,
+    find_image,
+    is_rgb,
+    resolve_coordinate_system,
+    stdiff_outputs,
+)
 from .._utils import logger
 from ._grid import Grid
 from ._read_histology import read_histology, tissue_masks
@@ -97,6 +105,8 @@ def open_source(
     gene_symbols: str | None = None,
 ):
     """Find and read the expression source; returns ``(source, image_key, coordinate_system)``."""
+    for k in set(sdata.images) - stdiff_outputs(sdata):
+        check_channel_order(sdata[k], k)  # before a misparsed picture is taken for a gene image
     kind, key = detect_source(sdata, counts_key, table_key, image_key)
     image_key = find_image(sdata, image_key, exclude={key})
     region = table_region(sdata, key) if kind == "spots" else None
