@@ -9,12 +9,9 @@ torch = pytest.importorskip("torch")
 
 import stdiff as sd  # noqa: E402
 from stdiff.benchmark._metrics import pcc  # noqa: E402
-from stdiff.models.aggregation_consistency import (  # noqa: E402
-    AggregationConsistency,
-    block_poisson_deviance,
-    distribute,
-)
-from stdiff.pp._tiling import Section  # noqa: E402
+from stdiff.models._measurements import distribute  # noqa: E402
+from stdiff.models.aggregation_consistency import AggregationConsistency, block_poisson_deviance  # noqa: E402
+from stdiff.pp import Section  # noqa: E402
 
 HE_UM, HR_UM, S, FACTOR = 1.0, 20.0, 20, 3
 SLOTS = ((5.0, 5.0), (5.0, 15.0), (15.0, 5.0), (15.0, 15.0))

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import stdiff as sd
-from stdiff.pp import _histology
-from stdiff.pp._tiling import Section
+from stdiff.pp import Section, _histology
 
 HE_UM, HR_UM, S = 0.5, 20.0, 40  # 40 image pixels per 20 µm HR pixel
 RADIUS_UM = 4.0  # nucleus radius: area ≈ 50 µm², the default reference nucleus

@@ -28,15 +28,16 @@ def visium_of(sdata):
     """The synthetic section as a Visium lab has it: its H&E and 55 µm spots (hexagonal, 100 µm) with counts."""
     import pandas as pd
 
-    from .datasets._space_ranger import hex_spots
-    from .datasets._spots import spots_sdata
+    from .datasets import hex_spots
+    from .io import from_spots
 
     spots, counts, genes = hex_spots(sdata)
-    ids = np.array([f"spot{i}" for i in range(len(spots))])
     obs = {"array_row": spots["array_row"].to_numpy(), "array_col": spots["array_col"].to_numpy()}
-    return spots_sdata(
-        sdata.images["he"], counts, pd.Index(genes), ids, spots[["x", "y"]].to_numpy(float), 27.5, obs, {}
-    )
+    return from_spots(
+        counts, spots[["x", "y"]].to_numpy(float), sdata.images["he"], genes=list(pd.Index(genes)),
+        spot_ids=[f"spot{i}" for i in range(len(spots))], units="um", spot_diameter_um=55.0, obs=obs, attrs={},
+        coordinate_system="global",
+    )  # fmt: skip
 
 
 def _on_grid(img: np.ndarray, origin, hr_um: float, target) -> np.ndarray:
@@ -70,7 +71,7 @@ def demo(
     matplotlib.use("Agg")
 
     import stdiff as sd
-    from stdiff.benchmark._metrics import block_artefact_index, evaluate, summarize
+    from stdiff.benchmark import block_artefact_index, evaluate, summarize
     from stdiff.models import DiffSTConfig, upsample_lr
 
     if platform not in ("visium", "square"):

@@ -273,3 +273,30 @@ def composed_transform(
 def log_shapes(name: str, **arrays: np.ndarray) -> None:
     """Debug-log array shapes."""
     logger.debug("%s: %s", name, {k: getattr(v, "shape", None) for k, v in arrays.items()})
+
+
+def pyramid_scale_factors(shape_yx: tuple[int, int], *, max_factor: int = 8, min_size: int = 64) -> list[int]:
+    """Successive ×2 scale factors for ``Image2DModel.parse`` (spatialdata chains them level to level).
+
+    Levels are added while the overall downsampling stays ``<= max_factor`` and the smallest side of the
+    coarsest level keeps at least ``min_size`` pixels; e.g. ``[2, 2, 2]`` gives levels ×1, ×2, ×4, ×8.
+    At least one level (``[2]``) is returned for images of 2 px or more, so images are always multiscale.
+    """
+    factors: list[int] = []
+    total = 1
+    smallest = min(int(shape_yx[0]), int(shape_yx[1]))
+    while total * 2 <= max_factor and smallest // (total * 2) >= min_size:
+        factors.append(2)
+        total *= 2
+    if not factors and smallest >= 2:
+        factors = [2]
+    return factors
+
+
+def table_region(sdata: sd_mod.SpatialData, table_key: str) -> str | None:
+    """The single element a table annotates (``None`` when it annotates several or none)."""
+    attrs = sdata.tables[table_key].uns.get("spatialdata_attrs", {})
+    region = attrs.get("region")
+    if isinstance(region, list | tuple | np.ndarray):
+        region = region[0] if len(region) == 1 else None
+    return region

@@ -10,12 +10,13 @@ Modules: :mod:`._data` (datasets and presets), :mod:`._splits` (train/test/valid
 
 from ._cli import build_parser, main, run_benchmark
 from ._methods import METHODS, TRACKS
-from ._metrics import evaluate, pcc, rmse, ssim, summarize
+from ._metrics import block_artefact_index, evaluate, pcc, rmse, ssim, summarize
 from ._probabilistic import coverage, crps_ensemble, crps_gaussian, spread_skill
 from ._profiles import PROFILES
 from ._report import to_markdown
 
 __all__ = [
-    "METHODS", "PROFILES", "TRACKS", "build_parser", "coverage", "crps_ensemble", "crps_gaussian", "evaluate",
-    "main", "pcc", "rmse", "run_benchmark", "spread_skill", "ssim", "summarize", "to_markdown",
+    "METHODS", "PROFILES", "TRACKS", "block_artefact_index", "build_parser", "coverage", "crps_ensemble",
+    "crps_gaussian", "evaluate", "main", "pcc", "rmse", "run_benchmark", "spread_skill", "ssim", "summarize",
+    "to_markdown",
 ]  # fmt: skip

@@ -112,8 +112,7 @@ def default_he_um(path: str, hr_um: float, prof: dict[str, Any], image_key: str 
     import spatialdata
 
     from .._spatial import find_image, resolve_coordinate_system
-    from ..pp._rasterize import image_um
-    from ..pp._units import micrometre_systems
+    from ..pp import image_um, micrometre_systems
 
     sdata = spatialdata.read_zarr(path)
     key = find_image(sdata, image_key)

@@ -29,38 +29,13 @@ import math
 
 import numpy as np
 
+from .._scores import as_ensemble, crps_ensemble
+
 #: Smallest ensemble whose intervals are taken from empirical quantiles (below: Gaussian intervals).
 MIN_EMPIRICAL: int = 20
 #: Nominal central-interval levels reported as ``coverage50`` / ``coverage90``.
 LEVELS: tuple[float, ...] = (0.5, 0.9)
 PROB_METRICS: tuple[str, ...] = ("crps", "coverage50", "coverage90", "spread_skill")
-
-
-def _as_ensemble(samples: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(samples, dtype=np.float64)
-    y = np.asarray(truth, dtype=np.float64)
-    if x.ndim == y.ndim:
-        x = x[None]
-    if x.shape[1:] != y.shape:
-        raise ValueError(f"Samples {x.shape} do not match the truth {y.shape} (expected (n, *truth.shape)).")
-    return x, y
-
-
-def crps_ensemble(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Fair ensemble CRPS averaged over the last axis (pixels): ``(n, G, P)`` + ``(G, P)`` → ``(G,)``.
-
-    With ``n = 1`` this is the mean absolute error.
-    """
-    x, y = _as_ensemble(samples, truth)
-    n = x.shape[0]
-    skill = np.abs(x - y[None]).mean(0)
-    if n == 1:
-        return skill.mean(-1)
-    xs = np.sort(x, axis=0)
-    # Σ_{i,j} |x_i − x_j| = 2 Σ_i (2i − n − 1) x_(i), i = 1..n
-    w = (2 * np.arange(1, n + 1) - n - 1).reshape((n,) + (1,) * (x.ndim - 1))
-    pair = 2.0 * (w * xs).sum(0)
-    return (skill - pair / (2.0 * n * (n - 1))).mean(-1)
 
 
 def crps_gaussian(mu: np.ndarray, sigma: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -97,7 +72,7 @@ def interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray,
 
 def coverage(samples: np.ndarray, truth: np.ndarray, level: float) -> np.ndarray:
     """Share of pixels whose truth lies in the central ``level`` interval, per gene (``(G,)``)."""
-    x, y = _as_ensemble(samples, truth)
+    x, y = as_ensemble(samples, truth)
     if x.shape[0] < 2:
         return np.full(y.shape[:-1], np.nan)
     lo, hi, _ = interval(x, level)
@@ -106,7 +81,7 @@ def coverage(samples: np.ndarray, truth: np.ndarray, level: float) -> np.ndarray
 
 def spread_skill(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """``rms(sd) · √((n+1)/n) / RMSE(ensemble mean)`` per gene (``(G,)``; NaN for ``n < 2``)."""
-    x, y = _as_ensemble(samples, truth)
+    x, y = as_ensemble(samples, truth)
     n = x.shape[0]
     if n < 2:
         return np.full(y.shape[:-1], np.nan)
@@ -122,7 +97,7 @@ def reliability(samples: np.ndarray, truth: np.ndarray, *, bins: int = 10) -> di
     Returns ``{"spread": [...], "rmse": [...], "count": [...]}`` per bin; spread is
     ``rms(sd)·√((n+1)/n)`` and rmse that of the ensemble mean, so a calibrated ensemble gives equal values.
     """
-    x, y = _as_ensemble(samples, truth)
+    x, y = as_ensemble(samples, truth)
     n = x.shape[0]
     if n < 2:
         return {"spread": [], "rmse": [], "count": []}

@@ -12,7 +12,8 @@ import pandas as pd
 
 from stdiff._utils import logger
 
-from ._registry import dataset_file, pyramid_scale_factors
+from .._spatial import pyramid_scale_factors
+from ._registry import dataset_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from spatialdata import SpatialData

@@ -15,7 +15,7 @@ from pathlib import Path
 from stdiff._utils import data_dir as _resolve_data_dir
 from stdiff._utils import logger
 
-__all__ = ["DATASETS", "REGISTRY", "dataset_file", "fetch", "local_path", "pyramid_scale_factors", "url"]
+__all__ = ["DATASETS", "REGISTRY", "dataset_file", "fetch", "local_path", "url"]
 
 HER2ST_COMMIT = "85df7411b987a7dec3feff9718b869a7a82091ec"
 GIOTTODATA_COMMIT = "1dc55ee8195104a81549b9e3fad04bd459b226de"
@@ -186,21 +186,3 @@ def dataset_file(dataset: str, relpath: str, *, data_dir: str | os.PathLike | No
             f"the folder that holds {folder}/."
         )
     return path
-
-
-def pyramid_scale_factors(shape_yx: tuple[int, int], *, max_factor: int = 8, min_size: int = 64) -> list[int]:
-    """Successive ×2 scale factors for ``Image2DModel.parse`` (spatialdata chains them level to level).
-
-    Levels are added while the overall downsampling stays ``<= max_factor`` and the smallest side of the
-    coarsest level keeps at least ``min_size`` pixels; e.g. ``[2, 2, 2]`` gives levels ×1, ×2, ×4, ×8.
-    At least one level (``[2]``) is returned for images of 2 px or more, so images are always multiscale.
-    """
-    factors: list[int] = []
-    total = 1
-    smallest = min(int(shape_yx[0]), int(shape_yx[1]))
-    while total * 2 <= max_factor and smallest // (total * 2) >= min_size:
-        factors.append(2)
-        total *= 2
-    if not factors and smallest >= 2:
-        factors = [2]
-    return factors

@@ -245,7 +245,7 @@ def from_spots(
                 "microscope), affine=, alignment= (array ↔ pixel table), or platform='visium' / 'st' to take the scale "
                 "from the spots' pitch."
             )
-        from ..pp._spot_geometry import PLATFORMS, nearest_pitch
+        from ..pp import PLATFORMS, nearest_pitch
 
         s = PLATFORMS[platform].pitch_um / nearest_pitch(xy.T)
         px_to_um = np.diag([s, s, 1.0])
@@ -258,7 +258,7 @@ def from_spots(
     centres = xy if units == "um" else (px_to_um[:2, :2] @ xy.T + px_to_um[:2, 2:3]).T
     if spot_diameter_um is None:
         if platform is None:
-            from ..pp._spot_geometry import detect_geometry
+            from ..pp import detect_geometry
 
             g = detect_geometry(centres.T, 27.5)
             platform = g.platform if g.platform in SPOT_DIAMETER_UM else None
@@ -271,7 +271,7 @@ def from_spots(
     if element is None:
         from spatialdata.transformations import Affine
 
-        from ..datasets._registry import pyramid_scale_factors
+        from .._spatial import pyramid_scale_factors
 
         chw = image_array(image)
         c = ["r", "g", "b"] if chw.shape[0] == 3 else [f"c{i}" for i in range(chw.shape[0])]

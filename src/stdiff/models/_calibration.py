@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .._scores import crps_ensemble
 from .._utils import logger, torch_generator
-from ..pp._lr_maps import lr_per_tissue_pixel
-from ..pp._normalize import Normalizer
-from ..pp._tiling import Section
+from ..pp import Normalizer, Section, lr_per_tissue_pixel
 from . import _stages
 from ._windows import Prepared
 from .canvas import Canvas
@@ -83,7 +82,7 @@ def calibrate(
         rmse = np.sqrt(((r.mean(0) - e) ** 2).mean(-1))
         spread = np.sqrt(r.var(0, ddof=1).mean(-1) * (n + 1) / n)
         scale = np.clip(rmse / np.maximum(spread, 1e-6), 0.25, 4.0)
-        crps = _stages.crps_ensemble(r * scale[None, :, None], e) * gene_sigma
+        crps = crps_ensemble(r * scale[None, :, None], e) * gene_sigma
         results[int(k)] = {
             "crps": float(crps.mean()),
             "spread_skill_raw": float(np.mean(spread / np.maximum(rmse, 1e-9))),

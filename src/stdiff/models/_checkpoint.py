@@ -130,7 +130,7 @@ def model_from_state(
     """Rebuild a model from :func:`model_state`, checking a requested gene panel and config against it."""
     import numpy as np
 
-    from ..pp._normalize import Normalizer
+    from ..pp import Normalizer
     from .aggregation_consistency import AggregationConsistency
     from .config import DiffSTConfig
     from .gene_graph import GeneGraph

@@ -18,9 +18,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..pp._footprints import Footprints
-from ..pp._lr_maps import lr_per_tissue_pixel
-from ..pp._tiling import Section, aggregate
+from ..pp import Footprints, Section, aggregate, lr_per_tissue_pixel
+
+
+def distribute(lr: np.ndarray, weights: np.ndarray, mask: np.ndarray, factor: int) -> np.ndarray:
+    """Split each LR pixel's counts over its block's ``mask`` pixels in proportion to ``weights``.
+
+    ``lr``: ``(G, h, w)``; ``weights``: ``(G, H, W)`` non-negative; ``mask``: ``(H, W)``. Blocks whose
+    weights sum to 0 on the mask are split evenly over their mask pixels (as
+    :func:`~stdiff.pp.lr_per_tissue_pixel`). Returns ``(G, H, W)`` float32.
+    """
+    f = int(factor)
+    m = np.asarray(mask, bool)
+    w = np.where(m[None], np.asarray(weights, np.float64), 0.0)
+    total = aggregate(w, f)
+    n = aggregate(m.astype(np.float64), f)
+    even = total <= 0
+    w = np.where(np.repeat(np.repeat(even, f, -2), f, -1) & m[None], 1.0, w)
+    total = np.where(even, n, total)
+    ratio = np.where(total > 0, np.asarray(lr, np.float64) / np.maximum(total, 1e-300), 0.0)
+    return (w * np.repeat(np.repeat(ratio, f, -2), f, -1)).astype(np.float32)
 
 
 @dataclass
@@ -72,13 +89,11 @@ def measurements(section: Section, device) -> Measurements:
 def distribute_counts(section: Section, weights: np.ndarray) -> np.ndarray:
     """``weights`` ``(G, H, W)`` scaled so every LR pixel (or spot footprint) sums to its measured count.
 
-    Off the input mask the result is 0. LR pixels: :func:`stdiff.models.aggregation_consistency.distribute`;
+    Off the input mask the result is 0. LR pixels: :func:`distribute`;
     spots: :meth:`~stdiff.pp.Footprints.distribute` (gaps take the interpolated scaling).
     """
     if section.spots is not None:
         return section.footprints().distribute(weights, section.mask_hr)
-    from .aggregation_consistency import distribute
-
     return distribute(section.lr, weights, section.mask_hr, section.factor)
 
 
@@ -100,8 +115,6 @@ def blend_scores_blocks(
     The abundance summed per LR pixel plays the histology's part one scale up; candidates are scored
     (mean per-gene Pearson r of log1p counts) on the held-out LR pixels only.
     """
-    from .aggregation_consistency import distribute
-
     preds, truths = {lam: [] for lam in np.linspace(0, 1, grid)}, []
     for s, a, val in zip(sections, abundances, held_out, strict=True):
         h, w = s.shape_lr

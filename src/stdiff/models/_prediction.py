@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .._utils import torch_generator
-from ..pp._tiling import Section
+from ..pp import Section
 from . import _stages
 from .canvas import Canvas, padded_for_tiles
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..pp._normalize import Normalizer
-from ..pp._tiling import Section, fit_normalizer
+from ..pp import Normalizer, Section, fit_normalizer
 from ._calibration import carve_validation, choose_base_blend
 from ._windows import Prepared
 from .aggregation_consistency import AggregationConsistency

@@ -26,7 +26,7 @@ class WindowPool:
     """Training or validation tiles of several prepared sections."""
 
     def __init__(self, prepared: Sequence[Prepared], tile_lr: int, min_tissue: float, stride: int = 1) -> None:
-        from ..pp._tiling import tile_positions
+        from ..pp import tile_positions
 
         self.prepared = list(prepared)
         self.t = int(tile_lr)
@@ -248,18 +248,7 @@ def stage_b_canvas(
     )  # fmt: skip
 
 
-# ------------------------------------------------------------------ calibration scores
-def crps_ensemble(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Fair-ensemble CRPS per gene: samples ``(n, G, P)``, truth ``(G, P)`` → ``(G,)`` mean over pixels."""
-    n = samples.shape[0]
-    skill = np.abs(samples - truth[None]).mean(0)
-    srt = np.sort(samples, axis=0)
-    # E|X − X'| with the fair (n − 1) normalisation, via sorted samples
-    k = np.arange(1, n + 1).reshape(-1, 1, 1)
-    spread = (2 * (2 * k - n - 1) * srt).sum(0) / (n * (n - 1)) if n > 1 else np.zeros_like(skill)
-    return (skill - 0.5 * spread).mean(-1)
-
-
+# ------------------------------------------------------------------ predictive summary
 def predictive_summary(
     mu: np.ndarray, residuals: np.ndarray, mask: np.ndarray, normalizer, return_samples: bool = False
 ) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .._utils import logger, torch_generator
-from ..pp._tiling import Section
+from ..pp import Section
 from . import _stages
 from ._calibration import calibrate
 from ._fit import fit

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..pp._lr_maps import lr_per_tissue_pixel
-from ..pp._normalize import Normalizer
-from ..pp._tiling import Section, aggregate
+from .._utils import array_fingerprint
+from ..pp import Normalizer, Section, aggregate, lr_per_tissue_pixel
 
 
 def upsample_lr(z_lr: np.ndarray | torch.Tensor, factor: int) -> torch.Tensor:
@@ -134,10 +133,8 @@ def base_cache_key(digest: str, section: Section) -> tuple:
     Keyed on the genes, the image and the spots too: a section whose histology was replaced (e.g.
     rotated) shares ``meta``.
     """
-    from ..pp._histology import _fingerprint
-
     spots = "" if section.spots is None else section.spots.fingerprint()
-    return ("stdiff_aggregation_base", digest, tuple(section.genes), _fingerprint(section.he), spots)
+    return ("stdiff_aggregation_base", digest, tuple(section.genes), array_fingerprint(section.he), spots)
 
 
 def prepare_section(

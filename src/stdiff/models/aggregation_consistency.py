@@ -29,13 +29,17 @@ import torch
 from torch import nn
 
 from .._utils import logger, resolve_device
-from ..pp._histology import fit_feature_scaler, histology_features, standardize_features
-from ..pp._lr_maps import lr_per_tissue_pixel
-from ..pp._normalize import Normalizer
-from ..pp._tiling import Section, aggregate
+from ..pp import (
+    Normalizer,
+    Section,
+    fit_feature_scaler,
+    histology_features,
+    lr_per_tissue_pixel,
+    standardize_features,
+)
 from ._measurements import blend_scores_blocks, blend_scores_spots, distribute_counts, measurements
 
-__all__ = ["AggregationConsistency", "block_poisson_deviance", "distribute"]
+__all__ = ["AggregationConsistency", "block_poisson_deviance"]
 
 
 def block_poisson_deviance(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -47,25 +51,6 @@ def block_poisson_deviance(pred: torch.Tensor, target: torch.Tensor, weight: tor
     ylogy = torch.where(target > 0, target * torch.log(target.clamp_min(1e-8) / mu), torch.zeros_like(target))
     dev = 2.0 * (ylogy - (target - mu))
     return (dev * weight[:, None]).mean()
-
-
-def distribute(lr: np.ndarray, weights: np.ndarray, mask: np.ndarray, factor: int) -> np.ndarray:
-    """Split each LR pixel's counts over its block's ``mask`` pixels in proportion to ``weights``.
-
-    ``lr``: ``(G, h, w)``; ``weights``: ``(G, H, W)`` non-negative; ``mask``: ``(H, W)``. Blocks whose
-    weights sum to 0 on the mask are split evenly over their mask pixels (as
-    :func:`~stdiff.pp.lr_per_tissue_pixel`). Returns ``(G, H, W)`` float32.
-    """
-    f = int(factor)
-    m = np.asarray(mask, bool)
-    w = np.where(m[None], np.asarray(weights, np.float64), 0.0)
-    total = aggregate(w, f)
-    n = aggregate(m.astype(np.float64), f)
-    even = total <= 0
-    w = np.where(np.repeat(np.repeat(even, f, -2), f, -1) & m[None], 1.0, w)
-    total = np.where(even, n, total)
-    ratio = np.where(total > 0, np.asarray(lr, np.float64) / np.maximum(total, 1e-300), 0.0)
-    return (w * np.repeat(np.repeat(ratio, f, -2), f, -1)).astype(np.float32)
 
 
 class _Net(nn.Module):

@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..pp._tiling import Section, tile_positions
+from ..pp import Section, tile_positions
 
 
 def hann(size: int) -> np.ndarray:

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 from .._utils import logger, resolve_device
-from ..pp._normalize import Normalizer
-from ..pp._tiling import Section, Tiles
+from ..pp import Normalizer, Section, Tiles
 from ._calibration import carve_validation
 from ._checkpoint import model_from_state, model_state, read_checkpoint, write_checkpoint
 from ._prediction import predict_whole_section

@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import logger
-from ..pp._footprints import RENDER_CUTOFF, RENDER_SIGMA
-from ..pp._tiling import Section
+from ..pp import RENDER_CUTOFF, RENDER_SIGMA, Section
 from ._measurements import measurements
 from .aggregation_consistency import AggregationConsistency
 

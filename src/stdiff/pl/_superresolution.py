@@ -87,7 +87,7 @@ def superresolution(
     """
     import matplotlib.pyplot as plt
 
-    from ..tl._superresolve import section_of
+    from ..tl import section_of
 
     prov = (sdata.attrs or {}).get("stdiff", {}).get(key)
     if key not in sdata.images or prov is None:
@@ -95,7 +95,7 @@ def superresolution(
     all_genes = list(prov["genes"])
     label = {g: g for g in all_genes}
     if gene_symbols is not None:
-        from ..tl._superresolve import gene_names
+        from ..tl import gene_names
 
         label = gene_names(sdata, key, gene_symbols)
     by_label = {v: k for k, v in label.items()}

@@ -9,16 +9,15 @@ use :func:`fit_feature_scaler` on training sections and :func:`standardize_featu
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .._utils import logger
+from .._utils import array_fingerprint, logger
+from ._section import Section
 from ._stain import STAIN_REFERENCE_KEY, _channel_scale, _otsu, _rgb_to_hed, stain_reference
-from ._tiling import Section
 
 __all__ = [
     "HistologyFeatures",
@@ -81,14 +80,6 @@ def _gradient_energy(gray: np.ndarray) -> np.ndarray:
     g[..., :-1, :] += np.diff(gray, axis=-2) ** 2
     g[..., :, :-1] += np.diff(gray, axis=-1) ** 2
     return g
-
-
-def _fingerprint(he: np.ndarray) -> str:
-    """Cheap identity of an image: shape, dtype, strides and a hash of a sparse pixel sample."""
-    step = max(1, int(np.sqrt(he.shape[-1] * he.shape[-2] / 4096)))
-    sample = np.ascontiguousarray(he[:, ::step, ::step])
-    digest = hashlib.blake2b(sample.tobytes(), digest_size=12).hexdigest()
-    return f"{he.shape}|{he.dtype}|{he.strides}|{digest}"
 
 
 def _nuclei(
@@ -288,7 +279,7 @@ def histology_features(
     nuc = (float(min_nucleus_um2), float(nucleus_um2))
     reference = section.meta.get(STAIN_REFERENCE_KEY) or None
     ref_key = repr(sorted(reference.items())) if reference else ""
-    key = (_fingerprint(he), scales, bool(normalize_stains), nuc, ref_key)
+    key = (array_fingerprint(he), scales, bool(normalize_stains), nuc, ref_key)
     store = section.meta.setdefault(_CACHE_KEY, {}) if cache else {}
     base = store.get(key)
     if base is None:

@@ -19,13 +19,14 @@ from .._spatial import (
     is_rgb,
     resolve_coordinate_system,
     stdiff_outputs,
+    table_region,
 )
 from .._utils import logger
 from ._grid import Grid
 from ._read_histology import read_histology, tissue_masks
 from ._read_image import GeneImageSource
 from ._read_points import PointsSource
-from ._read_spots import SpotsSource, spot_section_maps, table_region
+from ._read_spots import SpotsSource, spot_section_maps
 from ._section import Section
 from ._spot_geometry import TOLERANCE
 from ._units import check_micrometres, micrometre_systems

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._spatial import affine_to_cs
+from .._spatial import affine_to_cs, table_region
 from ._footprints import Footprints, Spots, density_at
 from ._grid import Grid, Raster
 from ._section import aggregate
@@ -16,15 +16,6 @@ from ._validate import check_counts, check_integer, table_genes
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
-
-
-def table_region(sdata: sd_mod.SpatialData, table_key: str) -> str | None:
-    """The single element a table annotates (``None`` when it annotates several or none)."""
-    attrs = sdata.tables[table_key].uns.get("spatialdata_attrs", {})
-    region = attrs.get("region")
-    if isinstance(region, list | tuple | np.ndarray):
-        region = region[0] if len(region) == 1 else None
-    return region
 
 
 class SpotsSource:

@@ -63,7 +63,7 @@ def _spot_tables(sdata: sd_mod.SpatialData, cs: str):
     """``(table_key, table, region, centres (2, n) in cs, radius in cs, shapes)`` for tables annotating shapes in cs."""
     from spatialdata.transformations import get_transformation
 
-    from ._read_spots import table_region
+    from .._spatial import table_region
 
     for key, table in sdata.tables.items():
         region = table_region(sdata, key)

@@ -3,8 +3,8 @@
 torch is imported only when a function that needs it runs.
 """
 
-from ._superresolve import rescale_to_lr, section_of, superresolve
+from ._superresolve import gene_names, rescale_to_lr, section_of, superresolve
 from ._to_anndata import to_anndata
 from ._train import train
 
-__all__ = ["rescale_to_lr", "section_of", "superresolve", "to_anndata", "train"]
+__all__ = ["gene_names", "rescale_to_lr", "section_of", "superresolve", "to_anndata", "train"]

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._utils import logger
-from ..pp._histology import STAIN_REFERENCE_KEY
+from ..pp import STAIN_REFERENCE_KEY
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import DiffST
-    from ..pp._input import InputGrid
+    from ..pp import InputGrid
 
 #: memory for one chunk's prediction (MB) when ``chunk_lr`` is not given
 CHUNK_BUDGET_MB = 2560
@@ -203,7 +203,7 @@ def slide_stain_reference(inp: InputGrid, chunks: list, max_windows: int = 8) ->
     Computed from up to ``max_windows`` tissue chunks spread over the slide, so that every chunk's
     histology features agree.
     """
-    from ..pp._histology import stain_reference
+    from ..pp import stain_reference
 
     tissue = [c for c in chunks if inp.mask_lr[c[0], c[1]].any()]
     if not tissue:
@@ -298,7 +298,7 @@ def conserve_blended(store: _Store, inp: InputGrid, chunks: list, idx: list[int]
     whole footprint and taper ring of every spot touching the core), so a spot on a seam gets the
     same factor from both sides; the results go to separate arrays, never read back here.
     """
-    from ..pp._footprints import Footprints, spot_margin
+    from ..pp import Footprints, spot_margin
 
     f = inp.grid.factor
     spots = inp.spots.genes_subset(idx)

@@ -7,11 +7,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from .. import __version__
 from .._spatial import composed_transform
 from .._utils import logger
-from ..pp._input import open_input
-from ..pp._tiling import Section, rasterize
+from .._version import __version__
+from ..pp import Section, open_input, rasterize
 from ._stream import predict_streamed, rescale_to_lr
 from ._train import _config, sections_for_training
 

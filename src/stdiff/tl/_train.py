@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._utils import logger
-from ..pp._tiling import Section, rasterize
+from ..pp import Section, rasterize
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
@@ -151,7 +151,7 @@ def train(
     The trained :class:`~stdiff.models.DiffST` (``.save(path)`` / ``DiffST.load(path)``).
     """
     from ..models import DiffST, carve_validation
-    from ..pp._simulate import check_platform_name, platform_grid, simulate_platform
+    from ..pp import check_platform_name, platform_grid, simulate_platform
 
     cfg = _config(config)
     check_platform_name(platform)
