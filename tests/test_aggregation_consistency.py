@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 import stdiff as sd  # noqa: E402
 from stdiff.benchmark._metrics import pcc  # noqa: E402
 from stdiff.models._measurements import distribute  # noqa: E402
-from stdiff.models.aggregation_consistency import AggregationConsistency, block_poisson_deviance  # noqa: E402
+from stdiff.models.aggregation_consistency import AggregationConsistency  # noqa: E402
+from stdiff.models.losses import poisson_deviance  # noqa: E402
 from stdiff.pp import Section  # noqa: E402
 
 HE_UM, HR_UM, S, FACTOR = 1.0, 20.0, 20, 3
@@ -65,9 +66,9 @@ def fitted(toy):
 def test_loss_minimum_at_exact_sums():
     y = torch.tensor([[0.0, 3.0, 10.0], [1.0, 0.0, 7.0]])
     w = torch.tensor([1.0, 0.5])
-    assert float(block_poisson_deviance(y.clone(), y, w)) == pytest.approx(0.0, abs=1e-6)
+    assert float(poisson_deviance(y.clone(), y, w)) == pytest.approx(0.0, abs=1e-6)
     for delta in (0.9, 1.1):
-        assert float(block_poisson_deviance(y * delta + 0.01, y, w)) > 0
+        assert float(poisson_deviance(y * delta + 0.01, y, w)) > 0
 
 
 def test_distribute_conserves_mass():
@@ -110,6 +111,17 @@ def test_recovers_within_spot_pattern(toy, fitted):
     assert np.all(model > uniform + 0.1) and np.all(model > 0.9), (model, uniform)
     assert fitted.history and len(fitted.history[0]) == 3  # (step, train loss, held-out loss)
     assert 0.0 <= fitted.blend_weight <= 1.0 and fitted.blend_scores
+
+
+def test_saved_and_loaded_through_the_shared_base(toy, fitted, tmp_path):
+    section, _ = toy
+    back = AggregationConsistency.load(fitted.save(tmp_path / "ac.pt"))
+    np.testing.assert_array_equal(back.predict(section)["mean"], fitted.predict(section)["mean"])
+    assert back.model_hash() == fitted.model_hash() and back.blend_weight == fitted.blend_weight
+    back.blend_weight = 1.0 - fitted.blend_weight
+    assert back.model_hash() != fitted.model_hash()
+    with pytest.raises(ValueError, match="not a stdiff DiffST model.*aggregation-consistency"):
+        sd.models.DiffST.load(tmp_path / "ac.pt")
 
 
 def test_seeds_repeatable(toy):

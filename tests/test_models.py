@@ -429,11 +429,10 @@ def test_aggregation_base_is_stored_and_chunk_consistent(synthetic_small, tmp_pa
 
 def test_base_blend_is_chosen_on_validation_truth(synthetic_small):
     """The base's blend with the nearest map follows the validation truth: 1 where the truth is the
-    nearest map, 0 where it is the histology-distributed map; without validation truth it is kept."""
+    nearest map, 0 where it is the histology-distributed map."""
     from dataclasses import replace
 
     from stdiff.models import AggregationConsistency
-    from stdiff.models._calibration import choose_base_blend
     from stdiff.pp import fit_normalizer, lr_per_tissue_pixel
 
     sec = _section(synthetic_small)
@@ -442,16 +441,13 @@ def test_base_blend_is_chosen_on_validation_truth(synthetic_small):
     hist = ac.predict(sec, blend=0.0)["histology"]
     for truth, expected in ((lr_per_tissue_pixel(sec), 1.0), (hist, 0.0)):
         ac.blend_weight = 0.5
-        choose_base_blend(ac, [replace(sec, hr=truth)], norm)
+        ac.choose_blend_on_truth([replace(sec, hr=truth)], norm)
         assert ac.blend_weight == expected and min(ac.blend_scores.values()) < 1e-8
-    ac.blend_weight = 0.5
-    choose_base_blend(ac, [], norm)
-    assert ac.blend_weight == 0.5
 
 
 def test_fit_stopped_by_time_keeps_validated_weights():
     """A stage stopped by its time cap before its first scheduled validation is still validated."""
-    from stdiff.models._fit import fit
+    from stdiff.models.training import TrainingLoop
 
     torch.manual_seed(0)
     net = torch.nn.Linear(2, 1)
@@ -462,11 +458,11 @@ def test_fit_stopped_by_time_keeps_validated_weights():
         calls.append(1)
         return float(((m(x) - y) ** 2).mean())
 
-    _, info = fit(
+    loop = TrainingLoop(steps=1000, max_time_s=0.0, val_every=25, patience=4, learning_rate=1e-2, ema_decay=0.99)
+    _, info = loop.run(
         net, batch_fn=lambda step: {"x": x, "y": y}, loss_fn=lambda m, b, frac: ((m(b["x"]) - b["y"]) ** 2).mean(),
-        val_fn=val_fn, steps=1000, max_time_s=0.0, val_every=25, patience=4, learning_rate=1e-2,
-        weight_decay=0.0, ema_decay=0.99, device=torch.device("cpu"), progress=False,
-    )  # fmt: skip
+        val_fn=val_fn,
+    )
     assert info["stopped"] == "time" and info["steps"] == 1
     assert len(calls) == 1 and info["best_val"] is not None and info["best_step"] == 1
 
@@ -499,7 +495,7 @@ def test_config_round_trip_and_older_checkpoints_keep_stage_b_width():
 
 def test_test_time_symmetries_average_turned_back_outputs():
     """8 symmetries: the averaged output is equivariant (turning the input turns the output), 1 is the plain call."""
-    from stdiff.models._stages import DIHEDRAL, dihedral, stage_a_tiles, undo_dihedral
+    from stdiff.models._diffst_prediction import DIHEDRAL, dihedral, mean_tiles, undo_dihedral
 
     x = torch.arange(12.0).view(1, 1, 3, 4)
     for k, flip in DIHEDRAL:
@@ -513,9 +509,9 @@ def test_test_time_symmetries_average_turned_back_outputs():
     cond, m, img = _inputs()
     with torch.no_grad():
         plain, _ = net(cond, m, img)
-        torch.testing.assert_close(stage_a_tiles(net, cond, m, img, symmetries=1), plain)
-        avg = stage_a_tiles(net, cond, m, img, symmetries=8)
-        turned = stage_a_tiles(net, *(torch.rot90(t, 1, dims=(-2, -1)) for t in (cond, m, img)), symmetries=8)
+        torch.testing.assert_close(mean_tiles(net, cond, m, img, symmetries=1), plain)
+        avg = mean_tiles(net, cond, m, img, symmetries=8)
+        turned = mean_tiles(net, *(torch.rot90(t, 1, dims=(-2, -1)) for t in (cond, m, img)), symmetries=8)
     assert (avg - plain).abs().max() > 1e-5  # the network alone is not equivariant
     torch.testing.assert_close(turned, torch.rot90(avg, 1, dims=(-2, -1)), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="test_time_symmetries must be 1, 2, 4 or 8"):

@@ -137,9 +137,6 @@ def test_subpackages_use_each_other_through_public_names_only():
     assert not bad, "import the public name instead (add it to the subpackage's __init__):\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="DiffST and its training/prediction/checkpoint helpers still reference each other (issue 19)"
-)
 def test_no_import_circles():
     cycles = import_cycles()
     assert not cycles, "modules that import each other (directly or through others):\n" + "\n".join(map(str, cycles))

@@ -188,7 +188,7 @@ def test_spot_model_round_trip_and_platform_checks(synthetic_small, tmp_path, ca
     assert "gap-free square aggregates" in caplog.text
 
 
-def test_default_spread_is_calibrated_on_synthetic_spots(synthetic_small):
+def test_default_spread_is_calibrated_on_synthetic_spots(synthetic_small, tmp_path):
     from stdiff.benchmark._probabilistic import coverage
     from stdiff.models import SelfSupervisedEnsemble
 
@@ -206,6 +206,17 @@ def test_default_spread_is_calibrated_on_synthetic_spots(synthetic_small):
     assert 0.75 <= float(np.mean(cov)) <= 0.99, cov
     std = ens.std_of(out["mean"], sim)
     assert std.shape == out["mean"].shape and (std[:, m & (out["mean"].min(0) > 0)] > 0).all()
+    # the ensemble saves and loads through the models' shared base: same maps, same hash
+    path = tmp_path / "ensemble.pt"
+    back = SelfSupervisedEnsemble.load(ens.save(path))
+    again = back.predict_section(sim)
+    np.testing.assert_array_equal(again["mean"], out["mean"])
+    np.testing.assert_array_equal(again["std"], out["std"])
+    assert back.model_hash() == ens.model_hash() and back.calibration == ens.calibration
+    back.sigma = back.sigma * 2  # what predicts is hashed
+    assert back.model_hash() != ens.model_hash()
+    with pytest.raises(ValueError, match="not a stdiff DiffST model.*self-supervised-ensemble"):
+        sd.models.DiffST.load(path)
 
 
 def test_block_artefact_index():

@@ -1,14 +1,17 @@
-"""The Diff-ST model: networks, the three named components, EDM noise levels and configuration.
+"""The Diff-ST model in three layers: networks and losses, one training loop, and the user-facing models.
 
 Importing this subpackage imports torch.
 """
 
-from . import edm
+from . import edm, losses, training
+from ._diffst_training import carve_validation
+from ._windows import upsample_lr
 from .aggregation_consistency import AggregationConsistency
+from .base import BaseModel
 from .canvas import Canvas
 from .config import DiffSTConfig
 from .cross_modal_modulation import CrossModalModulation, PlainFusion, disentangling_loss
-from .diffst import DiffST, carve_validation, upsample_lr
+from .diffst import DiffST
 from .dynamic_cross_attention import DynamicCrossAttention, PatchEncoder, admitted_mask, patch_entropy
 from .gene_graph import GeneGraph, GeneGraphHead, coexpression_graph
 from .self_supervised import SelfSupervisedEnsemble
@@ -16,6 +19,7 @@ from .unet import DiffSTUNet, HistologyStem
 
 __all__ = [
     "AggregationConsistency",
+    "BaseModel",
     "Canvas",
     "CrossModalModulation",
     "DiffST",
@@ -33,6 +37,8 @@ __all__ = [
     "coexpression_graph",
     "disentangling_loss",
     "edm",
+    "losses",
     "patch_entropy",
+    "training",
     "upsample_lr",
 ]

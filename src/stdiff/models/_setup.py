@@ -1,8 +1,9 @@
 """What :meth:`DiffST.setup <stdiff.models.DiffST.setup>` fits from the training sections before any training.
 
 The count normalisation, the histology-distributed base (fitted on LR maps and H&E only, its blend
-with the nearest map chosen on validation truth), the co-expression gene graph, the scale of the
-HR − base residual (stage A's target scale) and the histology feature scaler.
+with the nearest map chosen once: on validation truth when there is some, else on held-out
+measurements), the co-expression gene graph (when the component is on), the scale of the HR − base
+residual (stage A's target scale) and the histology feature scaler.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from ..pp import Normalizer, Section, fit_normalizer
-from ._calibration import carve_validation, choose_base_blend
+from ._diffst_training import carve_validation
 from ._windows import Prepared
 from .aggregation_consistency import AggregationConsistency
 from .config import DiffSTConfig
@@ -26,7 +27,7 @@ class Setup:
     """The fitted pieces of an untrained model, and the base of each training section."""
 
     normalizer: Normalizer
-    graph: GeneGraph
+    graph: GeneGraph | None
     residual_scale: float
     feature_stats: dict[str, list[float]] | None
     base_model: AggregationConsistency | None
@@ -50,21 +51,20 @@ def fit_setup(
     normalizer = normalizer if normalizer is not None else fit_normalizer(sections)
     base_model = None
     if config.base == "aggregation":
+        # the blend with nearest: chosen on the validation truth (given, or carved as train() will) when
+        # there is one, else by the base itself on held-out measurements — once either way
+        val = list(base_sections) if base_sections is not None else carve_validation(sections, config.tile_lr)[1]
+        val = [s for s in val if s.hr is not None]
         # fitted once on the training sections' LR maps and H&E (no HR truth), stored with the model
         with torch.enable_grad():
-            base_model = AggregationConsistency().fit(
+            base_model = AggregationConsistency(blend=0.0 if val else "auto").fit(
                 list(sections) + list(base_sections or []), seed=seed, max_time=config.base_max_time_s, device="cpu"
             )
-        # the blend with nearest: chosen on the validation truth (given, or carved as train() will)
-        val = list(base_sections) if base_sections is not None else carve_validation(sections, config.tile_lr)[1]
-        choose_base_blend(base_model, [s for s in val if s.hr is not None], normalizer)
+        if val:
+            base_model.choose_blend_on_truth(val, normalizer)
     bases = [None if base_model is None else base_model.predict(s)["mean"] for s in sections]
     prepared = [Prepared(s, normalizer, with_truth=True, base_counts=b) for s, b in zip(sections, bases)]
-    expr = np.concatenate([p.z_hr[:, p.mask_truth > 0] for p in prepared], axis=1)
-    if expr.shape[1] > 200_000:
-        idx = np.random.default_rng(0).choice(expr.shape[1], 200_000, replace=False)
-        expr = expr[:, idx]
-    graph = coexpression_graph(expr, sections[0].genes, threshold=config.graph_threshold, top_k=config.graph_top_k)
+    graph = _gene_graph(prepared, sections[0].genes, config) if config.use_gene_graph else None
     resid = np.concatenate([(p.z_hr - p.base)[:, p.mask_truth > 0].ravel() for p in prepared])
     feature_stats = None
     if config.use_histology_features:
@@ -73,6 +73,15 @@ def fit_setup(
         mean, sd = fit_feature_scaler([histology_features(s) for s in sections])
         feature_stats = {"mean": mean.tolist(), "sd": sd.tolist()}
     return Setup(normalizer, graph, float(max(resid.std(), 1e-3)), feature_stats, base_model, bases)
+
+
+def _gene_graph(prepared: Sequence[Prepared], genes: Sequence[str], config: DiffSTConfig) -> GeneGraph:
+    """The co-expression graph of the training truth (at most 200 000 pixels, drawn with a fixed seed)."""
+    expr = np.concatenate([p.z_hr[:, p.mask_truth > 0] for p in prepared], axis=1)
+    if expr.shape[1] > 200_000:
+        idx = np.random.default_rng(0).choice(expr.shape[1], 200_000, replace=False)
+        expr = expr[:, idx]
+    return coexpression_graph(expr, genes, threshold=config.graph_threshold, top_k=config.graph_top_k)
 
 
 def section_platform(sections: Sequence[Section]) -> str:

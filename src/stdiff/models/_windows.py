@@ -18,14 +18,14 @@ scoring.
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .._utils import array_fingerprint
-from ..pp import Normalizer, Section, aggregate, lr_per_tissue_pixel
+from ..pp import Normalizer, Section, Tiles, lr_density, lr_per_tissue_pixel, tile_positions
 
 
 def upsample_lr(z_lr: np.ndarray | torch.Tensor, factor: int) -> torch.Tensor:
@@ -87,15 +87,21 @@ class Prepared:
         """The smooth interpolation of the measurements, the mask, and for spots where they are."""
         m = self.mask_hr[None]
         if section.spots is None:
-            n = aggregate(self.mask_hr, self.f)
-            per_tissue = np.where(n > 0, section.lr / np.maximum(n, 1.0), 0.0)
-            self.bicubic = upsample_lr(norm.transform(per_tissue), self.f).numpy() * m
+            self.bicubic = upsample_lr(norm.transform(lr_density(section)), self.f).numpy() * m
             return [self.bicubic, m]
         fp = section.footprints()
         self.bicubic = norm.transform(fp.render()) * m
         dist, _ = fp.nearest()
         where = np.minimum(dist / fp.spots.geometry.pitch_um, 1.5).astype(np.float32)
         return [self.bicubic, m, fp.coverage()[None] * m, where[None] * m]
+
+    def batch(self, positions, t: int, device, *, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tensors of the ``t × t`` tiles at LR ``positions`` (``keys`` of :meth:`window`; ``he`` in [0, 1])."""
+        ws = [self.window(int(r), int(c), t) for r, c in positions]
+        out = {k: torch.from_numpy(np.stack([w[k] for w in ws])).to(device) for k in keys}
+        if "he" in out:
+            out["he"] = out["he"].float() / 255.0
+        return out
 
     def window(self, r: int, c: int, t: int) -> dict[str, np.ndarray]:
         """Tile of ``t × t`` LR pixels at LR position ``(r, c)``."""
@@ -114,17 +120,6 @@ class Prepared:
         if self.mu is not None:
             out["mu"] = self.mu[hr]
         return out
-
-
-def base_digest(base_model) -> str:
-    """First 16 hex of the SHA-256 of a fitted aggregation base (weights and blend); '' for none."""
-    if base_model is None:
-        return ""
-    h = hashlib.sha256()
-    for k, v in sorted(base_model.net.state_dict().items()):
-        h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
-    h.update(repr(base_model.blend_weight).encode())
-    return h.hexdigest()[:16]
 
 
 def base_cache_key(digest: str, section: Section) -> tuple:
@@ -205,3 +200,56 @@ def augment_stain(he: torch.Tensor, generator: torch.Generator, *, strength: flo
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * (1 + strength * u(b, 1, 1, 1)) + mean + strength * u(b, 1, 1, 1)
     return out.clamp(0, 1)
+
+
+class WindowPool:
+    """Training or validation tiles of several prepared sections."""
+
+    def __init__(self, prepared: Sequence[Prepared], tile_lr: int, min_tissue: float, stride: int = 1) -> None:
+        self.prepared = list(prepared)
+        self.t = int(tile_lr)
+        pools = []
+        for i, p in enumerate(self.prepared):
+            pos = tile_positions(p.section, self.t, stride, min_tissue=min_tissue)
+            pools.extend((i, int(r), int(c)) for r, c in pos)
+        self.pool = np.asarray(pools, dtype=int).reshape(-1, 3)
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def stack(self, picks: np.ndarray, rng: np.random.Generator | None, device) -> dict[str, torch.Tensor]:
+        """Tensors of the tiles ``picks`` (rows of the pool), augmented when ``rng`` is given."""
+        items = []
+        for i, r, c in picks:
+            w = self.prepared[i].window(r, c, self.t)
+            items.append(augment_geometry(w, rng) if rng is not None else w)
+        out = {k: torch.from_numpy(np.stack([it[k] for it in items])).to(device) for k in items[0]}
+        out["he"] = out["he"].float() / 255.0
+        return out
+
+    def random_batch(self, rng: np.random.Generator, gen: torch.Generator, size: int, cfg, device):
+        """A random augmented batch."""
+        picks = self.pool[rng.integers(len(self.pool), size=size)]
+        b = self.stack(picks, rng if cfg.augment else None, device)
+        if cfg.stain_augment:
+            b["he"] = augment_stain(b["he"], gen)
+        return b
+
+    def fixed_batches(self, max_tiles: int, size: int, device) -> list[dict[str, torch.Tensor]]:
+        """Up to ``max_tiles`` evenly spread tiles, without augmentation (validation)."""
+        n = len(self.pool)
+        idx = np.unique(np.linspace(0, n - 1, min(n, max_tiles)).round().astype(int))
+        picks = self.pool[idx]
+        return [self.stack(picks[i : i + size], None, device) for i in range(0, len(picks), size)]
+
+
+def as_sections(data: Tiles | Section | Sequence[Section]) -> list[Section]:
+    """The sections of training data given as :class:`~stdiff.pp.Tiles`, one section or a list."""
+    if isinstance(data, Tiles):
+        return list(data.sections)
+    if isinstance(data, Section):
+        return [data]
+    sections = list(data)
+    if not sections or not all(isinstance(s, Section) for s in sections):
+        raise TypeError("data must be Tiles, a Section or a list of Sections (see stdiff.pp.rasterize).")
+    return sections

@@ -19,15 +19,15 @@ predicting held-out spots from the others for spots.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from .._constants import Checkpoint
 from .._utils import logger, resolve_device
 from ..pp import (
     Normalizer,
@@ -38,19 +38,14 @@ from ..pp import (
     standardize_features,
 )
 from ._measurements import blend_scores_blocks, blend_scores_spots, distribute_counts, measurements
+from .base import BaseModel
+from .losses import poisson_deviance
+from .training import TrainingLoop
 
-__all__ = ["AggregationConsistency", "block_poisson_deviance"]
+__all__ = ["AggregationConsistency"]
 
-
-def block_poisson_deviance(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean Poisson deviance ``2·(y·log(y/μ) − (y − μ))`` per gene, scaled by ``weight`` (e.g. 1/mean).
-
-    ``pred``, ``target``: ``(G, n)``; ``weight``: ``(G,)``. It is 0 exactly when ``pred == target``.
-    """
-    mu = pred.clamp_min(1e-8)
-    ylogy = torch.where(target > 0, target * torch.log(target.clamp_min(1e-8) / mu), torch.zeros_like(target))
-    dev = 2.0 * (ylogy - (target - mu))
-    return (dev * weight[:, None]).mean()
+#: Weights of the nearest map tried by :meth:`AggregationConsistency.choose_blend_on_truth`.
+BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 class _Net(nn.Module):
@@ -91,7 +86,7 @@ class _Data:
 
 
 @dataclass
-class AggregationConsistency:
+class AggregationConsistency(BaseModel):
     """Histology-distributed super-resolution trained by aggregation consistency on LR maps only.
 
     Parameters
@@ -129,6 +124,8 @@ class AggregationConsistency:
     _val: list[np.ndarray] = field(default_factory=list)
     _mean: np.ndarray | None = None
     _sd: np.ndarray | None = None
+
+    FORMAT: ClassVar[str] = Checkpoint.AGGREGATION_CONSISTENCY
 
     # ------------------------------------------------------------------ data
     def _features(self, section: Section) -> np.ndarray:
@@ -214,7 +211,8 @@ class AggregationConsistency:
         if self.image_channels:
             image = (sections[0].he.shape[0], self._image(sections[0])[1], int(self.image_channels))
         self.net = _Net(data[0].x.shape[1], len(self.genes), self.hidden, self.layers, self.kernel_size, image).to(dev)
-        opt = torch.optim.AdamW(self.net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        has_val = any(bool(d.val.any()) for d in data)
+        last: dict[str, torch.Tensor] = {}
 
         def loss_on(which: str) -> torch.Tensor:
             parts = []
@@ -222,39 +220,21 @@ class AggregationConsistency:
                 sel = getattr(d, which)
                 if sel.any():
                     _, measured = self._abundance(d)
-                    parts.append(block_poisson_deviance(measured[:, sel], d.y[:, sel], weight))
+                    parts.append(poisson_deviance(measured[:, sel], d.y[:, sel], weight))
             return torch.stack(parts).mean()
 
-        best, best_state, bad, t0 = float("inf"), None, 0, time.perf_counter()
-        has_val = any(bool(d.val.any()) for d in data)
-        self.history = []
-        for step in range(int(max_steps)):
-            self.net.train()
-            loss = loss_on("train")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if (step + 1) % eval_every == 0 or step == max_steps - 1:
-                self.net.eval()
-                with torch.no_grad():
-                    val = float(loss_on("val")) if has_val else float(loss)
-                self.history.append((step + 1, loss.item(), val))
-                if val < best - 1e-6:
-                    best, bad = val, 0
-                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-                else:
-                    bad += 1
-                if bad >= patience or time.perf_counter() - t0 > max_time:
-                    break
-        if best_state is not None:
-            self.net.load_state_dict(best_state)
-        self.net.eval()
-        logger.info(
-            "aggregation consistency: %d steps in %.1f s, held-out deviance %.4f",
-            self.history[-1][0] if self.history else 0,
-            time.perf_counter() - t0,
-            best,
-        )
+        def train_loss(net, _batch, _progress) -> torch.Tensor:
+            last["loss"] = loss_on("train")
+            return last["loss"]
+
+        loop = TrainingLoop(
+            steps=int(max_steps), max_time_s=max_time, val_every=eval_every, patience=patience,
+            learning_rate=self.learning_rate, weight_decay=self.weight_decay, relative=False, device=dev,
+            desc="aggregation consistency", to_cpu=False,
+        )  # fmt: skip
+        val_fn = (lambda net: float(loss_on("val"))) if has_val else (lambda net: float(last["loss"]))
+        self.net, info = loop.run(self.net, batch_fn=lambda step: None, loss_fn=train_loss, val_fn=val_fn)
+        self.history = [(s, info["history"][s - 1], v) for s, v in info["val_history"]]
         self._val = [d.val.cpu().numpy() for d in data]
         if self.blend == "auto":
             self.blend_weight = self._choose_blend(sections)
@@ -277,6 +257,33 @@ class AggregationConsistency:
         lam = max(scores, key=lambda k: (scores[k], -k))
         logger.info("aggregation consistency: blend weight of the nearest map %.2f (held-out r %.3f)", lam, scores[lam])
         return lam
+
+    def choose_blend_on_truth(
+        self, sections: Sequence[Section], normalizer: Normalizer, grid: Sequence[float] = BLEND_GRID
+    ) -> None:
+        """Set the blend with the mask-aware nearest map by the HR truth of ``sections`` (validation data).
+
+        ``w·nearest + (1 − w)·histology-distributed`` for each ``w`` of ``grid``, scored by the mean
+        squared error in the normalised space on the truth mask (what stage A of
+        :class:`~stdiff.models.DiffST` minimises). The scores are kept in :attr:`blend_scores`. Fit
+        with ``blend`` set to a number when it is chosen here, so that it is chosen once.
+        """
+        err = dict.fromkeys(grid, 0.0)
+        n = 0
+        for s in sections:
+            hist = self.predict(s, blend=0.0)["histology"]
+            near = lr_per_tissue_pixel(s)
+            truth = normalizer.transform(s.hr)[:, s.truth_mask > 0]
+            for w in grid:
+                z = normalizer.transform(((1 - w) * hist + w * near).astype(np.float32))[:, s.truth_mask > 0]
+                err[w] += float(((z - truth) ** 2).sum())
+            n += truth.size
+        scores = {w: e / max(n, 1) for w, e in err.items()}
+        best = min(scores, key=scores.get)
+        self.blend_weight = float(best)
+        self.blend_scores = scores
+        logger.info("Base blend with the nearest map chosen on validation truth: %.2f (MSE %s)", best,
+                    ", ".join(f"{w:g}: {v:.4f}" for w, v in scores.items()))  # fmt: skip
 
     # ------------------------------------------------------------------ persistence
     _OPTIONS = ("hidden", "layers", "kernel_size", "image_channels", "normalize_stains", "blend")

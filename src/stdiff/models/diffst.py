@@ -12,37 +12,32 @@ Following CorrDiff (Mardani et al. 2023), the posterior mean is not estimated fr
   validation data carved from the training data, and a per-gene spread scale is fitted there
   (split calibration). Both are stored with the model.
 
-Both stages train until their validation loss stops improving (:mod:`~stdiff.models._fit`).
+Both stages train until their validation loss stops improving (:class:`~stdiff.models.training.TrainingLoop`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._utils import logger, resolve_device
+from .._constants import Checkpoint
+from .._utils import logger
 from ..pp import Normalizer, Section, Tiles
-from ._calibration import carve_validation
-from ._checkpoint import model_from_state, model_state, read_checkpoint, write_checkpoint
-from ._prediction import predict_whole_section
+from ._diffst_prediction import DiffSTPrediction
+from ._diffst_training import DiffSTTraining
 from ._setup import fit_setup, section_platform
-from ._training import train_stages
-from ._windows import Prepared, base_cache_key, base_digest, prepare_section, upsample_lr
+from ._windows import Prepared, as_sections, base_cache_key, prepare_section
 from .aggregation_consistency import AggregationConsistency
+from .base import BaseModel, plain
 from .config import DiffSTConfig
 from .gene_graph import GeneGraph
 from .unet import DiffSTUNet
 
-__all__ = ["DiffST", "carve_validation", "upsample_lr"]
-
-FORMAT = "stdiff-diffst-3"
+__all__ = ["DiffST"]
 
 
 def patch_px(config: DiffSTConfig, hr_um: float) -> int:
@@ -51,7 +46,7 @@ def patch_px(config: DiffSTConfig, hr_um: float) -> int:
     return max(1, int(round(config.patch_um / he_um)))
 
 
-class DiffST:
+class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
     """Histology-conditioned super-resolution of spatial transcriptomics: regression mean + residual diffusion.
 
     Build it with :meth:`setup` from training sections (fits the normalisation, the co-expression
@@ -70,7 +65,7 @@ class DiffST:
     normalizer
         Count normalisation.
     graph
-        Co-expression gene graph.
+        Co-expression gene graph (``None`` when ``config.use_gene_graph`` is off).
     image_channels
         Channels of the histology image (3 for H&E).
     residual_scale
@@ -85,6 +80,8 @@ class DiffST:
         Seed of the initial weights.
     """
 
+    FORMAT = Checkpoint.DIFFST
+
     def __init__(
         self,
         genes: Sequence[str],
@@ -93,7 +90,7 @@ class DiffST:
         factor: int,
         lr_um: float,
         normalizer: Normalizer,
-        graph: GeneGraph,
+        graph: GeneGraph | None,
         image_channels: int = 3,
         residual_scale: float = 1.0,
         feature_stats: dict[str, list[float]] | None = None,
@@ -119,7 +116,7 @@ class DiffST:
         G = len(self.genes)
         n_feat = len(feature_stats["mean"]) if feature_stats else 0
         cond = 2 * G + 1 + n_feat + (2 if self.platform != "square" else 0)
-        adj = graph.adjacency()
+        adj = graph.adjacency() if graph is not None else None
         px = patch_px(config, self.lr_um / self.factor)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # repeatable initial weights
@@ -153,7 +150,7 @@ class DiffST:
         sections), and its blend with the nearest map is chosen on the validation sections' HR truth
         (``base_sections``, or carved from ``data`` as :meth:`train` carves them).
         """
-        sections = _as_sections(data)
+        sections = as_sections(data)
         platform = section_platform(sections)
         config = DiffSTConfig.preset(config) if isinstance(config, str) else config
         fitted = fit_setup(sections, config, data.normalizer if isinstance(data, Tiles) else None, seed, base_sections)
@@ -170,7 +167,7 @@ class DiffST:
                 s.meta[base_cache_key(model._base_digest(), s)] = b
         logger.info(
             "Diff-ST set up: %d genes, %d graph edges, residual scale %.3g, %d + %d parameters.",
-            len(model.genes), graph.edge_index.shape[1], residual_scale,
+            len(model.genes), 0 if graph is None else graph.edge_index.shape[1], residual_scale,
             *(sum(p.numel() for p in n.parameters()) for n in (model.mean_net, model.residual_net)),
         )  # fmt: skip
         return model
@@ -180,9 +177,9 @@ class DiffST:
         return sum(p.numel() for n in (self.mean_net, self.residual_net) for p in n.parameters())
 
     def _base_digest(self) -> str:
-        """Digest of the fitted histology-distributed base ('' without one), computed once."""
+        """Hash of the fitted histology-distributed base ('' without one), computed once."""
         if getattr(self, "_digest", None) is None:
-            self._digest = base_digest(self.base_model)
+            self._digest = "" if self.base_model is None else self.base_model.model_hash()
         return self._digest
 
     def prepare(self, section: Section, *, with_truth: bool) -> Prepared:
@@ -220,164 +217,80 @@ class DiffST:
             if missing:
                 raise KeyError(f"Genes {missing[:5]} are not in the model's panel ({len(self.genes)} genes).")
 
-    def train(
-        self,
-        data: Tiles | Section | Sequence[Section],
-        *,
-        validation: Section | Sequence[Section] | None = None,
-        steps: int | None = None,
-        residual_steps: int | None = None,
-        max_time_s: float | None = None,
-        device: str | torch.device = "auto",
-        seed: int = 0,
-        progress: bool = True,
-        batch_size: int = 16,
-    ) -> DiffST:
-        """Train stage A, then stage B, then choose the sampler's steps and calibrate the spread.
-
-        Parameters
-        ----------
-        data
-            Training sections (with HR truth), or :class:`~stdiff.pp.Tiles` from them.
-        validation
-            Sections for early stopping and calibration; default: carved from ``data``
-            (:func:`carve_validation`: the last section when there are ≥ 3, else the right fifth).
-        steps, residual_steps
-            Step caps of stage A and stage B (default ``config.steps`` / ``config.residual_steps``).
-        max_time_s
-            Time cap per stage in seconds (default ``config.max_time_s``).
-        device
-            ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
-        seed
-            Seed for tile sampling, augmentation and noise (CPU runs are repeatable).
-        progress
-            Show tqdm progress bars.
-        batch_size
-            Tiles per batch when predicting whole sections (calibration).
-
-        Returns
-        -------
-        ``self``, trained; :attr:`train_info` records steps, times, stopping reasons and the calibration.
-        """
-        sections = _as_sections(data)
-        self._check_sections(sections)
-        cfg = self.config
-        if validation is None:
-            sections, val_sections = carve_validation(sections, cfg.tile_lr)
-        else:
-            val_sections = [validation] if isinstance(validation, Section) else list(validation)
-            self._check_sections(val_sections)
-        train_stages(
-            self, sections, val_sections, steps=steps, residual_steps=residual_steps, max_time_s=max_time_s,
-            device=resolve_device(device), seed=seed, progress=progress, batch_size=batch_size,
-        )  # fmt: skip
-        return self
-
-    # ------------------------------------------------------------------ prediction
-    @torch.no_grad()
-    def predict_section(
-        self,
-        section: Section,
-        *,
-        n_samples: int | None = None,
-        num_inference_steps: int | None = None,
-        seed: int = 0,
-        device: str | torch.device = "auto",
-        batch_size: int = 16,
-        progress: bool = True,
-        return_samples: bool = False,
-        knockout: str | None = None,
-    ) -> dict[str, Any]:
-        """Super-resolve a whole section: the stage-A mean and calibrated stage-B samples around it.
-
-        Parameters
-        ----------
-        section
-            Rasterised section carrying the model's gene panel in order.
-        n_samples
-            Posterior samples (default ``config.n_samples``; 0: the mean only).
-        num_inference_steps
-            Sampler steps (default: the count chosen on validation data at training).
-        seed
-            Seed of the sampler's noise.
-        device
-            ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        batch_size
-            Tiles per network call.
-        progress
-            Show a progress bar over the sampler's steps.
-        return_samples
-            Also return the normalised samples.
-        knockout
-            Switch one component off at inference (``"modulation"``, ``"cross_attention"``,
-            ``"gene_graph"``) to measure what it contributes.
-
-        Returns
-        -------
-        A dict of ``(G, H, W)`` arrays on the section's HR grid, 0 off tissue: ``mean`` (counts per HR
-        pixel; stage A mapped back to counts), ``std`` (counts, from the samples), ``q05``, ``q95`` (a
-        central 90% prediction interval: mean ± Student-t quantile × sample sd × √(1 + 1/n) in the
-        normalised space, mapped to counts),
-        ``z_mean`` (the mean in the normalised space), ``z_std``; with ``return_samples`` also
-        ``samples`` ``(n, G, H, W)`` (normalised, whole-section canvas samples).
-        """
-        self._check_sections([section])
-        if section.genes != self.genes:
-            raise ValueError(
-                "The section must carry the model's whole gene panel in its order (rasterize with "
-                "genes=model.genes); select genes from the result instead."
-            )
-        return predict_whole_section(
-            self, section, n_samples=n_samples, num_inference_steps=num_inference_steps, seed=seed,
-            device=resolve_device(device), batch_size=batch_size, progress=progress,
-            return_samples=return_samples, knockout=knockout,
-        )  # fmt: skip
-
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict[str, Any]:
         """Everything needed to rebuild the model (tensors and plain Python only)."""
-        return model_state(self, FORMAT)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the model to ``path`` atomically (temporary file + rename)."""
-        path = write_checkpoint(self.state(), path)
-        logger.info("Saved Diff-ST model to %s.", path)
-        return path
+        info = {k: v for k, v in self.train_info.items() if k not in ("stage_a", "stage_b")}
+        for k in ("stage_a", "stage_b"):
+            if k in self.train_info:
+                info[k] = {kk: vv for kk, vv in self.train_info[k].items() if kk != "history"}
+        return {
+            "genes": list(self.genes),
+            "config": self.config.to_dict(),
+            "factor": self.factor,
+            "lr_um": self.lr_um,
+            "platform": self.platform,
+            "normalizer": self.normalizer.to_dict(),
+            "graph": None if self.graph is None else self.graph.to_dict(),
+            "image_channels": self.image_channels,
+            "residual_scale": self.residual_scale,
+            "feature_stats": self.feature_stats,
+            "base_model": None if self.base_model is None else self.base_model.state(),
+            "gene_sigma": self.gene_sigma.tolist(),
+            "spread_scale": self.spread_scale.tolist(),
+            "sampling_steps": self.sampling_steps,
+            "mean_net": self.mean_net.state_dict(),
+            "residual_net": self.residual_net.state_dict(),
+            Checkpoint.TRAIN_INFO: plain(info),
+        }
 
     @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        *,
-        genes: Sequence[str] | None = None,
-        config: DiffSTConfig | None = None,
+    def from_state(
+        cls, state: dict[str, Any], *, genes: Sequence[str] | None = None, config: DiffSTConfig | None = None
     ) -> DiffST:
-        """Load a model saved with :meth:`save` (``weights_only=True``).
+        """Rebuild a model from :meth:`state`; a requested gene panel and config are checked against it.
 
         Parameters
         ----------
-        path
-            Checkpoint file.
+        state
+            What :meth:`state` returned (or :meth:`load` read).
         genes
             If given, must be contained in the model's panel (raises ``KeyError`` naming the missing ones).
         config
             If given, must equal the saved config (raises ``ValueError`` listing the differences).
         """
-        return model_from_state(cls, read_checkpoint(path, expected_format=FORMAT), genes=genes, config=config)
+        saved_cfg = DiffSTConfig.from_dict(state["config"])
+        if config is not None and config != saved_cfg:
+            diff = {k: (v, saved_cfg.to_dict()[k]) for k, v in config.to_dict().items() if saved_cfg.to_dict()[k] != v}
+            raise ValueError(f"Config differs from the checkpoint's (given, saved): {diff}.")
+        if genes is not None:
+            missing = [g for g in genes if g not in state["genes"]]
+            if missing:
+                raise KeyError(
+                    f"Genes {missing[:10]} are not in the model's panel of {len(state['genes'])} genes "
+                    f"(e.g. {state['genes'][:5]}); retrain with them or drop them from genes=."
+                )
+        base, graph = state.get("base_model"), state.get("graph")
+        model = cls(
+            state["genes"], config=saved_cfg, factor=state["factor"], lr_um=state["lr_um"],
+            normalizer=Normalizer.from_dict(state["normalizer"]),
+            graph=None if graph is None else GeneGraph.from_dict(graph), image_channels=state["image_channels"],
+            residual_scale=state["residual_scale"], feature_stats=state.get("feature_stats"),
+            base_model=None if base is None else AggregationConsistency.from_state(base), platform=state["platform"],
+        )  # fmt: skip
+        model.mean_net.load_state_dict(state["mean_net"])
+        model.residual_net.load_state_dict(state["residual_net"])
+        model.gene_sigma = np.asarray(state["gene_sigma"], np.float32)
+        model.spread_scale = np.asarray(state["spread_scale"], np.float32)
+        model.sampling_steps = int(state["sampling_steps"])
+        model.train_info = dict(state.get(Checkpoint.TRAIN_INFO) or {})
+        model.mean_net.eval()
+        model.residual_net.eval()
+        return model
 
-    def model_hash(self) -> str:
-        """SHA-256 (first 16 hex) of both networks' weights, the calibration and the model's metadata."""
-        h = hashlib.sha256()
-        for net in (self.mean_net, self.residual_net):
-            for k, v in sorted(net.state_dict().items()):
-                h.update(k.encode())
-                h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        h.update(self.spread_scale.tobytes())
-        h.update(self._base_digest().encode())
-        h.update(repr((self.genes, self.factor, self.lr_um, self.config.to_dict(), self.sampling_steps)).encode())
-        if self.platform != "square":
-            h.update(self.platform.encode())
-        return h.hexdigest()[:16]
+    def provenance(self) -> dict[str, Any]:
+        """Class, hash, the trained scale and the sampler (what outputs record about their model)."""
+        return {**super().provenance(), "factor": self.factor, "lr_um": self.lr_um, "platform": self.platform}
 
     def __repr__(self) -> str:
         return (
@@ -385,14 +298,3 @@ class DiffST:
             f"trained={bool(self.train_info)}, modulation={self.config.use_modulation}, "
             f"cross_attention={self.config.use_cross_attention}, gene_graph={self.config.use_gene_graph})"
         )
-
-
-def _as_sections(data: Tiles | Section | Sequence[Section]) -> list[Section]:
-    if isinstance(data, Tiles):
-        return list(data.sections)
-    if isinstance(data, Section):
-        return [data]
-    sections = list(data)
-    if not sections or not all(isinstance(s, Section) for s in sections):
-        raise TypeError("data must be Tiles, a Section or a list of Sections (see stdiff.pp.rasterize).")
-    return sections

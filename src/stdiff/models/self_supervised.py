@@ -25,16 +25,17 @@ it chunk by chunk like a trained model.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
+from .._constants import Checkpoint
 from .._utils import logger
 from ..pp import RENDER_CUTOFF, RENDER_SIGMA, Section
 from ._measurements import measurements
 from .aggregation_consistency import AggregationConsistency
+from .base import BaseModel, plain
 
 #: Fewest tissue measurements (spots) a section needs to teach itself.
 MIN_SPOTS = 16
@@ -168,7 +169,7 @@ def calibrate_lognormal(
     return hi_s, coverage(hi_s)
 
 
-class SelfSupervisedEnsemble:
+class SelfSupervisedEnsemble(BaseModel):
     """Histology-distributed super-resolution learnt from a section's own spots (no HR truth).
 
     Parameters
@@ -177,7 +178,13 @@ class SelfSupervisedEnsemble:
         Members (folds of the measurements; each member holds one fold out).
     max_time
         Time cap per member in seconds.
+    floor
+        Relative sd of the mean's error at a measurement centre (:data:`FLOOR`).
     """
+
+    FORMAT: ClassVar[str] = Checkpoint.SELF_SUPERVISED_ENSEMBLE
+    #: Diagnostics of the fit (the held-out predictions and the calibration's report) are not hashed.
+    UNHASHED: ClassVar[tuple[str, ...]] = (Checkpoint.TRAIN_INFO, "held_out", "calibration")
 
     def __init__(self, *, n_models: int = 5, max_time: float = 60.0, floor: float = FLOOR) -> None:
         if n_models < 2:
@@ -308,17 +315,35 @@ class SelfSupervisedEnsemble:
         lam = mean[None].astype(np.float64) * np.exp(s * rng.standard_normal((n, *mean.shape)))
         return rng.poisson(lam).astype(np.float32)
 
-    def model_hash(self) -> str:
-        """SHA-256 (first 16 hex) of the members' weights and the calibration."""
-        h = hashlib.sha256()
-        for m in self.members:
-            for k, v in sorted(m.net.state_dict().items()):
-                h.update(k.encode())
-                h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        if self.sigma is not None:
-            h.update(self.sigma.tobytes())
-        h.update(repr((self.genes, self.factor, self.lr_um, self.n_models)).encode())
-        return h.hexdigest()[:16]
+    def state(self) -> dict[str, Any]:
+        """The fitted ensemble as tensors and plain Python (what :meth:`from_state` rebuilds)."""
+        if not self.members:
+            raise RuntimeError("Fit the ensemble first (SelfSupervisedEnsemble().fit(section)).")
+        return {
+            "options": {"n_models": self.n_models, "max_time": self.max_time, "floor": self.floor},
+            "members": [m.state() for m in self.members],
+            "genes": list(self.genes),
+            "factor": int(self.factor),
+            "lr_um": float(self.lr_um),
+            "pitch": float(self.pitch),
+            "geometry": asdict(self.config),
+            "sigma": None if self.sigma is None else self.sigma.tolist(),
+            "held_out": {k: np.asarray(v).tolist() for k, v in getattr(self, "held_out", {}).items()},
+            "calibration": plain(self.calibration),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> SelfSupervisedEnsemble:
+        """Rebuild a fitted ensemble from :meth:`state`."""
+        ens = cls(**state["options"])
+        ens.members = [AggregationConsistency.from_state(m) for m in state["members"]]
+        ens.genes, ens.factor, ens.lr_um = list(state["genes"]), int(state["factor"]), float(state["lr_um"])
+        ens.pitch = float(state["pitch"])
+        ens.config = _Geometry(**state["geometry"])
+        ens.sigma = None if state["sigma"] is None else np.asarray(state["sigma"], np.float32)
+        ens.held_out = {k: np.asarray(v) for k, v in state["held_out"].items()}
+        ens.calibration = dict(state["calibration"])
+        return ens
 
 
 def _nearest(points: np.ndarray, queries: np.ndarray) -> np.ndarray:

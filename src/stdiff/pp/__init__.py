@@ -9,7 +9,7 @@ from ._histology import (
     standardize_features,
 )
 from ._input import InputGrid, open_input
-from ._lr_maps import lr_per_tissue_pixel
+from ._lr_maps import lr_density, lr_per_tissue_pixel
 from ._normalize import Normalizer
 from ._rasterize import image_um, rasterize
 from ._section import Section, Tiles, aggregate
@@ -40,6 +40,7 @@ __all__ = [
     "fit_normalizer",
     "histology_features",
     "image_um",
+    "lr_density",
     "lr_per_tissue_pixel",
     "make_tiles",
     "micrometre_systems",

@@ -32,8 +32,11 @@ def lr_per_tissue_pixel(section: Section) -> np.ndarray:
             section.meta[key] = out
         return out
     f = section.factor
-    mask = section.mask_hr.astype(np.float32)
-    n = aggregate(mask, f)
-    per = np.where(n > 0, section.lr / np.maximum(n, 1.0), 0.0).astype(np.float32)
-    up = np.repeat(np.repeat(per, f, axis=-2), f, axis=-1)
-    return up * mask[None]
+    up = np.repeat(np.repeat(lr_density(section), f, axis=-2), f, axis=-1)
+    return up * section.mask_hr.astype(np.float32)[None]
+
+
+def lr_density(section: Section) -> np.ndarray:
+    """Each LR pixel's counts per tissue HR pixel of its block, ``(G, h, w)`` (0 where the block has no tissue)."""
+    n = aggregate(section.mask_hr.astype(np.float32), section.factor)
+    return np.where(n > 0, section.lr / np.maximum(n, 1.0), 0.0).astype(np.float32)
