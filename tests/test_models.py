@@ -91,8 +91,8 @@ def test_gene_graph_from_known_coexpression():
     assert type(g).from_dict(g.to_dict()).edges() == g.edges()
 
 
-def test_gene_graph_head_equals_dense_gcn_batched_over_pixels():
-    """The head's one-product-per-image graph step is torch-geometric's DenseGCNConv, pixel by pixel."""
+def test_gene_graph_head_is_a_gcn_over_genes_pixel_by_pixel():
+    """The head's one-product-per-image graph step is the GCN rule applied to every pixel on its own."""
     from stdiff.models import GeneGraphHead
 
     torch.manual_seed(0)
@@ -101,16 +101,20 @@ def test_gene_graph_head_equals_dense_gcn_batched_over_pixels():
     adj[0, 1] = adj[1, 0] = 0.9
     adj[2, 3] = adj[3, 2] = 0.6
     head = GeneGraphHead(5, g, d, 2, adj)
+    bound = (6 / (2 * d)) ** 0.5  # Glorot-uniform weights, zero biases
+    assert all(c.lin.weight.abs().max() <= bound and not c.bias.any() for c in head.convs)
     torch.nn.init.normal_(head.out.weight)
     for conv in head.convs:
         torch.nn.init.normal_(conv.bias)
     x = torch.randn(2, 5, 4, 3)
 
-    def reference() -> torch.Tensor:
+    def reference() -> torch.Tensor:  # (pixels, genes, features), D^-1/2 (A + I) D^-1/2 written out
         z = head.to_genes(x).view(2, g, d, 4, 3).permute(0, 3, 4, 1, 2).reshape(-1, g, d) + head.gene_embedding
-        a = head.adjacency if head.enabled else torch.zeros_like(head.adjacency)
+        a = torch.as_tensor(adj if head.enabled else np.zeros_like(adj)) + torch.eye(g)
+        scale = a.sum(1).rsqrt()
+        prop = scale[:, None] * a * scale[None, :]
         for conv in head.convs:
-            z = z + head.act(conv(z, a))
+            z = z + torch.nn.functional.silu(prop @ z @ conv.lin.weight.T + conv.bias)
         return head.out(z).view(2, 4, 3, g).permute(0, 3, 1, 2)
 
     with torch.no_grad():
@@ -133,8 +137,29 @@ def test_gene_graph_head_equals_dense_gcn_batched_over_pixels():
     torch.nn.init.normal_(plain.out.weight)
     with torch.no_grad():
         z = plain.to_genes(x).view(2, g, d, 4, 3).permute(0, 3, 4, 1, 2) + plain.gene_embedding[:, None, None]
-        z = z + plain.act(plain.convs[0](z))
+        z = z + torch.nn.functional.silu(plain.convs[0](z))
         torch.testing.assert_close(plain(x), plain.out(z)[..., 0].permute(0, 3, 1, 2), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_gene_graph_head_mixes_neighbours_only(layers):
+    """A gene's output depends on its neighbours within ``layers`` hops and on no other gene."""
+    from stdiff.models import GeneGraphHead
+
+    g, d = 6, 3
+    adj = np.zeros((g, g), dtype=np.float32)
+    for i, j in [(0, 1), (1, 2), (4, 5)]:  # a chain 0-1-2, gene 3 isolated, a pair 4-5
+        adj[i, j] = adj[j, i] = 0.8
+    torch.manual_seed(1)
+    x = torch.randn(1, 5, 4, 4)
+    for graph, touched in [(adj, {0, 1} if layers == 1 else {0, 1, 2}), (None, {0})]:
+        head = GeneGraphHead(5, g, d, layers, graph)
+        torch.nn.init.normal_(head.out.weight)
+        with torch.no_grad():
+            before = head(x)
+            head.to_genes.weight[:d] += 1.0  # changes gene 0's features only
+            changed = (head(x) - before).abs().amax(dim=(0, 2, 3)) > 1e-6
+        assert set(np.flatnonzero(changed.numpy())) == touched
 
 
 def test_entropy_ranking_and_curriculum():
