@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ._section import Section, aggregate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._footprints import Footprints
 
 
 def lr_per_tissue_pixel(section: Section) -> np.ndarray:
@@ -26,9 +31,7 @@ def lr_per_tissue_pixel(section: Section) -> np.ndarray:
                int(section.mask_hr.sum()))  # fmt: skip
         out = section.meta.get(key)
         if out is None:
-            G = len(section.genes)
-            flat = np.broadcast_to(section.mask_hr[None].astype(np.float64), (G, *section.mask_hr.shape))
-            out = section.footprints().distribute(flat, section.mask_hr)
+            out = spread_over_spots(section.footprints(), section.mask_hr)
             section.meta[key] = out
         return out
     f = section.factor
@@ -37,3 +40,13 @@ def lr_per_tissue_pixel(section: Section) -> np.ndarray:
     per = np.where(n > 0, section.lr / np.maximum(n, 1.0), 0.0).astype(np.float32)
     up = np.repeat(np.repeat(per, f, axis=-2), f, axis=-1)
     return up * mask[None]
+
+
+def spread_over_spots(fp: Footprints, mask_hr: np.ndarray) -> np.ndarray:
+    """Each spot's counts spread evenly over its footprint's ``mask_hr`` pixels, the gaps interpolated.
+
+    :meth:`~stdiff.pp.Footprints.distribute` of a flat map; ``(G, H, W)`` counts per HR pixel.
+    """
+    G = fp.spots.counts.shape[0]
+    flat = np.broadcast_to(mask_hr[None].astype(np.float64), (G, *mask_hr.shape))
+    return fp.distribute(flat, mask_hr)
