@@ -215,20 +215,12 @@ def _read_spots(path: Path) -> pd.DataFrame:
 def _spots_with_counts(section: str, selected: pd.Index, counted: pd.Index) -> pd.Index:
     """The selected spots that have a count row (in the selection's order); logs what is dropped on either side."""
     keep = selected[selected.isin(counted)]
-    if len(keep) < len(selected):
-        logger.info(
-            "her2st %s: %d of %d selected spots are absent from the counts file and were dropped.",
-            section,
-            len(selected) - len(keep),
-            len(selected),
-        )
-    if len(keep) < len(counted):
-        logger.info(
-            "her2st %s: %d of %d count rows are not selected (under tissue) spots and were dropped.",
-            section,
-            len(counted) - len(keep),
-            len(counted),
-        )
+    for n, what in (
+        (len(selected), "selected spots are absent from the counts file"),
+        (len(counted), "count rows are not selected (under tissue) spots"),
+    ):
+        if len(keep) < n:
+            logger.info("her2st %s: %d of %d %s and were dropped.", section, n - len(keep), n, what)
     return keep
 
 
