@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._utils import logger
-from ._data import GENE_RULES, PRESETS, input_spec, parse_genes, preset
+from ._data import GENE_RULES, PRESETS, DataSpec, input_spec, parse_genes, preset
 from ._methods import METHODS, TRACKS
 from ._profiles import PROFILES, dataset_settings
 from ._profiles import profile as get_profile
@@ -73,34 +73,64 @@ def run_benchmark(
     genes = genes if not isinstance(genes, list | tuple) else list(genes)
     genes = parse_genes(genes) if isinstance(genes, str | int) or genes is None else genes
     if dataset is not None:
-        settings = dataset_settings(profile, dataset) if dataset in PRESETS else {}
-        spec = preset(dataset, settings, factors=factors, genes=genes, train=train, test=test, data_dir=data_dir)
-        if split is not None:
-            spec.split = SplitSpec.parse(split)
-        if gene_rule:
-            spec.gene_rule = gene_rule
+        spec = _preset_spec(dataset, profile, split=split, gene_rule=gene_rule, factors=factors, genes=genes,
+                            train=train, test=test, data_dir=data_dir)  # fmt: skip
     else:
-        if split is None and not (train or test):
-            raise ValueError("--input needs a split: --split x:0.5 (or y:...), or --train a.zarr --test b.zarr.")
-        prof = get_profile(profile)
-        lr = float(lr_um if lr_um is not None else 100.0)
-        fs = [int(f) for f in (factors or [10])]
-        hu, he_how = float(he_um) if he_um is not None else 0.0, "given (--he-um)"
-        if he_um is None:
-            hu, he_how = default_he_um(inputs[0], lr / fs[0], prof, image_key, coordinate_system)
-        spec = input_spec(
-            inputs, split=SplitSpec.parse(split, train=_list(train) or (), test=_list(test) or ()), factors=fs,
-            lr_um=lr, he_um=hu, genes=genes, gene_rule=gene_rule or "variance", image_key=image_key,
-            counts_key=counts_key, table_key=table_key, coordinate_system=coordinate_system, spots_as=spots_as,
-            gene_symbols=gene_symbols,
-        )  # fmt: skip
-        spec.info["he_um_how"] = f"{hu:g} µm: {he_how}"
+        reading = dict(image_key=image_key, counts_key=counts_key, table_key=table_key,
+                       coordinate_system=coordinate_system, spots_as=spots_as, gene_symbols=gene_symbols)  # fmt: skip
+        spec = _inputs_spec(inputs, profile, split=split, train=train, test=test, factors=factors, lr_um=lr_um,
+                              he_um=he_um, genes=genes, gene_rule=gene_rule, reading=reading)  # fmt: skip
     spec = spec.with_platform(platform)
     if command is None:
         command = f"stdiff benchmark {'--dataset ' + dataset if dataset else '--input ' + ' --input '.join(inputs)}"
         command += f" --platform {platform}" if platform != "square" else ""
     return run(spec, profile=profile, methods=methods, tracks=tracks, seeds=seeds, device=device, out=out,
                command=command, validate=validate, overrides=overrides)  # fmt: skip
+
+
+def _preset_spec(dataset: str, profile: str, *, split: str | None, gene_rule: str | None, **kw: Any) -> DataSpec:
+    """The spec of a built-in dataset in ``profile``, with ``--split`` / ``--gene-rule`` when given."""
+    settings = dataset_settings(profile, dataset) if dataset in PRESETS else {}
+    spec = preset(dataset, settings, **kw)
+    if split is not None:
+        spec.split = SplitSpec.parse(split)
+    if gene_rule:
+        spec.gene_rule = gene_rule
+    return spec
+
+
+def _inputs_spec(
+    inputs: Sequence[str],
+    profile: str,
+    *,
+    split: str | None,
+    train: Sequence[str] | None,
+    test: Sequence[str] | None,
+    factors: Sequence[int] | None,
+    lr_um: float | None,
+    he_um: float | None,
+    genes: int | list[str] | None,
+    gene_rule: str | None,
+    reading: dict[str, Any],
+) -> DataSpec:
+    """The spec of ``--input`` stores: defaults for the LR pixel (100 µm), factor (10) and histology pixel.
+
+    ``reading`` holds the rasterisation options of :class:`~stdiff.benchmark._data.DataSpec`.
+    """
+    if split is None and not (train or test):
+        raise ValueError("--input needs a split: --split x:0.5 (or y:...), or --train a.zarr --test b.zarr.")
+    prof = get_profile(profile)
+    lr = float(lr_um if lr_um is not None else 100.0)
+    fs = [int(f) for f in (factors or [10])]
+    hu, he_how = float(he_um) if he_um is not None else 0.0, "given (--he-um)"
+    if he_um is None:
+        hu, he_how = default_he_um(inputs[0], lr / fs[0], prof, reading["image_key"], reading["coordinate_system"])
+    spec = input_spec(
+        inputs, split=SplitSpec.parse(split, train=_list(train) or (), test=_list(test) or ()), factors=fs, lr_um=lr,
+        he_um=hu, genes=genes, gene_rule=gene_rule or "variance", **reading,
+    )  # fmt: skip
+    spec.info["he_um_how"] = f"{hu:g} µm: {he_how}"
+    return spec
 
 
 def default_he_um(path: str, hr_um: float, prof: dict[str, Any], image_key: str | None, cs: str | None):

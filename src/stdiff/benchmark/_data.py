@@ -113,14 +113,13 @@ def input_spec(
     he_um: float,
     genes: int | list[str] | None,
     gene_rule: str = "variance",
-    image_key: str | None = None,
-    counts_key: str | None = None,
-    table_key: str | None = None,
-    coordinate_system: str | None = None,
-    spots_as: str = "lr",
-    gene_symbols: str | None = None,
+    **reading: Any,
 ) -> DataSpec:
-    """A :class:`DataSpec` for SpatialData zarr stores given on the command line."""
+    """A :class:`DataSpec` for SpatialData zarr stores given on the command line.
+
+    ``reading`` are the rasterisation options of :class:`DataSpec` (``image_key``, ``counts_key``,
+    ``table_key``, ``coordinate_system``, ``spots_as``, ``gene_symbols``).
+    """
     sources = {}
     for p in inputs:
         n = section_name(p)
@@ -132,9 +131,8 @@ def input_spec(
                         test=tuple(section_name(t) for t in split.test))  # fmt: skip
     return DataSpec(
         name="input", sources=sources, split=split, factors=[int(f) for f in factors], genes=genes,
-        gene_rule=gene_rule, lr_um=float(lr_um), he_um=float(he_um), image_key=image_key, counts_key=counts_key,
-        table_key=table_key, coordinate_system=coordinate_system, spots_as=spots_as, gene_symbols=gene_symbols,
-        info={"inputs": [str(p) for p in inputs]},
+        gene_rule=gene_rule, lr_um=float(lr_um), he_um=float(he_um), info={"inputs": [str(p) for p in inputs]},
+        **reading,
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from ._methods import Budget
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {
         "preset": "tiny",
-        "budget": {"max_steps": 12, "eval_every": 4, "patience": 2, "max_time_s": 20.0, "fallback_steps": 8},
+        "budget": {"max_steps": 12, "eval_every": 4, "patience": 2, "max_time_s": 20.0},
         "n_samples": 4,
         "ablation_samples": 2,
         "seeds": [0],
@@ -31,7 +31,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "cpu": {
         "preset": "cpu",
-        "budget": {"max_steps": 800, "eval_every": 25, "patience": 4, "max_time_s": 120.0, "fallback_steps": 200},
+        "budget": {"max_steps": 800, "eval_every": 25, "patience": 4, "max_time_s": 120.0},
         "n_samples": 8,
         "ablation_samples": 4,
         "seeds": [0, 1, 2],
@@ -45,13 +45,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "gpu": {
         "preset": "paper",
-        "budget": {
-            "max_steps": 50_000,
-            "eval_every": 500,
-            "patience": 10,
-            "max_time_s": 3600.0,
-            "fallback_steps": 20_000,
-        },  # fmt: skip
+        "budget": {"max_steps": 50_000, "eval_every": 500, "patience": 10, "max_time_s": 3600.0},
         "n_samples": 16,
         "ablation_samples": 8,
         "seeds": [0, 1, 2],

@@ -87,33 +87,26 @@ def _diff(d: dict[str, Any] | None, nd: int = 3) -> str:
     return f"{d['diff']:+.{nd}f} [{_fmt(lo, nd)}, {_fmt(hi, nd)}]"
 
 
-def track_markdown(track: str, tr: dict[str, Any]) -> list[str]:
-    """The tables of one track: methods, paired differences vs stdiff, histology gain, skipped methods."""
-    lines = [f"#### {TRACK_TITLES.get(track, track)}", ""]
+def _methods_table(tr: dict[str, Any]) -> list[str]:
+    """The methods of one track: metrics (mean ± sd over seeds), block index, training and timings."""
     ms = tr.get("methods", {})
-    if ms:
-        lines += [
-            "| method | "
-            + " | ".join(HEADERS)
-            + " | block index | train steps | stopped | train (s) | predict (s) | peak RSS (MB) |",
-            "|---" * (len(HEADERS) + 7) + "|",
-        ]
-        truth_bai = tr.get("truth_block_index")
-        if truth_bai:
-            lines.append(
-                "| *truth* | "
-                + " | ".join("–" for _ in COLUMNS)
-                + f" | {_fmt(float(np.mean(truth_bai)), 2)} | "
-                + " | ".join("–" for _ in range(5))
-                + " |"
-            )
-    for name in METHODS:
-        if name not in ms:
-            continue
+    if not ms:
+        return []
+    lines = [
+        "| method | " + " | ".join(HEADERS) + " | block index | train steps | stopped | train (s) | predict (s) | "
+        "peak RSS (MB) |",
+        "|---" * (len(HEADERS) + 7) + "|",
+    ]
+    truth_bai = tr.get("truth_block_index")
+    if truth_bai:
+        lines.append(
+            "| *truth* | " + " | ".join("–" for _ in COLUMNS) + f" | {_fmt(float(np.mean(truth_bai)), 2)} | "
+            + " | ".join("–" for _ in range(5)) + " |"
+        )  # fmt: skip
+    for name in (m for m in METHODS if m in ms):
         r = ms[name]
         n = len(r.get("seeds", []))
-        nd = {"crps": 4}
-        cells = [_pm(r["mean"].get(c), r["sd"].get(c), n, nd.get(c, 3)) for c in COLUMNS]
+        cells = [_pm(r["mean"].get(c), r["sd"].get(c), n, 4 if c == "crps" else 3) for c in COLUMNS]
         label = f"**{name}**" if name == "stdiff" else name
         if r.get("n_samples"):
             label += f" (n={r['n_samples']})"
@@ -124,34 +117,23 @@ def track_markdown(track: str, tr: dict[str, Any]) -> list[str]:
             f"| {label} | " + " | ".join(cells) + f" | {bai} | {steps} | {stopped} | {_fmt_s(r.get('train_s'))} | "
             f"{_fmt_s(r.get('predict_s'))} | {_fmt_s(r.get('peak_rss_mb'))} |"
         )
-    cmp_ = tr.get("comparisons", {})
-    if cmp_:
-        lines += [
-            "",
-            "Ablations and knock-outs against stdiff: mean over genes of the per-gene difference (variant − stdiff, "
-            "seeds paired), 95% bootstrap interval over genes.",
-            "",
-            "| variant | ΔPCC | ΔRMSE | ΔCRPS |",
-            "|---|---|---|---|",
-        ]
-        for name in VARIANTS:
-            if name in cmp_:
-                c = cmp_[name]
-                lines.append(f"| {name} | {_diff(c['pcc'])} | {_diff(c['rmse'])} | {_diff(c['crps'], 4)} |")
-    gain = tr.get("histology_gain", {})
-    if gain:
-        lines += [
-            "",
-            "Histology gain: metric with the real image − metric with the test image rotated 180° (same trained "
-            "model; PCC: positive = the image helps; RMSE/CRPS: negative = the image helps).",
-            "",
-            "| method | ΔPCC | ΔRMSE | ΔCRPS |",
-            "|---|---|---|---|",
-        ]
-        for name in METHODS:
-            if name in gain:
-                g = gain[name]
-                lines.append(f"| {name} | {_diff(g['pcc'])} | {_diff(g['rmse'])} | {_diff(g['crps'], 4)} |")
+    return lines
+
+
+def _difference_table(caption: str, first: str, diffs: dict[str, Any], order: tuple[str, ...]) -> list[str]:
+    """A table of paired differences (ΔPCC, ΔRMSE, ΔCRPS with 95% intervals), one row per method in ``order``."""
+    if not diffs:
+        return []
+    lines = ["", caption, "", f"| {first} | ΔPCC | ΔRMSE | ΔCRPS |", "|---|---|---|---|"]
+    for name in (m for m in order if m in diffs):
+        d = diffs[name]
+        lines.append(f"| {name} | {_diff(d['pcc'])} | {_diff(d['rmse'])} | {_diff(d['crps'], 4)} |")
+    return lines
+
+
+def _notes(tr: dict[str, Any]) -> list[str]:
+    """The lines under a track's tables: methods not run, the validation data, what the block index is."""
+    lines = []
     if tr.get("skipped"):
         by_reason: dict[str, list[str]] = {}
         for k, v in tr["skipped"].items():
@@ -159,10 +141,30 @@ def track_markdown(track: str, tr: dict[str, Any]) -> list[str]:
         lines += ["", "Not run: " + "; ".join(f"{', '.join(ks)} ({v})" for v, ks in by_reason.items()) + "."]
     if tr.get("validation"):
         lines += ["", f"Early-stopping validation: {tr['validation']} (per method: see the JSON)."]
-    if ms:
+    if tr.get("methods"):
         lines += ["", "Block index: mean |HR gradient| of log1p counts across LR block boundaries ÷ inside blocks "
                   "(median over genes; the truth's own in the first row; no block structure ≈ 1)."]  # fmt: skip
     return lines
+
+
+def track_markdown(track: str, tr: dict[str, Any]) -> list[str]:
+    """The tables of one track: methods, paired differences vs stdiff, histology gain, skipped methods."""
+    return [
+        f"#### {TRACK_TITLES.get(track, track)}",
+        "",
+        *_methods_table(tr),
+        *_difference_table(
+            "Ablations and knock-outs against stdiff: mean over genes of the per-gene difference (variant − stdiff, "
+            "seeds paired), 95% bootstrap interval over genes.",
+            "variant", tr.get("comparisons", {}), VARIANTS,
+        ),
+        *_difference_table(
+            "Histology gain: metric with the real image − metric with the test image rotated 180° (same trained "
+            "model; PCC: positive = the image helps; RMSE/CRPS: negative = the image helps).",
+            "method", tr.get("histology_gain", {}), METHODS,
+        ),
+        *_notes(tr),
+    ]  # fmt: skip
 
 
 def run_markdown(dataset: str, run: dict[str, Any]) -> str:
@@ -207,8 +209,7 @@ def to_markdown(res: dict[str, Any]) -> str:
         "",
         f"Seeds {res.get('seeds')} (values are mean ± sd over seeds of the mean over genes). Training of every "
         f"learned method stops at the first of: {b.get('patience')} validation checks (every {b.get('eval_every')} "
-        f"steps) without improvement, {b.get('max_steps')} steps, {b.get('max_time_s')} s (a model whose train() "
-        f"cannot stop early: {b.get('fallback_steps')} fixed steps). stdiff: "
+        f"steps) without improvement, {b.get('max_steps')} steps, {b.get('max_time_s')} s. stdiff: "
         f"{res.get('n_samples')} posterior samples, ablations and knock-outs {res.get('ablation_samples')}.",
         "",
         "PCC/RMSE/SSIM score the mean (single samples are not scored by them); CRPS (fair ensemble estimator), "

@@ -16,6 +16,8 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,35 @@ def _contexts(track, test, fit, val, note, normalizer, genes, cfg, prof, seed, d
     )  # fmt: skip
 
 
+#: Metrics compared between methods by paired per-gene differences.
+PAIRED = ("pcc", "rmse", "crps")
+
+
+@dataclass
+class _TestData:
+    """One seed's test tissue: the measured sections, their inputs (truth removed) and truth in the scoring space."""
+
+    sections: list
+    inputs: list
+    truths: list[np.ndarray]
+    masks: list[np.ndarray]
+    genes: list[str]
+    normalizer: Any
+
+    @classmethod
+    def of(cls, sections, genes: list[str], normalizer) -> _TestData:
+        """The test data of ``sections`` (with truth) in ``normalizer``'s space."""
+        return cls(
+            sections=sections, inputs=[_methods.strip_truth(s) for s in sections],
+            truths=[normalizer.transform(s.hr) for s in sections], masks=[s.truth_mask.astype(bool) for s in sections],
+            genes=genes, normalizer=normalizer,
+        )  # fmt: skip
+
+    def score(self, outs: Sequence[_methods.Output]) -> tuple[dict[str, dict[str, float]], dict | None, str]:
+        """:func:`score` of ``outs`` on these sections."""
+        return score(outs, self.truths, self.masks, self.genes, self.normalizer)
+
+
 def run_track(
     track: str,
     split,
@@ -105,64 +136,61 @@ def run_track(
     per_seed_rot: dict[str, list] = {}
     for seed in seeds:
         fit, val, test_sections = measured_as(platform, fit0, val0, split.test, seed)
-        truths = [normalizer.transform(s.hr) for s in test_sections]
-        masks = [s.truth_mask.astype(bool) for s in test_sections]
-        tests = [_methods.strip_truth(s) for s in test_sections]
-        truth_bai = block_index([t.hr for t in test_sections], test_sections)
-        res.setdefault("truth_block_index", []).append(truth_bai)
+        data = _TestData.of(test_sections, genes, normalizer)
+        res.setdefault("truth_block_index", []).append(block_index([t.hr for t in test_sections], test_sections))
         ctx = _contexts(track, test_sections, fit, val, note, normalizer, genes, cfg, prof, seed, device)
         for name in methods:
             if name in res["skipped"]:
                 continue
-            m = _methods.build(name)
-            try:
-                with measure() as fm:
-                    info = m.fit(ctx)
-                with measure() as pm:
-                    outs = [m.predict(s) for s in tests]
-            except _methods.Skip as e:
-                res["skipped"][name] = str(e)
-                logger.info("%s / %s skipped: %s", track, name, e)
-                continue
-            per_gene, rel, how = score(outs, truths, masks, genes, normalizer)
-            per_seed.setdefault(name, []).append(per_gene)
-            entry = res["methods"].setdefault(name, {
-                "description": m.description, "learned": m.learned, "sampler": m.sampler, "seeds": [],
-                "interval_method": how, "reliability": rel, "n_samples": outs[0].samples.shape[0]
-                if outs[0].samples is not None else None,
-            })  # fmt: skip
-            if m.gain if m.gain is not None else m.learned:
-                try:
-                    rot = [m.predict_rotated(s) for s in tests]
-                    per_seed_rot.setdefault(name, []).append(score(rot, truths, masks, genes, normalizer)[0])
-                except _methods.Skip:  # pragma: no cover
-                    pass
-            means = _stats.summarize_seeds([per_gene])["mean"]
-            counts = [normalizer.inverse(_methods.rescore(o.mean, o.normalizer, normalizer)) for o in outs]
-            entry["seeds"].append({
-                "seed": int(seed), "train": info, "train_s": fm["seconds"], "train_cpu_s": fm["cpu_seconds"],
-                "predict_s": pm["seconds"], "predict_cpu_s": pm["cpu_seconds"],
-                "peak_rss_mb": max(fm["peak_rss_mb"], pm["peak_rss_mb"]), "mean": means,
-                "block_index": block_index(counts, test_sections) if outs[0].point else float("nan"),
-            })  # fmt: skip
-            _summarize(entry, per_seed[name])
-            logger.info(
-                "%s / %s seed %d: PCC %.3f RMSE %.3f CRPS %.4f (train %s steps %.1fs, predict %.1fs)", track, name,
-                seed, means["pcc"], means["rmse"], means["crps"], info.get("steps"), fm["seconds"], pm["seconds"],
-            )  # fmt: skip
-            if on_update is not None:
+            if _run_method(name, ctx, data, res, per_seed, per_seed_rot) and on_update is not None:
                 on_update()
     for name, rots in per_seed_rot.items():
-        res["histology_gain"][name] = {
-            k: _stats.paired_difference(per_seed[name], rots, k) for k in ("pcc", "rmse", "crps")
-        }
+        res["histology_gain"][name] = {k: _stats.paired_difference(per_seed[name], rots, k) for k in PAIRED}
     if "stdiff" in per_seed:
-        for name in _methods.VARIANTS:
-            if name in per_seed:
-                res["comparisons"][name] = {
-                    k: _stats.paired_difference(per_seed[name], per_seed["stdiff"], k) for k in ("pcc", "rmse", "crps")
-                }
+        for name in (v for v in _methods.VARIANTS if v in per_seed):
+            res["comparisons"][name] = {
+                k: _stats.paired_difference(per_seed[name], per_seed["stdiff"], k) for k in PAIRED
+            }
     return res
+
+
+def _run_method(
+    name: str, ctx: _methods.Context, data: _TestData, res: dict[str, Any], per_seed: dict, per_seed_rot: dict
+) -> bool:
+    """Fit, predict and score method ``name`` for one seed into ``res``; ``False`` when it is skipped."""
+    m = _methods.build(name)
+    try:
+        with measure() as fm:
+            info = m.fit(ctx)
+        with measure() as pm:
+            outs = [m.predict(s) for s in data.inputs]
+    except _methods.Skip as e:
+        res["skipped"][name] = str(e)
+        logger.info("%s / %s skipped: %s", ctx.track, name, e)
+        return False
+    per_gene, rel, how = data.score(outs)
+    per_seed.setdefault(name, []).append(per_gene)
+    entry = res["methods"].setdefault(name, {
+        "description": m.description, "learned": m.learned, "sampler": m.sampler, "seeds": [],
+        "interval_method": how, "reliability": rel, "n_samples": outs[0].samples.shape[0]
+        if outs[0].samples is not None else None,
+    })  # fmt: skip
+    if m.gain if m.gain is not None else m.learned:
+        per_seed_rot.setdefault(name, []).append(data.score([m.predict_rotated(s) for s in data.inputs])[0])
+    means = _stats.summarize_seeds([per_gene])["mean"]
+    counts = [data.normalizer.inverse(_methods.rescore(o.mean, o.normalizer, data.normalizer)) for o in outs]
+    entry["seeds"].append({
+        "seed": int(ctx.seed), "train": info, "train_s": fm["seconds"], "train_cpu_s": fm["cpu_seconds"],
+        "predict_s": pm["seconds"], "predict_cpu_s": pm["cpu_seconds"],
+        "peak_rss_mb": max(fm["peak_rss_mb"], pm["peak_rss_mb"]), "mean": means,
+        "block_index": block_index(counts, data.sections) if outs[0].point else float("nan"),
+    })  # fmt: skip
+    _summarize(entry, per_seed[name])
+    logger.info(
+        "%s / %s seed %d: PCC %.3f RMSE %.3f CRPS %.4f (train %s steps %.1fs, predict %.1fs)", ctx.track, name,
+        ctx.seed, means["pcc"], means["rmse"], means["crps"], info.get("steps"), fm["seconds"], pm["seconds"],
+    )  # fmt: skip
+    return True
 
 
 def measured_as(platform: str, fit, val, test, seed: int):
@@ -243,20 +271,11 @@ def run(
     import torch
 
     from .._utils import resolve_device
-    from ..models import DiffSTConfig
 
-    t_start, c_start = time.perf_counter(), time.process_time()
+    clock = time.perf_counter(), time.process_time()
     prof = get_profile(profile)
     dev = str(resolve_device(device))
-    if prof.get("requires_cuda") and not dev.startswith("cuda"):
-        raise RuntimeError(f"The {profile!r} profile needs a CUDA GPU (device resolved to {dev!r}); use --profile cpu.")
-    methods = list(methods or _methods.METHODS)
-    unknown = [m for m in methods if m not in _methods.METHODS]
-    if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}; choose from {list(_methods.METHODS)}.")
-    bad = [t for t in tracks if t not in _methods.TRACKS]
-    if bad:
-        raise ValueError(f"Unknown track(s) {bad}; use {list(_methods.TRACKS)}.")
+    methods = _checked_request(profile, prof, dev, methods, tracks)
     seeds = [int(s) for s in (seeds if seeds is not None else prof["seeds"])]
     tag = spec.name if spec.platform == "square" else f"{spec.name}_{spec.platform}"
     out = Path(out) if out is not None else Path("benchmarks/results") / f"{tag}_{profile}.json"
@@ -271,54 +290,10 @@ def run(
         "interval_rule": f"empirical quantiles with ≥ {_probabilistic.MIN_EMPIRICAL} samples, else mean ± "
         "t_(n−1)·sd·√(1+1/n)", "status": "running", "runs": [],
     }  # fmt: skip
-
-    last: dict[str, Any] = {}
-
-    def write() -> None:
-        first = res["runs"][0] if res["runs"] else {}
-        doc = {
-            **res,
-            "methods": first.get("tracks", {}).get("reference", {}).get("methods", {}),
-            "genes": first.get("genes"), "factor": first.get("factor"), "peak_rss_mb": peak_rss_mb(),
-            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
-            "total_s": time.perf_counter() - t_start, "total_cpu_s": time.process_time() - c_start,
-            "loadavg_now": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        }  # fmt: skip
-        doc = jsonable(doc)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, out)
-        out.with_suffix(".md").write_text(to_markdown(doc))
-        last.clear()
-        last.update(doc)
-
+    write = partial(_write, res, out, clock)
     cache: dict[str, Any] = {}
     for factor in spec.factors:
-        tile_lr = DiffSTConfig.preset(prof["preset"], **overrides).tile_lr
-        t0 = time.perf_counter()
-        split = prepare(spec, factor, tile_lr=tile_lr, cache=cache)
-        if validate:
-            fit, val, note = validation_split(split.train, tile_lr=tile_lr)
-            if not val:
-                raise ValueError(f"--validate: cannot hold out validation data ({note}).")
-            split.train, split.test = fit, val
-            split.info["validate"] = note
-            inner = validation_split(fit, tile_lr=tile_lr)
-            if not inner[1]:
-                logger.warning(
-                    "--validate: %s, so the learned methods train without early stopping here, unlike a run on the "
-                    "test data; compare settings with care.",
-                    inner[2],
-                )
-        he_scale = split.train[0].he_scale
-        cfg = DiffSTConfig.preset(prof["preset"], he_scale=he_scale, **overrides)
-        run_res: dict[str, Any] = {
-            **{k: split.info[k] for k in ("factor", "lr_um", "hr_um", "he_um", "genes")},
-            "n_genes": len(split.info["genes"]), "info": split.info, "load_s": time.perf_counter() - t0,
-            "config": cfg.to_dict(), "test_tissue_hr_pixels": int(sum(s.truth_mask.sum() for s in split.test)),
-            "tracks": {},
-        }  # fmt: skip
+        split, cfg, run_res = _prepare_factor(spec, factor, prof, overrides, validate, cache)
         res["runs"].append(run_res)
         for track in tracks:
             run_res["tracks"][track] = {}
@@ -326,5 +301,79 @@ def run(
                       result=run_res["tracks"][track])  # fmt: skip
             write()
     res["status"] = "complete"
-    write()
-    return dict(last)
+    return write()
+
+
+def _checked_request(
+    profile: str, prof: dict[str, Any], dev: str, methods: Sequence[str] | None, tracks: Sequence[str]
+) -> list[str]:
+    """The methods to run (default all), after checking the device, the method and the track names."""
+    if prof.get("requires_cuda") and not dev.startswith("cuda"):
+        raise RuntimeError(f"The {profile!r} profile needs a CUDA GPU (device resolved to {dev!r}); use --profile cpu.")
+    methods = list(methods or _methods.METHODS)
+    unknown = [m for m in methods if m not in _methods.METHODS]
+    if unknown:
+        raise ValueError(f"Unknown method(s) {unknown}; choose from {list(_methods.METHODS)}.")
+    bad = [t for t in tracks if t not in _methods.TRACKS]
+    if bad:
+        raise ValueError(f"Unknown track(s) {bad}; use {list(_methods.TRACKS)}.")
+    return methods
+
+
+def _prepare_factor(
+    spec: DataSpec, factor: int, prof: dict[str, Any], overrides: dict[str, Any], validate: bool, cache: dict[str, Any]
+):
+    """``(split, config, run record)`` of one factor: the data (validation part as test with ``validate``)."""
+    from ..models import DiffSTConfig
+
+    tile_lr = DiffSTConfig.preset(prof["preset"], **overrides).tile_lr
+    t0 = time.perf_counter()
+    split = prepare(spec, factor, tile_lr=tile_lr, cache=cache)
+    if validate:
+        _validation_as_test(split, tile_lr)
+    cfg = DiffSTConfig.preset(prof["preset"], he_scale=split.train[0].he_scale, **overrides)
+    run_res: dict[str, Any] = {
+        **{k: split.info[k] for k in ("factor", "lr_um", "hr_um", "he_um", "genes")},
+        "n_genes": len(split.info["genes"]), "info": split.info, "load_s": time.perf_counter() - t0,
+        "config": cfg.to_dict(), "test_tissue_hr_pixels": int(sum(s.truth_mask.sum() for s in split.test)),
+        "tracks": {},
+    }  # fmt: skip
+    return split, cfg, run_res
+
+
+def _validation_as_test(split, tile_lr: int) -> None:
+    """``--validate``: the validation part of the training data becomes the test, in place."""
+    fit, val, note = validation_split(split.train, tile_lr=tile_lr)
+    if not val:
+        raise ValueError(f"--validate: cannot hold out validation data ({note}).")
+    split.train, split.test = fit, val
+    split.info["validate"] = note
+    inner = validation_split(fit, tile_lr=tile_lr)
+    if not inner[1]:
+        logger.warning(
+            "--validate: %s, so the learned methods train without early stopping here, unlike a run on the "
+            "test data; compare settings with care.",
+            inner[2],
+        )
+
+
+def _write(res: dict[str, Any], out: Path, clock: tuple[float, float]) -> dict[str, Any]:
+    """Write the result so far to ``out`` (JSON, atomically) and its markdown next to it; returns what was written."""
+    import torch
+
+    first = res["runs"][0] if res["runs"] else {}
+    doc = {
+        **res,
+        "methods": first.get("tracks", {}).get("reference", {}).get("methods", {}),
+        "genes": first.get("genes"), "factor": first.get("factor"), "peak_rss_mb": peak_rss_mb(),
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        "total_s": time.perf_counter() - clock[0], "total_cpu_s": time.process_time() - clock[1],
+        "loadavg_now": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }  # fmt: skip
+    doc = jsonable(doc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, out)
+    out.with_suffix(".md").write_text(to_markdown(doc))
+    return doc

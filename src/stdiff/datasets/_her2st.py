@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -155,70 +155,28 @@ def her2st(section: str = "B4", *, data_dir: str | os.PathLike | None = None) ->
     ``spot_pitch_um`` and ``spot_diameter_um``. Only spots with ``selected == 1`` that are present in the
     counts file are kept.
     """
-    from spatialdata.models import Image2DModel
-    from spatialdata.transformations import Scale
-
     t0 = time.perf_counter()
     section = str(section)
     cnts_path, spots_path, img_path = _files(section, data_dir)
-
-    spots = pd.read_csv(spots_path, sep="\t")
-    missing_cols = {"x", "y", "pixel_x", "pixel_y", "selected"} - set(spots.columns)
-    if missing_cols:
-        raise ValueError(f"{spots_path} lacks columns {sorted(missing_cols)}; is it a her2st *_selection.tsv?")
-    spots = spots[spots["selected"] == 1].copy()
-    spots.index = pd.Index(spots["x"].astype(int).astype(str) + "x" + spots["y"].astype(int).astype(str), name=None)
+    spots = _read_spots(spots_path)
     counts = pd.read_csv(cnts_path, sep="\t", index_col=0)
     counts.index = counts.index.astype(str)
-
     for what, idx, path in (("spot", spots.index, spots_path), ("count row", counts.index, cnts_path)):
         if not idx.is_unique:
             raise ValueError(f"{path} has duplicated {what} keys, e.g. {idx[idx.duplicated()][:3].tolist()}.")
-    # pixel size from the lattice of all selected spots
-    um_per_px, _ = lattice_pixel_size(spots)
-
-    keep = spots.index[spots.index.isin(counts.index)]
-    n_sel, n_cnt = len(spots), len(counts)
-    if len(keep) < n_sel:
-        logger.info(
-            "her2st %s: %d of %d selected spots are absent from the counts file and were dropped.",
-            section,
-            n_sel - len(keep),
-            n_sel,
-        )
-    if len(keep) < n_cnt:
-        logger.info(
-            "her2st %s: %d of %d count rows are not selected (under tissue) spots and were dropped.",
-            section,
-            n_cnt - len(keep),
-            n_cnt,
-        )
+    um_per_px, _ = lattice_pixel_size(spots)  # from the lattice of all selected spots
+    keep = _spots_with_counts(section, spots.index, counts.index)
     if len(keep) == 0:
         raise ValueError(f"No selected spot of {spots_path} is present in {cnts_path}.")
     spots = spots.loc[keep]
     counts = counts.loc[keep]
-
-    centres_um = spots[["pixel_x", "pixel_y"]].to_numpy(float) * um_per_px
-
-    # image
-    img = _read_jpeg(img_path)
-    _, h, w = img.shape
-    scale_factors = pyramid_scale_factors((h, w), max_factor=8)
-    he = Image2DModel.parse(
-        img,
-        dims=("c", "y", "x"),
-        c_coords=["r", "g", "b"],
-        transformations={"global": Scale([um_per_px, um_per_px], axes=("y", "x"))},
-        scale_factors=scale_factors,
-        chunks=(3, 1024, 1024),
-    )
-
+    he, (h, w) = _he_element(img_path, um_per_px)
     sdata = spots_sdata(
         he,
         counts.to_numpy(dtype=np.int32),
         pd.Index(counts.columns.astype(str)),
         keep.to_numpy(dtype=object),
-        centres_um,
+        spots[["pixel_x", "pixel_y"]].to_numpy(float) * um_per_px,
         SPOT_DIAMETER_UM / 2,
         obs={"array_x": spots["x"].to_numpy(int), "array_y": spots["y"].to_numpy(int)},
         attrs={
@@ -241,3 +199,44 @@ def her2st(section: str = "B4", *, data_dir: str | os.PathLike | None = None) ->
         time.perf_counter() - t0,
     )
     return sdata
+
+
+def _read_spots(path: Path) -> pd.DataFrame:
+    """The selected (under tissue) spots of a ``*_selection.tsv``, indexed by spot key (``"10x14"``)."""
+    spots = pd.read_csv(path, sep="\t")
+    missing_cols = {"x", "y", "pixel_x", "pixel_y", "selected"} - set(spots.columns)
+    if missing_cols:
+        raise ValueError(f"{path} lacks columns {sorted(missing_cols)}; is it a her2st *_selection.tsv?")
+    spots = spots[spots["selected"] == 1].copy()
+    spots.index = pd.Index(spots["x"].astype(int).astype(str) + "x" + spots["y"].astype(int).astype(str), name=None)
+    return spots
+
+
+def _spots_with_counts(section: str, selected: pd.Index, counted: pd.Index) -> pd.Index:
+    """The selected spots that have a count row (in the selection's order); logs what is dropped on either side."""
+    keep = selected[selected.isin(counted)]
+    for n, what in (
+        (len(selected), "selected spots are absent from the counts file"),
+        (len(counted), "count rows are not selected (under tissue) spots"),
+    ):
+        if len(keep) < n:
+            logger.info("her2st %s: %d of %d %s and were dropped.", section, n - len(keep), n, what)
+    return keep
+
+
+def _he_element(path: Path, um_per_px: float) -> tuple[Any, tuple[int, int]]:
+    """The H&E JPEG as a multiscale RGB image element (×1 … ×8) scaled to µm, and its size ``(h, w)`` in pixels."""
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Scale
+
+    img = _read_jpeg(path)
+    _, h, w = img.shape
+    he = Image2DModel.parse(
+        img,
+        dims=("c", "y", "x"),
+        c_coords=["r", "g", "b"],
+        transformations={"global": Scale([um_per_px, um_per_px], axes=("y", "x"))},
+        scale_factors=pyramid_scale_factors((h, w), max_factor=8),
+        chunks=(3, 1024, 1024),
+    )
+    return he, (h, w)

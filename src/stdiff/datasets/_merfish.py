@@ -102,9 +102,8 @@ def merfish_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None, cells
       ≈0.1086 µm/px, multiscale (×1, ×2, ×4, ×8), affine px → µm from the published extent;
     - shapes ``"cells"`` (when ``cells=True``): 498 z0 cell polygons in µm, indexed by ``poly_ID``.
     """
-    import dask.dataframe as dd
     from spatialdata import SpatialData
-    from spatialdata.models import Image2DModel, PointsModel, ShapesModel
+    from spatialdata.models import ShapesModel
     from spatialdata.transformations import Identity
 
     t0 = time.perf_counter()
@@ -113,30 +112,9 @@ def merfish_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None, cells
     polyt_path = dataset_file(_FOLDER, "images/mini_dataset_polyT_z0.jpg", data_dir=data_dir)
     cells_path = dataset_file(_FOLDER, "cell_boundaries/z0_polygons.gz", data_dir=data_dir) if cells else None
 
-    tx = pd.read_csv(tx_path, dtype={"global_x": float, "global_y": float, "gene": "category", "global_z": np.int16})
-    missing = {"global_x", "global_y", "gene", "global_z"} - set(tx.columns)
-    if missing:
-        raise ValueError(f"{tx_path} lacks columns {sorted(missing)}.")
-    tx = tx.rename(columns={"global_x": "x", "global_y": "y"})[["x", "y", "gene", "global_z"]]
-    points = PointsModel.parse(
-        dd.from_pandas(tx, npartitions=1),
-        coordinates={"x": "x", "y": "y"},
-        feature_key="gene",
-        transformations={"global": Identity()},
-    )
-
-    images = {}
-    for name, path, channel in (("dapi", dapi_path, "DAPI"), ("polyT", polyt_path, "polyT")):
-        arr = _read_gray(path)
-        images[name] = Image2DModel.parse(
-            arr,
-            dims=("c", "y", "x"),
-            c_coords=[channel],
-            transformations={"global": _image_transform(arr.shape[1:])},
-            scale_factors=pyramid_scale_factors(arr.shape[1:], max_factor=8),
-            chunks=(1, 1024, 1024),
-        )
-
+    tx, points = _read_transcripts(tx_path)
+    images = {name: _stain_element(path, channel) for name, path, channel in
+              (("dapi", dapi_path, "DAPI"), ("polyT", polyt_path, "polyT"))}  # fmt: skip
     shapes = {}
     if cells_path is not None:
         shapes["cells"] = ShapesModel.parse(_read_polygons(cells_path), transformations={"global": Identity()})
@@ -162,3 +140,38 @@ def merfish_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None, cells
         time.perf_counter() - t0,
     )
     return sdata
+
+
+def _read_transcripts(path: Path):
+    """The transcripts table (``x``, ``y`` in µm, ``gene``, ``global_z``) and its points element."""
+    import dask.dataframe as dd
+    from spatialdata.models import PointsModel
+    from spatialdata.transformations import Identity
+
+    tx = pd.read_csv(path, dtype={"global_x": float, "global_y": float, "gene": "category", "global_z": np.int16})
+    missing = {"global_x", "global_y", "gene", "global_z"} - set(tx.columns)
+    if missing:
+        raise ValueError(f"{path} lacks columns {sorted(missing)}.")
+    tx = tx.rename(columns={"global_x": "x", "global_y": "y"})[["x", "y", "gene", "global_z"]]
+    points = PointsModel.parse(
+        dd.from_pandas(tx, npartitions=1),
+        coordinates={"x": "x", "y": "y"},
+        feature_key="gene",
+        transformations={"global": Identity()},
+    )
+    return tx, points
+
+
+def _stain_element(path: Path, channel: str):
+    """A grey stain image (z0) as a multiscale one-channel element in µm."""
+    from spatialdata.models import Image2DModel
+
+    arr = _read_gray(path)
+    return Image2DModel.parse(
+        arr,
+        dims=("c", "y", "x"),
+        c_coords=[channel],
+        transformations={"global": _image_transform(arr.shape[1:])},
+        scale_factors=pyramid_scale_factors(arr.shape[1:], max_factor=8),
+        chunks=(1, 1024, 1024),
+    )

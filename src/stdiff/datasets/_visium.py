@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -63,10 +64,6 @@ def visium_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None) -> Spa
     lattice: 100 µm between neighbouring spots; ``spot_diameter_fullres`` spans Space Ranger's
     theoretical 65 µm spot, not the physical 55 µm one) and ``spot_diameter_um``.
     """
-    from PIL import Image
-    from spatialdata.models import Image2DModel
-    from spatialdata.transformations import Affine
-
     t0 = time.perf_counter()
     expr_path = dataset_file(_FOLDER, "visium_DG_expr.txt.gz", data_dir=data_dir)
     locs_path = dataset_file(_FOLDER, "visium_DG_locs.txt", data_dir=data_dir)
@@ -76,61 +73,19 @@ def visium_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None) -> Spa
 
     with open(sf_path) as f:
         scalefactors = {k: float(v) for k, v in json.load(f).items()}
-
-    # genes (rows) x barcodes (columns); the header lacks the gene-column name -> first column is the index
-    expr = pd.read_csv(expr_path, sep=r"\s+", index_col=0)
+    expr, locs = _read_expression(expr_path, locs_path)
     barcodes = pd.Index(expr.columns.astype(str))
-    # locs rows follow the expression COLUMN order; y is negated (row = -y)
-    locs = pd.read_csv(locs_path, sep=r"\s+", header=None, names=["x", "y"])
-    if len(locs) != len(barcodes):
-        raise ValueError(
-            f"{locs_path} has {len(locs)} rows but {expr_path} has {len(barcodes)} spot columns; "
-            "the files must come from the same GiottoData snapshot."
-        )
-    meta = pd.read_csv(meta_path).set_index("cell_ID")
-    in_tissue = meta["in_tissue"].reindex(barcodes)
-
+    in_tissue = pd.read_csv(meta_path).set_index("cell_ID")["in_tissue"].reindex(barcodes)
     col_fr = locs["x"].to_numpy(float)
     row_fr = -locs["y"].to_numpy(float)
-    # the lattice fixes the scale: neighbouring Visium spots are 100 µm apart
-    from scipy.spatial import cKDTree
-
-    nn, _ = cKDTree(np.column_stack([col_fr, row_fr])).query(np.column_stack([col_fr, row_fr]), k=2)
-    um_per_fullres = VISIUM_PITCH_UM / float(np.median(nn[:, 1]))
-    centres_um = np.column_stack([col_fr, row_fr]) * um_per_fullres
-
-    # image: outer pixel edges span the published extent; row 0 = least negative y (= smallest row)
-    with Image.open(img_path) as im:
-        rgb = np.asarray(im.convert("RGB"))
-    h, w = rgb.shape[:2]
-    e = VISIUM_IMAGE_EXTENT_FULLRES
-    sx = (e["xmax"] - e["xmin"]) / w * um_per_fullres
-    sy = (e["ymax"] - e["ymin"]) / h * um_per_fullres
-    affine = Affine(
-        np.array(
-            [
-                [sx, 0.0, e["xmin"] * um_per_fullres],
-                [0.0, sy, -e["ymax"] * um_per_fullres],
-                [0.0, 0.0, 1.0],
-            ]
-        ),
-        input_axes=("x", "y"),
-        output_axes=("x", "y"),
-    )
-    he = Image2DModel.parse(
-        np.moveaxis(rgb, -1, 0),
-        dims=("c", "y", "x"),
-        c_coords=["r", "g", "b"],
-        transformations={"global": affine},
-        scale_factors=pyramid_scale_factors((h, w), max_factor=8),
-    )
-
+    um_per_fullres = _lattice_um_per_px(col_fr, row_fr)
+    he, (h, w) = _he_element(img_path, um_per_fullres)
     sdata = spots_sdata(
         he,
         expr.to_numpy(dtype=np.int32).T,
         pd.Index(expr.index.astype(str)),
         barcodes.to_numpy(dtype=object),
-        centres_um,
+        np.column_stack([col_fr, row_fr]) * um_per_fullres,
         VISIUM_SPOT_DIAMETER_UM / 2,
         obs={
             "in_tissue": in_tissue.fillna(0).astype(int).to_numpy(),
@@ -155,3 +110,60 @@ def visium_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None) -> Spa
         time.perf_counter() - t0,
     )
     return sdata
+
+
+def _read_expression(expr_path: Path, locs_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Genes × barcodes counts and the spots' full-resolution ``x``, ``y`` (y negated), in the barcodes' order."""
+    # the header lacks the gene-column name -> first column is the index
+    expr = pd.read_csv(expr_path, sep=r"\s+", index_col=0)
+    # locs rows follow the expression COLUMN order; y is negated (row = -y)
+    locs = pd.read_csv(locs_path, sep=r"\s+", header=None, names=["x", "y"])
+    if len(locs) != expr.shape[1]:
+        raise ValueError(
+            f"{locs_path} has {len(locs)} rows but {expr_path} has {expr.shape[1]} spot columns; "
+            "the files must come from the same GiottoData snapshot."
+        )
+    return expr, locs
+
+
+def _lattice_um_per_px(col_fr: np.ndarray, row_fr: np.ndarray) -> float:
+    """µm per full-resolution pixel from the lattice: neighbouring Visium spots are 100 µm apart."""
+    from scipy.spatial import cKDTree
+
+    xy = np.column_stack([col_fr, row_fr])
+    nn, _ = cKDTree(xy).query(xy, k=2)
+    return VISIUM_PITCH_UM / float(np.median(nn[:, 1]))
+
+
+def _he_element(path: Path, um_per_fullres: float) -> tuple[Any, tuple[int, int]]:
+    """The image as a multiscale RGB element whose outer pixel edges span the published extent, and its size."""
+    from PIL import Image
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Affine
+
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    h, w = rgb.shape[:2]
+    e = VISIUM_IMAGE_EXTENT_FULLRES
+    sx = (e["xmax"] - e["xmin"]) / w * um_per_fullres
+    sy = (e["ymax"] - e["ymin"]) / h * um_per_fullres
+    # row 0 = least negative y (= smallest row)
+    affine = Affine(
+        np.array(
+            [
+                [sx, 0.0, e["xmin"] * um_per_fullres],
+                [0.0, sy, -e["ymax"] * um_per_fullres],
+                [0.0, 0.0, 1.0],
+            ]
+        ),
+        input_axes=("x", "y"),
+        output_axes=("x", "y"),
+    )
+    he = Image2DModel.parse(
+        np.moveaxis(rgb, -1, 0),
+        dims=("c", "y", "x"),
+        c_coords=["r", "g", "b"],
+        transformations={"global": affine},
+        scale_factors=pyramid_scale_factors((h, w), max_factor=8),
+    )
+    return he, (h, w)

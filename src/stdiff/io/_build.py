@@ -196,91 +196,25 @@ def from_spots(
     circles ``shapes_key`` in µm, table ``table_key`` annotating them; ``attrs["stdiff_section"]``
     records how the scale was found.
     """
-    from spatialdata.models import Image2DModel
-
     X, genes, ids, obs0, var0 = _counts(counts, genes, spot_ids)
     n = X.shape[0]
     xy = _positions(positions, n)
     if units not in ("px", "um"):
         raise ValueError(f"units must be 'px' or 'um', got {units!r}.")
-    how: dict[str, Any] = {}
     element = None
     if not isinstance(image, np.ndarray | str | os.PathLike):  # a spatialdata image element
-        import copy
-
-        from spatialdata.transformations import get_transformation, set_transformation
-
-        element = image.copy(deep=False)  # the section's own element: the same pixels, its own transformations
-        set_transformation(element, copy.deepcopy(get_transformation(image, get_all=True)), set_all=True)
-        px_to_um = np.asarray(
-            get_transformation(element, to_coordinate_system=coordinate_system).to_affine_matrix(
-                input_axes=("x", "y"), output_axes=("x", "y")
-            ),
-            dtype=float,
-        )
-        how["scale"] = f"the image element's transformation to {coordinate_system!r}"
-    elif sum(v is not None for v in (um_per_px, affine, alignment)) > 1:
-        raise ValueError("Give one of um_per_px=, affine= and alignment=.")
-    elif affine is not None:
-        a = np.asarray(affine, dtype=float)
-        px_to_um = np.vstack([a[:2], [0.0, 0.0, 1.0]]) if a.shape == (2, 3) else a
-        if px_to_um.shape != (3, 3):
-            raise ValueError(f"affine must be (2, 3) or (3, 3), got {a.shape}.")
-        how["scale"] = "given (affine=)"
-    elif um_per_px is not None:
-        sx, sy = (um_per_px, um_per_px) if np.isscalar(um_per_px) else tuple(um_per_px)
-        if not (np.isfinite(sx) and np.isfinite(sy) and sx > 0 and sy > 0):
-            raise ValueError(f"um_per_px must be positive, got {um_per_px!r}.")
-        px_to_um = np.diag([float(sx), float(sy), 1.0])
-        how["scale"] = "given (um_per_px=)"
-    elif alignment is not None:
-        platform = platform or "st"
-        px_to_um, fit = fit_alignment(alignment, platform, array_columns=array_columns, pixel_columns=pixel_columns)
-        how.update(scale=f"fitted from the alignment table ({platform} array step)", **fit)
-        logger.info("Alignment: %d spots, residual %.2f px (%.2f µm).", len(alignment), fit["rms_px"], fit["rms_um"])
-    elif units == "px":
-        if platform not in SPOT_DIAMETER_UM:
-            raise ValueError(
-                "The spots are in image pixels and nothing says how large a pixel is: pass um_per_px= (from the "
-                "microscope), affine=, alignment= (array ↔ pixel table), or platform='visium' / 'st' to take the scale "
-                "from the spots' pitch."
-            )
-        from ..pp import PLATFORMS, nearest_pitch
-
-        s = PLATFORMS[platform].pitch_um / nearest_pitch(xy.T)
-        px_to_um = np.diag([s, s, 1.0])
-        how["scale"] = f"from the spots' pitch ({platform}: {PLATFORMS[platform].pitch_um:g} µm)"
+        element, px_to_um = _own_element(image, coordinate_system)
+        how: dict[str, Any] = {"scale": f"the image element's transformation to {coordinate_system!r}"}
     else:
-        raise ValueError(
-            "The spots are in µm but the image's pixel size is unknown: pass um_per_px=, affine= or alignment=, "
-            "or an image element with its transformation."
-        )
+        px_to_um, how, platform = _pixel_scale(
+            xy, units, platform, um_per_px=um_per_px, affine=affine, alignment=alignment, array_columns=array_columns,
+            pixel_columns=pixel_columns,
+        )  # fmt: skip
     centres = xy if units == "um" else (px_to_um[:2, :2] @ xy.T + px_to_um[:2, 2:3]).T
     if spot_diameter_um is None:
-        if platform is None:
-            from ..pp import detect_geometry
-
-            g = detect_geometry(centres.T, 27.5)
-            platform = g.platform if g.platform in SPOT_DIAMETER_UM else None
-        if platform not in SPOT_DIAMETER_UM:
-            raise ValueError(
-                "Cannot tell the spot diameter: pass spot_diameter_um= (e.g. 55 for Visium, 100 for legacy ST) or "
-                "platform='visium' / 'st'."
-            )
-        spot_diameter_um = SPOT_DIAMETER_UM[platform]
+        spot_diameter_um, platform = _platform_diameter(centres, platform)
     if element is None:
-        from spatialdata.transformations import Affine
-
-        from .._spatial import pyramid_scale_factors
-
-        chw = image_array(image)
-        c = ["r", "g", "b"] if chw.shape[0] == 3 else [f"c{i}" for i in range(chw.shape[0])]
-        transform = Affine(px_to_um, input_axes=("x", "y"), output_axes=("x", "y"))
-        element = Image2DModel.parse(
-            chw, dims=("c", "y", "x"), c_coords=c, transformations={coordinate_system: transform},
-            scale_factors=pyramid_scale_factors(chw.shape[1:], max_factor=8),
-            chunks=(chw.shape[0], 1024, 1024),
-        )  # fmt: skip
+        element = _image_element(image, px_to_um, coordinate_system)
     how.update(units=units, platform=platform, spot_diameter_um=float(spot_diameter_um))
     sdata = assemble(
         element, X, genes, ids, centres, spot_diameter_um / 2, obs0=obs0, var=var0, obs=obs or {},
@@ -290,6 +224,106 @@ def from_spots(
     logger.info("Built a spot section: %d spots, %d genes, spots of %g µm (%s).", n, len(genes), spot_diameter_um,
                 how["scale"])  # fmt: skip
     return sdata
+
+
+def _own_element(image: Any, coordinate_system: str) -> tuple[Any, np.ndarray]:
+    """A shallow copy of an image element with its own transformations, and its affine pixel → µm."""
+    import copy
+
+    from spatialdata.transformations import get_transformation, set_transformation
+
+    element = image.copy(deep=False)  # the section's own element: the same pixels, its own transformations
+    set_transformation(element, copy.deepcopy(get_transformation(image, get_all=True)), set_all=True)
+    px_to_um = np.asarray(
+        get_transformation(element, to_coordinate_system=coordinate_system).to_affine_matrix(
+            input_axes=("x", "y"), output_axes=("x", "y")
+        ),
+        dtype=float,
+    )
+    return element, px_to_um
+
+
+def _pixel_scale(
+    xy: np.ndarray,
+    units: str,
+    platform: str | None,
+    *,
+    um_per_px: float | tuple[float, float] | None,
+    affine: np.ndarray | None,
+    alignment: pd.DataFrame | None,
+    array_columns: Sequence[str],
+    pixel_columns: Sequence[str],
+) -> tuple[np.ndarray, dict[str, Any], str | None]:
+    """``(affine pixel → µm, how it was found, platform)`` of an image array from what the user gave."""
+    if sum(v is not None for v in (um_per_px, affine, alignment)) > 1:
+        raise ValueError("Give one of um_per_px=, affine= and alignment=.")
+    if affine is not None:
+        a = np.asarray(affine, dtype=float)
+        px_to_um = np.vstack([a[:2], [0.0, 0.0, 1.0]]) if a.shape == (2, 3) else a
+        if px_to_um.shape != (3, 3):
+            raise ValueError(f"affine must be (2, 3) or (3, 3), got {a.shape}.")
+        return px_to_um, {"scale": "given (affine=)"}, platform
+    if um_per_px is not None:
+        sx, sy = (um_per_px, um_per_px) if np.isscalar(um_per_px) else tuple(um_per_px)
+        if not (np.isfinite(sx) and np.isfinite(sy) and sx > 0 and sy > 0):
+            raise ValueError(f"um_per_px must be positive, got {um_per_px!r}.")
+        return np.diag([float(sx), float(sy), 1.0]), {"scale": "given (um_per_px=)"}, platform
+    if alignment is not None:
+        platform = platform or "st"
+        px_to_um, fit = fit_alignment(alignment, platform, array_columns=array_columns, pixel_columns=pixel_columns)
+        logger.info("Alignment: %d spots, residual %.2f px (%.2f µm).", len(alignment), fit["rms_px"], fit["rms_um"])
+        return px_to_um, {"scale": f"fitted from the alignment table ({platform} array step)", **fit}, platform
+    if units == "px":
+        if platform not in SPOT_DIAMETER_UM:
+            raise ValueError(
+                "The spots are in image pixels and nothing says how large a pixel is: pass um_per_px= (from the "
+                "microscope), affine=, alignment= (array ↔ pixel table), or platform='visium' / 'st' to take the scale "
+                "from the spots' pitch."
+            )
+        from ..pp import PLATFORMS, nearest_pitch
+
+        s = PLATFORMS[platform].pitch_um / nearest_pitch(xy.T)
+        return (
+            np.diag([s, s, 1.0]),
+            {"scale": f"from the spots' pitch ({platform}: {PLATFORMS[platform].pitch_um:g} µm)"},
+            platform,
+        )
+    raise ValueError(
+        "The spots are in µm but the image's pixel size is unknown: pass um_per_px=, affine= or alignment=, "
+        "or an image element with its transformation."
+    )
+
+
+def _platform_diameter(centres_um: np.ndarray, platform: str | None) -> tuple[float, str | None]:
+    """``(spot diameter µm, platform)``: the platform's spot size, the platform detected from the pitch if not given."""
+    if platform is None:
+        from ..pp import detect_geometry
+
+        g = detect_geometry(centres_um.T, 27.5)
+        platform = g.platform if g.platform in SPOT_DIAMETER_UM else None
+    if platform not in SPOT_DIAMETER_UM:
+        raise ValueError(
+            "Cannot tell the spot diameter: pass spot_diameter_um= (e.g. 55 for Visium, 100 for legacy ST) or "
+            "platform='visium' / 'st'."
+        )
+    return SPOT_DIAMETER_UM[platform], platform
+
+
+def _image_element(image: np.ndarray | str | os.PathLike, px_to_um: np.ndarray, coordinate_system: str) -> Any:
+    """The image (array or file) as a multiscale image element with the affine pixel → µm."""
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Affine
+
+    from .._spatial import pyramid_scale_factors
+
+    chw = image_array(image)
+    c = ["r", "g", "b"] if chw.shape[0] == 3 else [f"c{i}" for i in range(chw.shape[0])]
+    transform = Affine(px_to_um, input_axes=("x", "y"), output_axes=("x", "y"))
+    return Image2DModel.parse(
+        chw, dims=("c", "y", "x"), c_coords=c, transformations={coordinate_system: transform},
+        scale_factors=pyramid_scale_factors(chw.shape[1:], max_factor=8),
+        chunks=(chw.shape[0], 1024, 1024),
+    )  # fmt: skip
 
 
 def assemble(

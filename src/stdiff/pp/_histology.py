@@ -281,25 +281,9 @@ def histology_features(
     ref_key = repr(sorted(reference.items())) if reference else ""
     key = (array_fingerprint(he), scales, bool(normalize_stains), nuc, ref_key)
     store = section.meta.setdefault(_CACHE_KEY, {}) if cache else {}
-    base = store.get(key)
-    if base is None:
-        rgb = he.shape[0] == 3
-        if rgb:
-            feats, weighted = _rgb_features(he, s, section.he_um, section.hr_um, normalize_stains, nuc, reference)
-        else:
-            feats, weighted = _channel_features(he, s, reference)
-        weight = feats.get("nuclei_per_100um2")
-        values, names = [], []
-        for sc in scales:
-            if sc is None:
-                maps, tag = feats, "cell"
-            else:
-                maps, tag = _smooth(feats, weighted, sc / 2.0 / section.hr_um, weight), f"{sc:g}um"
-            values.extend(maps.values())
-            names.extend(f"{k}@{tag}" for k in maps)
-        arr = np.stack(values).astype(np.float32) if values else np.zeros((0, H, W), np.float32)
-        base = HistologyFeatures(values=arr, names=names, mask=section.mask_hr.copy(), hr_um=section.hr_um)
-        store[key] = base
+    if key not in store:
+        store[key] = _features(section, scales, bool(normalize_stains), nuc, reference)
+    base = store[key]
     if embeddings is None:
         return base
     emb = _embed(section, embeddings, embedding_patch_um) if callable(embeddings) else np.asarray(embeddings)
@@ -311,6 +295,32 @@ def histology_features(
         mask=base.mask,
         hr_um=base.hr_um,
     )
+
+
+def _features(
+    section: Section,
+    scales: tuple[float | None, ...],
+    normalize_stains: bool,
+    nuc: tuple[float, float],
+    reference: dict[str, Any] | None,
+) -> HistologyFeatures:
+    """The stain / channel features of :func:`histology_features` at every scale (no embeddings)."""
+    he, s = section.he, int(section.he_scale)
+    if he.shape[0] == 3:
+        feats, weighted = _rgb_features(he, s, section.he_um, section.hr_um, normalize_stains, nuc, reference)
+    else:
+        feats, weighted = _channel_features(he, s, reference)
+    weight = feats.get("nuclei_per_100um2")
+    values, names = [], []
+    for sc in scales:
+        if sc is None:
+            maps, tag = feats, "cell"
+        else:
+            maps, tag = _smooth(feats, weighted, sc / 2.0 / section.hr_um, weight), f"{sc:g}um"
+        values.extend(maps.values())
+        names.extend(f"{k}@{tag}" for k in maps)
+    arr = np.stack(values).astype(np.float32) if values else np.zeros((0, *section.mask_hr.shape), np.float32)
+    return HistologyFeatures(values=arr, names=names, mask=section.mask_hr.copy(), hr_um=section.hr_um)
 
 
 def _as_array(f: HistologyFeatures | np.ndarray) -> np.ndarray:

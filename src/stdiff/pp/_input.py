@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._grid import Grid, Raster
-from ._rasterize import check_geometry, check_histology_resolution, open_source, resolve_scale, source_grid
+from ._rasterize import read_on_grid
 from ._read_histology import read_histology, tissue_masks
 from ._read_spots import spot_section_maps
 from ._section import Section
-from ._validate import check_expression
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
@@ -116,38 +115,26 @@ def open_input(
     is an LR-sized summary (tiling, chunk planning); each window's section computes its exact
     spot-native maps.
     """
-    source, image_key, cs = open_source(
-        sdata,
-        genes,
-        image_key=image_key,
-        counts_key=counts_key,
-        table_key=table_key,
-        coordinate_system=coordinate_system,
-        spots_as="lr",
-        layer=layer,
-        allow_non_integer=allow_non_integer,
+    read = read_on_grid(
+        sdata, genes, lr_um=lr_um, factor=factor, hr_um=hr_um, he_scale=he_scale, he_um=None, truth=False,
+        min_counts=min_counts, image_key=image_key, counts_key=counts_key, table_key=table_key,
+        coordinate_system=coordinate_system, spots_as="lr", layer=layer, allow_non_integer=allow_non_integer,
         gene_symbols=gene_symbols,
-    )
-    lr_um, factor = resolve_scale(source, lr_um, factor, hr_um)
-    factor, he_scale = check_geometry(lr_um, factor, he_scale, None)
-    grid = source_grid(sdata, source, image_key, cs, lr_um, factor)
-    check_histology_resolution(sdata, image_key, cs, grid.hr_um)
-    raster = source.raster(grid, truth=False, min_counts=min_counts)
-    check_expression(raster.lr, raster.mask_lr, f"{source.kind} {source.key!r}", min_counts=min_counts)
-    he_range = _histology_range(sdata, image_key, cs, grid, he_scale)
+    )  # fmt: skip
+    raster = read.raster
     return InputGrid(
         sdata=sdata,
-        genes=list(source.genes),
-        grid=grid,
+        genes=list(read.source.genes),
+        grid=read.grid,
         lr=raster.lr.astype(np.float32),
         mask_lr=raster.mask_lr,
-        he_scale=he_scale,
-        image_key=image_key,
-        coordinate_system=cs,
-        source=source.kind,
-        source_key=source.key,
+        he_scale=read.he_scale,
+        image_key=read.image_key,
+        coordinate_system=read.cs,
+        source=read.source.kind,
+        source_key=read.source.key,
         lr_from=raster.lr_from,
-        he_range=he_range,
+        he_range=_histology_range(sdata, read.image_key, read.cs, read.grid, read.he_scale),
         spots=raster.spots,
     )
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ._section import Section, aggregate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._footprints import Footprints
 
 
 def lr_per_tissue_pixel(section: Section) -> np.ndarray:
@@ -26,9 +31,7 @@ def lr_per_tissue_pixel(section: Section) -> np.ndarray:
                int(section.mask_hr.sum()))  # fmt: skip
         out = section.meta.get(key)
         if out is None:
-            G = len(section.genes)
-            flat = np.broadcast_to(section.mask_hr[None].astype(np.float64), (G, *section.mask_hr.shape))
-            out = section.footprints().distribute(flat, section.mask_hr)
+            out = spread_over_spots(section.footprints(), section.mask_hr)
             section.meta[key] = out
         return out
     f = section.factor
@@ -40,3 +43,13 @@ def lr_density(section: Section) -> np.ndarray:
     """Each LR pixel's counts per tissue HR pixel of its block, ``(G, h, w)`` (0 where the block has no tissue)."""
     n = aggregate(section.mask_hr.astype(np.float32), section.factor)
     return np.where(n > 0, section.lr / np.maximum(n, 1.0), 0.0).astype(np.float32)
+
+
+def spread_over_spots(fp: Footprints, mask_hr: np.ndarray) -> np.ndarray:
+    """Each spot's counts spread evenly over its footprint's ``mask_hr`` pixels, the gaps interpolated.
+
+    :meth:`~stdiff.pp.Footprints.distribute` of a flat map; ``(G, H, W)`` counts per HR pixel.
+    """
+    G = fp.spots.counts.shape[0]
+    flat = np.broadcast_to(mask_hr[None].astype(np.float64), (G, *mask_hr.shape))
+    return fp.distribute(flat, mask_hr)

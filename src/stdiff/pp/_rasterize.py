@@ -7,7 +7,8 @@ this module finds the source, checks the geometry, and assembles the :class:`~st
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from .._spatial import (
     table_region,
 )
 from .._utils import logger
-from ._grid import Grid
+from ._grid import Grid, Raster
 from ._read_histology import read_histology, tissue_masks
 from ._read_image import GeneImageSource
 from ._read_points import PointsSource
@@ -287,31 +288,88 @@ def rasterize(
     -------
     The :class:`Section`.
     """
-    source, image_key, cs = open_source(
-        sdata,
-        genes,
-        image_key=image_key,
-        counts_key=counts_key,
-        table_key=table_key,
-        coordinate_system=coordinate_system,
-        spots_as=spots_as,
-        layer=layer,
-        allow_non_integer=allow_non_integer,
+    read = read_on_grid(
+        sdata, genes, lr_um=lr_um, factor=factor, hr_um=hr_um, he_scale=he_scale, he_um=he_um, truth=True,
+        min_counts=min_counts, image_key=image_key, counts_key=counts_key, table_key=table_key,
+        coordinate_system=coordinate_system, spots_as=spots_as, layer=layer, allow_non_integer=allow_non_integer,
         gene_symbols=gene_symbols,
-    )
-    lr_um, factor = resolve_scale(source, lr_um, factor, hr_um)
-    factor, he_scale = check_geometry(lr_um, factor, he_scale, he_um)
-    grid = source_grid(sdata, source, image_key, cs, lr_um, factor)
-    check_histology_resolution(sdata, image_key, cs, grid.hr_um)
-    raster = source.raster(grid, truth=True, min_counts=min_counts)
-    check_expression(raster.lr, raster.mask_lr, f"{source.kind} {source.key!r}", min_counts=min_counts)
-    he = read_histology(sdata, image_key, cs, grid, he_scale)
+    )  # fmt: skip
+    grid, raster, he_scale = read.grid, read.raster, read.he_scale
+    he = read_histology(sdata, read.image_key, read.cs, grid, he_scale)
     fp = None
     if raster.spots is not None:
         fp, mask_hr, raster.lr, raster.mask_lr = spot_section_maps(raster.spots, grid, he, he_scale)
         mask_truth = None
     else:
-        mask_hr, mask_truth = tissue_masks(raster, he, factor, he_scale)
+        mask_hr, mask_truth = tissue_masks(raster, he, grid.factor, he_scale)
+    _log_rasterised(name, read, fp)
+    section = Section(
+        genes=list(read.source.genes),
+        lr=raster.lr.astype(np.float32),
+        hr=None if raster.hr is None else raster.hr.astype(np.float32),
+        he=he,
+        mask_lr=raster.mask_lr,
+        mask_hr=mask_hr,
+        origin=grid.origin,
+        lr_um=grid.lr_um,
+        factor=grid.factor,
+        he_scale=he_scale,
+        coordinate_system=read.cs,
+        image_key=read.image_key,
+        source=read.source.kind,
+        lr_from=raster.lr_from,
+        name=name,
+        meta={"source_key": read.source.key},
+        mask_truth=mask_truth,
+        spots=None if fp is None else fp.spots,
+    )
+    section._footprints = fp
+    return section
+
+
+@dataclass
+class SourceOnGrid:
+    """The expression source read onto its grid, with the image and coordinate system it is read with."""
+
+    source: Any
+    image_key: str
+    cs: str
+    grid: Grid
+    he_scale: int
+    raster: Raster
+
+
+def read_on_grid(
+    sdata: sd_mod.SpatialData,
+    genes: Sequence[str] | None,
+    *,
+    lr_um: float | None,
+    factor: int | None,
+    hr_um: float | None,
+    he_scale: int,
+    he_um: float | None,
+    truth: bool,
+    min_counts: float,
+    **reading: Any,
+) -> SourceOnGrid:
+    """Find the source, check the geometry and read the expression onto its grid (HR truth with ``truth``).
+
+    ``reading`` are the options of :func:`open_source`. The steps :func:`rasterize` and
+    :func:`~stdiff.pp.open_input` share before the histology is read.
+    """
+    source, image_key, cs = open_source(sdata, genes, **reading)
+    lr_um, factor = resolve_scale(source, lr_um, factor, hr_um)
+    factor, he_scale = check_geometry(lr_um, factor, he_scale, he_um)
+    grid = source_grid(sdata, source, image_key, cs, lr_um, factor)
+    check_histology_resolution(sdata, image_key, cs, grid.hr_um)
+    raster = source.raster(grid, truth=truth, min_counts=min_counts)
+    check_expression(raster.lr, raster.mask_lr, f"{source.kind} {source.key!r}", min_counts=min_counts)
+    return SourceOnGrid(source=source, image_key=image_key, cs=cs, grid=grid, he_scale=he_scale, raster=raster)
+
+
+def _log_rasterised(name: str, read: SourceOnGrid, fp) -> None:
+    """Log the spots' platform (if any) and the grids of a rasterised section."""
+    grid = read.grid
     h, w = grid.shape_lr
     if fp is not None:
         g = fp.spots.geometry
@@ -321,34 +379,6 @@ def rasterize(
         )  # fmt: skip
     logger.info(
         "Rasterised %s: %d genes, LR %d×%d at %.4g µm, HR ×%d, histology %.4g µm/px, %d tissue LR pixels.",
-        name,
-        len(source.genes),
-        h,
-        w,
-        lr_um,
-        factor,
-        grid.hr_um / he_scale,
-        int(raster.mask_lr.sum()),
-    )
-    section = Section(
-        genes=list(source.genes),
-        lr=raster.lr.astype(np.float32),
-        hr=None if raster.hr is None else raster.hr.astype(np.float32),
-        he=he,
-        mask_lr=raster.mask_lr,
-        mask_hr=mask_hr,
-        origin=grid.origin,
-        lr_um=float(lr_um),
-        factor=factor,
-        he_scale=he_scale,
-        coordinate_system=cs,
-        image_key=image_key,
-        source=source.kind,
-        lr_from=raster.lr_from,
-        name=name,
-        meta={"source_key": source.key},
-        mask_truth=mask_truth,
-        spots=None if fp is None else fp.spots,
-    )
-    section._footprints = fp
-    return section
+        name, len(read.source.genes), h, w, grid.lr_um, grid.factor, grid.hr_um / read.he_scale,
+        int(read.raster.mask_lr.sum()),
+    )  # fmt: skip

@@ -9,6 +9,7 @@ import numpy as np
 from .._spatial import affine_to_cs, table_region
 from ._footprints import Footprints, Spots, density_at
 from ._grid import Grid, Raster
+from ._lr_maps import spread_over_spots
 from ._section import aggregate
 from ._spot_geometry import detect_geometry
 from ._units import spot_radius_um
@@ -135,15 +136,14 @@ class SpotsSource:
             hr = fp.spread(per_px).astype(np.float32)
             lr = aggregate(hr, grid.factor)
             return Raster(lr=lr, hr=hr if truth else None, mask_lr=lr.sum(0) >= min_counts, dense=True)
-        if self.spots_as == "hr":
-            hr, spot_mask_hr = spots_to_grid(self.xy, self.values, self.radius, grid.origin, grid.hr_um, grid.shape_hr)
-            return Raster(
-                lr=aggregate(hr, grid.factor),
-                hr=hr if truth else None,
-                mask_lr=aggregate(spot_mask_hr.astype(np.int32), grid.factor) > 0,
-                mask_truth=spot_mask_hr if truth else None,
-            )
-        raise AssertionError("unreachable")  # pragma: no cover
+        # spots_as="hr": each spot is one HR pixel of the truth
+        hr, spot_mask_hr = spots_to_grid(self.xy, self.values, self.radius, grid.origin, grid.hr_um, grid.shape_hr)
+        return Raster(
+            lr=aggregate(hr, grid.factor),
+            hr=hr if truth else None,
+            mask_lr=aggregate(spot_mask_hr.astype(np.int32), grid.factor) > 0,
+            mask_truth=spot_mask_hr if truth else None,
+        )
 
 
 def spot_reach_lr(spots: Spots, grid: Grid) -> np.ndarray:
@@ -187,11 +187,9 @@ def spot_section_maps(spots: Spots, grid: Grid, he: np.ndarray, he_scale: int):
 def spot_native_lr(fp: Footprints, mask_hr: np.ndarray, factor: int) -> np.ndarray:
     """The spot-native map summed per LR pixel: each spot's counts on its footprint, the gaps interpolated.
 
-    (:meth:`Footprints.distribute` of a flat map over ``mask_hr``.)
+    (:func:`~stdiff.pp._lr_maps.spread_over_spots` over ``mask_hr``.)
     """
-    G = fp.spots.counts.shape[0]
-    flat = np.broadcast_to(mask_hr[None].astype(np.float64), (G, *mask_hr.shape))
-    return aggregate(fp.distribute(flat, mask_hr), factor).astype(np.float32)
+    return aggregate(spread_over_spots(fp, mask_hr), factor).astype(np.float32)
 
 
 def _are_squares(geoms) -> bool:

@@ -255,26 +255,14 @@ def to_micrometres(
         raise TypeError(f"sdata must be a spatialdata.SpatialData, not {type(sdata).__name__}.")
     available = list(sdata.coordinate_systems)
     done = micrometre_systems(sdata)
-    if coordinate_system is None:
-        candidates = [c for c in available if c not in done]
-        if _reader(sdata) in ("visium", "visium_hd"):  # the full-resolution system the others derive from
-            candidates = [c for c in candidates if not c.endswith(("_downscaled_hires", "_downscaled_lowres"))]
-        if len(candidates) != 1:
-            raise ValueError(
-                f"The SpatialData has coordinate systems {available}; pass the one to convert to µm, e.g. "
-                f"sd.pp.to_micrometres(sdata, {candidates[0] if candidates else available[0]!r})."
-            )
-        coordinate_system = candidates[0]
-    elif coordinate_system not in available:
-        raise ValueError(f"Unknown coordinate_system={coordinate_system!r}; the SpatialData has {available}.")
-    cs = coordinate_system
-    radii: dict[str, float] = {}
+    cs = _system_to_convert(sdata, coordinate_system, available, done)
     if um_per_unit is not None and affine is not None:
         raise ValueError("Give um_per_unit= or affine=, not both.")
     if um_per_unit is None and affine is None:
         um_per_unit, how, radii = infer_um_per_unit(sdata, cs)
     else:
         how = "given (affine=)" if affine is not None else "given (um_per_unit=)"
+        radii = {}
         if _reader(sdata) == "visium":
             radii = {region: VISIUM_SPOT_UM / 2 for *_, region, _, _, _ in _spot_tables(sdata, cs)}
     name = key_added or f"{cs}_um"
@@ -286,15 +274,31 @@ def to_micrometres(
     for _, _, el in _elements_in(target, cs):
         t = get_transformation(el, to_coordinate_system=cs)
         set_transformation(el, Sequence([t, scale]), to_coordinate_system=name)
+    um_per_unit = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
     attrs = dict(target.attrs or {})
     store = dict(attrs.get(ATTRS_KEY, {}) or {})
-    um_per_unit = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
     store[name] = {"source": cs, "um_per_unit": um_per_unit, "affine": matrix.tolist(), "how": how,
                    "spot_radius_um": radii}  # fmt: skip
-    attrs[ATTRS_KEY] = store
-    target.attrs = attrs
+    target.attrs = {**attrs, ATTRS_KEY: store}
     logger.info("Added coordinate system %r in µm: 1 unit of %r = %.6g µm (%s).", name, cs, um_per_unit, how)
     return target if copy else None
+
+
+def _system_to_convert(sdata: sd_mod.SpatialData, coordinate_system: str | None, available: list, done) -> str:
+    """The coordinate system to convert: the one given (checked), else the only one not yet in µm."""
+    if coordinate_system is not None:
+        if coordinate_system not in available:
+            raise ValueError(f"Unknown coordinate_system={coordinate_system!r}; the SpatialData has {available}.")
+        return coordinate_system
+    candidates = [c for c in available if c not in done]
+    if _reader(sdata) in ("visium", "visium_hd"):  # the full-resolution system the others derive from
+        candidates = [c for c in candidates if not c.endswith(("_downscaled_hires", "_downscaled_lowres"))]
+    if len(candidates) != 1:
+        raise ValueError(
+            f"The SpatialData has coordinate systems {available}; pass the one to convert to µm, e.g. "
+            f"sd.pp.to_micrometres(sdata, {candidates[0] if candidates else available[0]!r})."
+        )
+    return candidates[0]
 
 
 def _units_to_um(value) -> np.ndarray:

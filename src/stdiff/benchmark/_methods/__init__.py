@@ -31,22 +31,19 @@ METHODS: tuple[str, ...] = (
 VARIANTS: tuple[str, ...] = (*ABLATIONS, *KNOCKOUTS)
 
 
+#: Methods that take no arguments, by name.
+_PLAIN: dict[str, type[Method]] = {
+    "ridge": Ridge, "istar": IStar, "default": Default, "unet": UNetMethod, "stdiff": StDiff,
+    "stdiff_1sample": OneSample,
+}  # fmt: skip
+
+
 def build(name: str) -> Method:
     """A fresh adapter for the method ``name``."""
     if name in Interpolation.FUNCTIONS:
         return Interpolation(name)
-    if name == "ridge":
-        return Ridge()
-    if name == "istar":
-        return IStar()
-    if name == "default":
-        return Default()
-    if name == "unet":
-        return UNetMethod()
-    if name == "stdiff":
-        return StDiff()
-    if name == "stdiff_1sample":
-        return OneSample()
+    if name in _PLAIN:
+        return _PLAIN[name]()
     if name in ABLATIONS:
         return StDiff(name, ABLATIONS[name])
     if name in KNOCKOUTS:

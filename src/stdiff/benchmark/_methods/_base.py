@@ -24,14 +24,13 @@ class Budget:
     Training stops at the first of: ``patience`` validation checks (every ``eval_every`` steps)
     without improvement of the validation loss, ``max_steps`` steps, or ``max_time_s`` seconds. The
     weights of the best validation check are kept. Without validation data, at ``max_steps`` or
-    ``max_time_s``. ``fallback_steps`` is used for a model whose ``train`` cannot stop early.
+    ``max_time_s``.
     """
 
     max_steps: int
     eval_every: int
     patience: int
     max_time_s: float
-    fallback_steps: int
 
 
 @dataclass

@@ -6,23 +6,20 @@
 - ``stdiff_1sample``: the first posterior sample of that run, scored by CRPS only;
 - ``stdiff_no_*``: retrained with one component switched off in the configuration (ablations);
 - ``stdiff_ko_*``: the trained ``stdiff`` model with one component knocked out at inference
-  (``predict_section(knockout=...)``; skipped with a note if the model has no such option).
+  (``predict_section(knockout=...)``; skipped with a note if the model has no such component).
 
 Training applies the benchmark's budget through the model's own early stopping: ``validation=``
 (carved from the training data by the benchmark), ``val_every``/``patience`` from the budget, and
-the step and time caps per stage (the mean network, then the residual diffusion network). A model
-without those options is trained for the budget's ``fallback_steps`` ("fixed steps").
+the step and time caps per stage (the mean network, then the residual diffusion network).
 """
 
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Any
 
 import torch
 
-from ..._utils import logger
 from ...pp import Section
 from ._base import Context, Method, Output, Skip, density_coarsen
 
@@ -40,12 +37,6 @@ KNOCKOUTS: dict[str, str] = {
     "stdiff_ko_cross_attention": "cross_attention",
     "stdiff_ko_gene_graph": "gene_graph",
 }
-
-
-def _accepts(fn, *names: str) -> bool:
-    """Whether ``fn`` takes all the keyword arguments ``names``."""
-    params = inspect.signature(fn).parameters
-    return all(n in params for n in names)
 
 
 def training_data(ctx: Context) -> tuple[list[Section], list[Section] | None, str]:
@@ -68,13 +59,12 @@ def training_data(ctx: Context) -> tuple[list[Section], list[Section] | None, st
 
 
 def _summary(info: dict[str, Any]) -> dict[str, Any]:
-    """The model's ``train_info`` without loss histories, with one ``stopped`` label."""
+    """The model's ``train_info`` without loss histories, with one ``stopped`` label naming both stages."""
     out = {}
     for k, v in info.items():
         out[k] = {kk: vv for kk, vv in v.items() if kk != "history"} if isinstance(v, dict) else v
-    stages = [(k, info[k]) for k in ("stage_a", "stage_b") if isinstance(info.get(k), dict)]
-    if stages and "stopped" not in out:
-        out["stopped"] = ", ".join(f"{k[-1].upper()}: {v.get('stopped')}" for k, v in stages)
+    out["stopped"] = ", ".join(f"{k[-1].upper()}: {info[k].get('stopped')}" for k in ("stage_a", "stage_b"))
+    out["best_step"] = None  # each stage reports its own, under stage_a / stage_b
     return out
 
 
@@ -84,28 +74,15 @@ def train_diffst(ctx: Context, config) -> tuple[Any, dict[str, Any]]:
 
     train, val, note = training_data(ctx)
     b = ctx.budget
-    if hasattr(config, "val_every") and hasattr(config, "patience"):
-        config = config.replace(val_every=b.eval_every, patience=b.patience)
+    config = config.replace(val_every=b.eval_every, patience=b.patience)
     torch.manual_seed(ctx.seed)
     model = DiffST.setup(train, config, seed=ctx.seed, base_sections=val)
     t0, c0 = time.perf_counter(), time.process_time()
-    kw = dict(seed=ctx.seed, device=ctx.device, progress=False)
-    if _accepts(model.train, "validation", "max_time_s"):
-        extra = {}
-        if _accepts(model.train, "residual_steps"):  # stage B gets the same cap, unless switched off (0)
-            extra["residual_steps"] = 0 if getattr(config, "residual_steps", 1) == 0 else b.max_steps
-        model.train(train, steps=b.max_steps, validation=val, max_time_s=b.max_time_s, **extra, **kw)
-        stopped = None
-    else:
-        model.train(train, steps=b.fallback_steps, **kw)
-        stopped = "fixed steps"
-        logger.info("DiffST.train() has no validation=/max_time_s=: trained %d fixed steps.", b.fallback_steps)
-    info = _summary(dict(getattr(model, "train_info", None) or {}))
-    info.setdefault("steps", int(getattr(model, "step", len(getattr(model, "history", [])))))
-    info.setdefault("best_step", None)
-    info.setdefault("stopped", stopped or "unknown")
+    residual_steps = 0 if config.residual_steps == 0 else b.max_steps  # stage B gets the same cap, unless off
+    model.train(train, steps=b.max_steps, residual_steps=residual_steps, validation=val, max_time_s=b.max_time_s,
+                seed=ctx.seed, device=ctx.device, progress=False)  # fmt: skip
+    info = _summary(model.train_info)
     info["wall_seconds"], info["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
-    info.setdefault("seconds", info["wall_seconds"])
     info["validation"] = note if val else f"{note} (no validation set: the model carves its own or uses the budget)"
     return model, info
 
@@ -130,13 +107,13 @@ class StDiff(Method):
 
     def fit(self, ctx: Context) -> dict[str, Any]:
         self.ctx = ctx
-        if self.overrides and all(getattr(ctx.config, k, None) == v for k, v in self.overrides.items()):
+        if self.overrides and all(getattr(ctx.config, k) == v for k, v in self.overrides.items()):
             what = ", ".join(f"{k}={v}" for k, v in self.overrides.items())
             raise Skip(f"the configuration already has {what}: this variant is stdiff itself")
         cfg = ctx.config.replace(**self.overrides) if self.overrides else ctx.config
         self.n = ctx.n_samples if not self.overrides else ctx.ablation_samples
         parent = ctx.shared.get("stdiff")
-        if self.overrides and parent is not None and hasattr(cfg, "step_candidates"):
+        if self.overrides and parent is not None:
             # ablations sample with the steps chosen for stdiff; they only fit their own spread scale
             cfg = cfg.replace(step_candidates=(int(parent.model.sampling_steps),))
         self.model, info = train_diffst(ctx, cfg)
@@ -155,34 +132,38 @@ class StDiff(Method):
     def predict(self, section: Section) -> Output:
         out = self.sample(section)
         self.cache[id(section)] = out
-        return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=self.model.normalizer)
+        return _output(out, self.model)
 
     def predict_rotated(self, section: Section) -> Output:
         """The rotated-image control with as many samples as the ablations (the mean does not depend on n)."""
         from .._features import rotated
 
-        out = self.sample(rotated(section), n=self.ctx.ablation_samples)
-        return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=self.model.normalizer)
+        return _output(self.sample(rotated(section), n=self.ctx.ablation_samples), self.model)
 
 
-def _stdiff_of(ctx: Context):
-    """The ``stdiff`` method fitted earlier in the same run (one-sample scoring and knock-outs reuse it)."""
-    if "stdiff" not in ctx.shared:
-        raise Skip("needs the stdiff method in the same run")
-    return ctx.shared["stdiff"]
+def _output(out: dict[str, Any], model) -> Output:
+    """The posterior mean and samples of a ``predict_section`` result, in ``model``'s space."""
+    return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=model.normalizer)
 
 
-class OneSample(Method):
-    """The first posterior sample of the ``stdiff`` run (CRPS only; never scored as a mean)."""
+class _Reuse(Method):
+    """A variant that reuses the ``stdiff`` model fitted earlier in the same run (nothing to train)."""
 
-    name = "stdiff_1sample"
-    description = "one posterior sample of the stdiff run (scored by CRPS only)"
     sampler = True
 
     def fit(self, ctx: Context) -> dict[str, Any]:
         self.ctx = ctx
-        self.parent = _stdiff_of(ctx)
+        if "stdiff" not in ctx.shared:
+            raise Skip("needs the stdiff method in the same run")
+        self.parent: StDiff = ctx.shared["stdiff"]
         return {"steps": 0, "best_step": None, "seconds": 0.0, "stopped": "reuses the stdiff model"}
+
+
+class OneSample(_Reuse):
+    """The first posterior sample of the ``stdiff`` run (CRPS only; never scored as a mean)."""
+
+    name = "stdiff_1sample"
+    description = "one posterior sample of the stdiff run (scored by CRPS only)"
 
     def predict(self, section: Section) -> Output:
         out = self.parent.cache.get(id(section)) or self.parent.sample(section)
@@ -190,10 +171,8 @@ class OneSample(Method):
         return Output(mean=s[0], samples=s, normalizer=self.parent.model.normalizer, point=False)
 
 
-class KnockOut(Method):
+class KnockOut(_Reuse):
     """The trained ``stdiff`` model with one component knocked out at inference."""
-
-    sampler = True
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -201,14 +180,10 @@ class KnockOut(Method):
         self.description = f"the stdiff model with its {self.which.replace('_', ' ')} knocked out at inference"
 
     def fit(self, ctx: Context) -> dict[str, Any]:
-        self.ctx = ctx
-        self.parent = _stdiff_of(ctx)
-        if getattr(self.parent.model.config, f"use_{self.which}", True) is False:
+        info = super().fit(ctx)
+        if not getattr(self.parent.model.config, f"use_{self.which}"):
             raise Skip(f"the model has no {self.which.replace('_', ' ')} to knock out")
-        return {"steps": 0, "best_step": None, "seconds": 0.0, "stopped": "reuses the stdiff model"}
+        return info
 
     def predict(self, section: Section) -> Output:
-        if not _accepts(self.parent.model.predict_section, "knockout"):
-            raise Skip("the model's predict_section() has no knockout= option")
-        out = self.parent.sample(section, knockout=self.which, n=self.ctx.ablation_samples)
-        return Output(mean=out["z_mean"], samples=out.get("samples"), normalizer=self.parent.model.normalizer)
+        return _output(self.parent.sample(section, knockout=self.which, n=self.ctx.ablation_samples), self.parent.model)
