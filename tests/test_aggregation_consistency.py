@@ -11,7 +11,7 @@ import stdiff as sd  # noqa: E402
 from stdiff.benchmark._metrics import pcc  # noqa: E402
 from stdiff.models._measurements import distribute  # noqa: E402
 from stdiff.models.aggregation_consistency import AggregationConsistency  # noqa: E402
-from stdiff.models.losses import poisson_deviance  # noqa: E402
+from stdiff.models.nn.losses import poisson_deviance  # noqa: E402
 from stdiff.pp import Section  # noqa: E402
 
 HE_UM, HR_UM, S, FACTOR = 1.0, 20.0, 20, 3

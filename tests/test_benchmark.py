@@ -351,10 +351,10 @@ def test_synthetic_preset_tiny_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     assert main(["--dataset", "synthetic", "--profile", "tiny", "--seeds", "0,1", "--out", str(out),
                  "--methods", "nearest,nearest_masked,ridge,istar,stdiff", "--tracks", "reference",
-                 "--set", "gene_dim=3"]) == 0  # fmt: skip
+                 "--set", "mean.gene_dim=3"]) == 0  # fmt: skip
     res = _load(out)
     assert res["status"] == "complete" and res["seeds"] == [0, 1]
-    assert json.loads(out.read_text())["runs"][0]["config"]["gene_dim"] == 3  # --set reached the model
+    assert json.loads(out.read_text())["runs"][0]["config"]["mean"]["gene_dim"] == 3  # --set reached the model
     st = res["methods"]["stdiff"]
     assert [s["seed"] for s in st["seeds"]] == [0, 1] and st["sd"]["pcc"] is not None
     assert res["methods"]["nearest"]["sd"]["pcc"] == pytest.approx(0.0)  # interpolation has no seed
@@ -369,22 +369,26 @@ def test_variants_of_absent_components_are_skipped_with_a_reason(tmp_path):
     res = run_benchmark(
         "synthetic", profile="tiny", seeds=[0], tracks=["reference"], out=tmp_path / "v.json",
         methods=["stdiff", "stdiff_no_cross_attention", "stdiff_ko_cross_attention", "stdiff_with_cross_attention"],
-        overrides={"use_cross_attention": False},
+        overrides={"components.use_cross_attention": False},
     )  # fmt: skip
     track = res["runs"][0]["tracks"]["reference"]
-    assert "already has use_cross_attention=False" in track["skipped"]["stdiff_no_cross_attention"]
+    assert "already has components.use_cross_attention=False" in track["skipped"]["stdiff_no_cross_attention"]
     assert "no cross attention to knock out" in track["skipped"]["stdiff_ko_cross_attention"]
     assert "stdiff_with_cross_attention" in track["methods"] and "stdiff" in track["methods"]
-    assert res["runs"][0]["config"]["use_cross_attention"] is False
+    assert res["runs"][0]["config"]["components"]["use_cross_attention"] is False
 
 
 def test_cli_errors(tmp_path):
     from stdiff.benchmark import run_benchmark
     from stdiff.benchmark._cli import parse_overrides
 
-    assert parse_overrides(["gene_dim=8", "use_cross_attention=false", "max_time_s=60", "step_candidates=[4,8]"]) == {
-        "gene_dim": 8, "use_cross_attention": False, "max_time_s": 60.0, "step_candidates": (4, 8)}  # fmt: skip
-    for bad, msg in (("nope=1", "FIELD=VALUE"), ("gene_dim=x", "cannot read"), ("use_modulation=maybe", "true or")):
+    sets = ["mean.gene_dim=8", "components.use_cross_attention=false", "training.max_time_s=60",
+            "calibration.step_candidates=[4,8]", "tile_lr=6"]  # fmt: skip
+    expected = {"mean.gene_dim": 8, "components.use_cross_attention": False, "training.max_time_s": 60.0,
+                "calibration.step_candidates": (4, 8), "tile_lr": 6}  # fmt: skip
+    assert parse_overrides(sets) == expected
+    for bad, msg in (("nope=1", "FIELD=VALUE"), ("gene_dim=8", "FIELD=VALUE"), ("mean.gene_dim=x", "cannot read"),
+                     ("components.use_modulation=maybe", "true or")):  # fmt: skip
         with pytest.raises(ValueError, match=msg):
             parse_overrides([bad])
 

@@ -169,9 +169,9 @@ def test_entropy_ranking_and_curriculum():
     assert ent.shape == (1, 16) and ent[0].argmax() == 0 and ent[0, 1:].max() == 0
     assert admitted_mask(ent, 0.1).sum() == 2 and admitted_mask(ent, 0.1)[0, 0]
     assert admitted_mask(ent, 1.0).all()
-    cfg = DiffSTConfig()
-    assert cfg.admitted_fraction(0.0) == 0.1 and cfg.admitted_fraction(0.25) == 0.3
-    assert cfg.admitted_fraction(0.61) == 1.0
+    comp = DiffSTConfig().components
+    assert comp.admitted_fraction(0.0) == 0.1 and comp.admitted_fraction(0.25) == 0.3
+    assert comp.admitted_fraction(0.61) == 1.0
 
 
 def _net(sample_channels=0, **cfg):
@@ -251,7 +251,8 @@ def _section(sdata, factor=5):
 def test_each_component_can_be_switched_off(synthetic_small, switch):
     sec = _section(synthetic_small)
     off = dict.fromkeys(("use_modulation", "use_cross_attention", "use_gene_graph"), False)
-    cfg = DiffSTConfig.preset("tiny", **(off if switch == "all_off" else {switch: False}), calibrate=False)
+    components = off if switch == "all_off" else {switch: False}
+    cfg = DiffSTConfig.preset("tiny", components=components, calibration={"enabled": False})
     model = DiffST.setup(sec, cfg)
     net = model.mean_net
     if switch in ("use_modulation", "all_off"):
@@ -274,7 +275,7 @@ def test_trained_model_components_and_calibration(tiny_model):
     np.testing.assert_allclose(net.head.adjacency.numpy(), tiny_model.graph.adjacency())
     info = tiny_model.train_info
     assert info["validation_sections"] and "calibration" in info
-    assert tiny_model.sampling_steps in tiny_model.config.step_candidates
+    assert tiny_model.sampling_steps in tiny_model.config.calibration.step_candidates
     assert np.all(tiny_model.spread_scale > 0) and np.all(tiny_model.gene_sigma > 0)
 
 
@@ -320,20 +321,20 @@ def test_save_load_identical_samples_and_checks(tiny_model, synthetic_small, tmp
     with pytest.raises(KeyError, match="NOPE"):
         DiffST.load(path, genes=["NOPE"])
     with pytest.raises(ValueError, match="Config differs"):
-        DiffST.load(path, config=tiny_model.config.replace(base_channels=4))
+        DiffST.load(path, config=tiny_model.config.replace(**{"mean.base_channels": 4}))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
     torch.load(path, weights_only=True)
 
 
 def test_training_is_repeatable_and_stops_early(synthetic_small):
     sec = _section(synthetic_small)
-    cfg = DiffSTConfig.preset("tiny", calibrate=False)
+    cfg = DiffSTConfig.preset("tiny", calibration={"enabled": False})
     m1 = DiffST.setup(sec, cfg).train(sec, steps=4, residual_steps=2, seed=7, progress=False)
     m2 = DiffST.setup(sec, cfg).train(sec, steps=4, residual_steps=2, seed=7, progress=False)
     assert m1.model_hash() == m2.model_hash()
     assert m1.train_info["stage_a"]["history"] == m2.train_info["stage_a"]["history"]
     # patience 1 with validation every step: stops as soon as the validation loss does not improve
-    cfg2 = cfg.replace(val_every=1, patience=1)
+    cfg2 = cfg.replace(training={"val_every": 1, "patience": 1})
     m3 = DiffST.setup(sec, cfg2).train(sec, steps=200, residual_steps=1, seed=7, progress=False)
     a = m3.train_info["stage_a"]
     assert a["stopped"] == "patience" and a["steps"] < 200 and a["best_step"] < a["steps"]
@@ -492,24 +493,27 @@ def test_fit_stopped_by_time_keeps_validated_weights():
     assert len(calls) == 1 and info["best_val"] is not None and info["best_step"] == 1
 
 
-def test_config_round_trip_and_older_checkpoints_keep_stage_b_width():
+def test_nested_config_round_trips_and_names_its_fields():
     cfg = DiffSTConfig.preset("cpu")
     assert DiffSTConfig.from_dict(cfg.to_dict()) == cfg
-    assert cfg.residual_gene_dim < cfg.gene_dim  # stage B's head is narrower than stage A's
-    old = cfg.to_dict()
-    del old["residual_gene_dim"]  # a checkpoint written before the field existed
-    del old["test_time_symmetries"]
-    assert DiffSTConfig.from_dict(old).residual_gene_dim == cfg.gene_dim
-    assert DiffSTConfig.from_dict(old).test_time_symmetries == 1 and cfg.test_time_symmetries == 8
+    assert DiffSTConfig.from_dict(DiffSTConfig.preset("paper").to_dict()) == DiffSTConfig.preset("paper")
+    assert cfg.residual.gene_dim < cfg.mean.gene_dim  # stage B's head is narrower than stage A's
+    assert cfg.test_time_symmetries == 8
     assert DiffSTConfig.preset("tiny").test_time_symmetries == 1  # tests and the memory table: one pass
     with pytest.raises(ValueError, match="Unknown config fields"):
         DiffSTConfig.from_dict({**cfg.to_dict(), "no_such_field": 1})
+    with pytest.raises(ValueError, match="Unknown fields .'stepz'. of config.training"):
+        cfg.replace(**{"training.stepz": 5})
+    # three ways to change a nested field give the same config; the others are untouched
+    a = cfg.replace(**{"training.steps": 5})
+    assert a == cfg.replace(training={"steps": 5}) and a.training.steps == 5 and a.get("training.steps") == 5
+    assert a.training.patience == cfg.training.patience and a.mean == cfg.mean
     # the documented presets: none of the three components in the default (retrained without them no
     # dataset lost accuracy, docs/model.md); all three in tiny (the tests exercise them) and paper
     switches = ("use_modulation", "use_cross_attention", "use_gene_graph")
-    assert not any(getattr(cfg, k) for k in switches)
-    assert all(getattr(DiffSTConfig.preset(p), k) for p in ("tiny", "paper") for k in switches)
-    tiny = DiffSTConfig.preset("tiny", gene_dim=6, residual_gene_dim=2, base="nearest")
+    assert not any(getattr(cfg.components, k) for k in switches)
+    assert all(getattr(DiffSTConfig.preset(p).components, k) for p in ("tiny", "paper") for k in switches)
+    tiny = DiffSTConfig.preset("tiny", base="nearest", mean={"gene_dim": 6}, residual={"gene_dim": 2})
     model = DiffST(
         ["a", "b"], config=tiny, factor=2, lr_um=20.0,
         normalizer=Normalizer(["a", "b"], np.ones(2, np.float32), np.ones(2, np.float32)),

@@ -153,3 +153,21 @@ STILL_LONG = {"stdiff.tl._superresolve"}
 def test_modules_stay_small(module):
     lines = len(MODULES[module].read_text().splitlines())
     assert lines <= 400, f"{module} has {lines} lines; split it by concept"
+
+
+def test_model_layers_import_downwards_only():
+    """Networks and losses (``models.nn``) know nothing of data, training or models; the loop knows no model."""
+    below = {
+        "stdiff.models.nn": ("stdiff.models.nn", "stdiff.models.config"),
+        "stdiff.models.training": ("stdiff.models.nn",),
+    }
+    bad = []
+    for module in MODULES:
+        for layer, allowed in below.items():
+            if module != layer and not module.startswith(layer + "."):
+                continue
+            for target in _edges(module):
+                if target.startswith("stdiff.models") and not target.startswith(allowed):
+                    bad.append(f"{module} -> {target}")
+    assert any(m.startswith("stdiff.models.nn.") for m in MODULES) and "stdiff.models.training" in MODULES
+    assert not bad, "a lower layer imports a higher one:\n" + "\n".join(bad)

@@ -18,7 +18,7 @@ class LocalModel:
 
     def __init__(self, genes, factor=5, tile_lr=4):
         self.genes, self.factor = list(genes), factor
-        self.config = SimpleNamespace(tile_lr=tile_lr, n_samples=2)
+        self.config = SimpleNamespace(tile_lr=tile_lr, sampler=SimpleNamespace(n_samples=2))
         self.calls = []
 
     def predict_section(self, section, *, seed=0, progress=False, **kwargs):

@@ -206,27 +206,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--validate", action="store_true",
                    help="evaluate on held-out training data instead of the test data (to choose settings)")  # fmt: skip
     r.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="change a model config field for every learned method, e.g. --set gene_dim=8 (repeatable; "
+                   help="change a model config field for every learned method, e.g. --set mean.gene_dim=8 (repeatable; "
                         "with --validate, to compare settings without the test data)")  # fmt: skip
     return p
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["gene_dim=8", "use_cross_attention=false"]`` → config overrides, typed like the config's fields."""
+    """``["mean.gene_dim=8", "components.use_cross_attention=false"]`` → config overrides, typed like the fields.
+
+    ``FIELD`` is a top-level field of :class:`~stdiff.models.DiffSTConfig` or the dotted path of a nested one.
+    """
     import ast
-    from dataclasses import fields
+    from dataclasses import fields, is_dataclass
 
     from ..models import DiffSTConfig
 
     defaults = DiffSTConfig()
-    names = {f.name for f in fields(DiffSTConfig)}
+    names = sorted(
+        f"{g.name}.{f.name}" if is_dataclass(getattr(defaults, g.name)) else g.name
+        for g in fields(defaults)
+        for f in (fields(getattr(defaults, g.name)) if is_dataclass(getattr(defaults, g.name)) else [g])
+    )
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or key not in names:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(names)}.")
-        current = getattr(defaults, key)
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {names}.")
+        current = defaults.get(key)
         if isinstance(current, bool):
             if raw.strip().lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"--set {item!r}: {key} takes true or false.")

@@ -1,43 +1,64 @@
 """The Diff-ST model in three layers: networks and losses, one training loop, and the user-facing models.
 
+1. :mod:`stdiff.models.nn`: pure networks and losses (the U-Net, the three Diff-ST components, EDM,
+   the loss objects, aggregation consistency's network).
+2. :mod:`stdiff.models.training`: the one training loop every learner uses.
+3. The models users train, save and apply, on one :class:`BaseModel`: :class:`DiffST`,
+   :class:`AggregationConsistency`, :class:`SelfSupervisedEnsemble`; configured by :class:`DiffSTConfig`.
+
 Importing this subpackage imports torch.
 """
 
-from . import edm, losses, training
+from . import nn, training
 from ._diffst_training import carve_validation
 from ._windows import upsample_lr
 from .aggregation_consistency import AggregationConsistency
 from .base import BaseModel
 from .canvas import Canvas
-from .config import DiffSTConfig
-from .cross_modal_modulation import CrossModalModulation, PlainFusion, disentangling_loss
+from .config import (
+    CalibrationConfig,
+    ComponentsConfig,
+    DiffSTConfig,
+    NetworkConfig,
+    SamplerConfig,
+    TrainingConfig,
+)
 from .diffst import DiffST
-from .dynamic_cross_attention import DynamicCrossAttention, PatchEncoder, admitted_mask, patch_entropy
-from .gene_graph import GeneGraph, GeneGraphHead, coexpression_graph
+from .nn import edm, losses
+from .nn.cross_modal_modulation import CrossModalModulation, PlainFusion, disentangling_loss
+from .nn.dynamic_cross_attention import DynamicCrossAttention, PatchEncoder, admitted_mask, patch_entropy
+from .nn.gene_graph import GeneGraph, GeneGraphConv, GeneGraphHead, coexpression_graph
+from .nn.unet import DiffSTUNet, HistologyStem
 from .self_supervised import SelfSupervisedEnsemble
-from .unet import DiffSTUNet, HistologyStem
 
 __all__ = [
     "AggregationConsistency",
     "BaseModel",
+    "CalibrationConfig",
     "Canvas",
+    "ComponentsConfig",
     "CrossModalModulation",
     "DiffST",
     "DiffSTConfig",
     "DiffSTUNet",
     "DynamicCrossAttention",
     "GeneGraph",
+    "GeneGraphConv",
     "GeneGraphHead",
     "HistologyStem",
+    "NetworkConfig",
     "PatchEncoder",
     "PlainFusion",
+    "SamplerConfig",
     "SelfSupervisedEnsemble",
+    "TrainingConfig",
     "admitted_mask",
     "carve_validation",
     "coexpression_graph",
     "disentangling_loss",
     "edm",
     "losses",
+    "nn",
     "patch_entropy",
     "training",
     "upsample_lr",

@@ -15,10 +15,10 @@ import torch
 
 from .._utils import resolve_device, torch_generator
 from ..pp import Section
-from . import edm
 from ._windows import Prepared
 from .canvas import Canvas, padded_for_tiles
-from .losses import denoise, residual_inputs
+from .nn import edm
+from .nn.losses import denoise, residual_inputs
 
 __all__ = ["DIHEDRAL", "DiffSTPrediction", "dihedral", "mean_tiles", "predictive_summary", "undo_dihedral"]
 
@@ -76,7 +76,7 @@ class DiffSTPrediction:
         section
             Rasterised section carrying the model's gene panel in order.
         n_samples
-            Posterior samples (default ``config.n_samples``; 0: the mean only).
+            Posterior samples (default ``config.sampler.n_samples``; 0: the mean only).
         num_inference_steps
             Sampler steps (default: the count chosen on validation data at training).
         seed
@@ -108,7 +108,7 @@ class DiffSTPrediction:
                 "genes=model.genes); select genes from the result instead."
             )
         cfg, device = self.config, resolve_device(device)
-        n = int(cfg.n_samples if n_samples is None else n_samples)
+        n = int(cfg.sampler.n_samples if n_samples is None else n_samples)
         h, w = section.shape_lr
         sec = padded_for_tiles(section, cfg.tile_lr)
         canvas = Canvas.for_section(sec, cfg.tile_lr)
@@ -180,9 +180,10 @@ class DiffSTPrediction:
             return canvas.blend(fn, (n_samples,), G, batch_size)
 
         cfg = self.config
+        s = cfg.sampler
         return edm.sample(
-            d_canvas, (n_samples, G, canvas.H, canvas.W), steps=steps, generator=generator, solver=cfg.solver,
-            sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, rho=cfg.rho, device=device, callback=progress,
+            d_canvas, (n_samples, G, canvas.H, canvas.W), steps=steps, generator=generator, solver=s.solver,
+            sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, device=device, callback=progress,
         )  # fmt: skip
 
 

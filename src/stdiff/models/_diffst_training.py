@@ -2,10 +2,10 @@
 
 :class:`DiffSTTraining` holds the training methods of :class:`~stdiff.models.DiffST`; both stages run
 through the one :class:`~stdiff.models.training.TrainingLoop` with their loss objects
-(:mod:`~stdiff.models.losses`).
+(:mod:`~stdiff.models.nn.losses`).
 
 After training, :meth:`DiffSTTraining._calibrate` draws residual samples on the validation sections
-for each of ``config.step_candidates``, fits a per-gene spread scale (RMSE of the ensemble mean over
+for each of ``config.calibration.step_candidates``, fits a per-gene spread scale (RMSE of the ensemble mean over
 its rms spread, with the ``√((n+1)/n)`` finite-ensemble correction) and keeps the step count with the
 lowest calibrated CRPS (fair ensemble estimator; within 1 % of the best, the fewest steps). Steps are
 never chosen by PCC, which rewards collapsed samples.
@@ -24,7 +24,7 @@ from .._utils import logger, resolve_device, torch_generator
 from ..pp import Section, Tiles
 from ._windows import Prepared, WindowPool, as_sections
 from .canvas import Canvas, padded_for_tiles
-from .losses import MeanLoss, ResidualEDMLoss
+from .nn.losses import MeanLoss, ResidualEDMLoss
 from .training import TrainingLoop
 
 __all__ = ["DiffSTTraining", "carve_validation"]
@@ -84,9 +84,9 @@ class DiffSTTraining:
             Sections for early stopping and calibration; default: carved from ``data``
             (:func:`carve_validation`: the last section when there are ≥ 3, else the right fifth).
         steps, residual_steps
-            Step caps of stage A and stage B (default ``config.steps`` / ``config.residual_steps``).
+            Step caps of stage A and stage B (default ``config.training.steps`` / ``config.training.residual_steps``).
         max_time_s
-            Time cap per stage in seconds (default ``config.max_time_s``).
+            Time cap per stage in seconds (default ``config.training.max_time_s``).
         device
             ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
         seed
@@ -113,20 +113,20 @@ class DiffSTTraining:
         dev = resolve_device(device)
         train_prep = [self.prepare(s, with_truth=True) for s in sections]
         val_prep = [self.prepare(padded_for_tiles(s, cfg.tile_lr), with_truth=True) for s in val_sections]
-        pool = WindowPool(train_prep, cfg.tile_lr, cfg.min_tissue)
+        pool = WindowPool(train_prep, cfg.tile_lr, cfg.training.min_tissue)
         if len(pool) == 0:
             raise ValueError(
-                f"No training tile of {cfg.tile_lr}×{cfg.tile_lr} LR pixels with ≥{cfg.min_tissue:.0%} tissue; use a "
-                "config with a smaller tile_lr or min_tissue, or larger sections."
+                f"No training tile of {cfg.tile_lr}×{cfg.tile_lr} LR pixels with ≥{cfg.training.min_tissue:.0%} "
+                "tissue; use a config with a smaller tile_lr or training.min_tissue, or larger sections."
             )
         val_pool = WindowPool(val_prep, cfg.tile_lr, 0.05, stride=max(1, cfg.tile_lr // 2))
         rng = np.random.default_rng([seed, 0])
         gen = torch_generator(seed * 1_000_003 + 1)
 
         def batch(step: int):
-            return pool.random_batch(rng, gen, cfg.batch_size, cfg, dev)
+            return pool.random_batch(rng, gen, cfg.training.batch_size, cfg, dev)
 
-        cap = cfg.max_time_s if max_time_s is None else max_time_s
+        cap = cfg.training.max_time_s if max_time_s is None else max_time_s
         info_a = self._train_mean(batch, val_pool, steps=steps, max_time_s=cap, device=dev, progress=progress)
         self._fit_residual_scale([*train_prep, *val_prep], val_prep or train_prep, device=dev, batch_size=batch_size)
         info_b = self._train_residual(
@@ -139,7 +139,7 @@ class DiffSTTraining:
             "validation_sections": [s.name for s in val_sections],
             "seed": int(seed),
         }
-        if val_prep and cfg.calibrate:
+        if val_prep and cfg.calibration.enabled:
             self.train_info["calibration"] = self._calibrate(val_prep, device=dev, seed=seed, batch_size=batch_size)
         elif not val_sections:
             self.train_info["calibration"] = {"skipped": "no validation data: the spread is not calibrated"}
@@ -148,18 +148,18 @@ class DiffSTTraining:
         return self
 
     def _loop(self, steps: int, **options: Any) -> TrainingLoop:
-        cfg = self.config
+        tr = self.config.training
         return TrainingLoop(
-            steps=int(steps), val_every=cfg.val_every, patience=cfg.patience, learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay, ema_decay=cfg.ema_decay, clip_grad_norm=1.0, **options,
+            steps=int(steps), val_every=tr.val_every, patience=tr.patience, learning_rate=tr.learning_rate,
+            weight_decay=tr.weight_decay, ema_decay=tr.ema_decay, clip_grad_norm=1.0, **options,
         )  # fmt: skip
 
     def _train_mean(self, batch, val_pool: WindowPool, *, steps, max_time_s, device, progress) -> dict[str, Any]:
         """Stage A: the regression network of the mean (sets :attr:`mean_net`)."""
         cfg = self.config
-        val_batches = val_pool.fixed_batches(64, cfg.batch_size, device) if len(val_pool) else []
-        loss = MeanLoss(self.residual_scale, cfg.disentangle_weight, cfg.admitted_fraction)
-        loop = self._loop(cfg.steps if steps is None else steps, max_time_s=max_time_s, device=device,
+        val_batches = val_pool.fixed_batches(64, cfg.training.batch_size, device) if len(val_pool) else []
+        loss = MeanLoss(self.residual_scale, cfg.components.disentangle_weight, cfg.components.admitted_fraction)
+        loop = self._loop(cfg.training.steps if steps is None else steps, max_time_s=max_time_s, device=device,
                           progress=progress, desc="stdiff stage A (mean)")  # fmt: skip
         val_fn = (lambda net: loss.validate(net, val_batches)) if val_batches else None
         self.mean_net, info = loop.run(self.mean_net, batch_fn=batch, loss_fn=loss, val_fn=val_fn)
@@ -177,9 +177,9 @@ class DiffSTTraining:
         """Stage B: the EDM denoiser of the scaled residual around the mean (sets :attr:`residual_net`)."""
         cfg = self.config
         sig = torch.from_numpy(self.gene_sigma).to(device)
-        val_batches = val_pool.fixed_batches(64, cfg.batch_size, device) if len(val_pool) else []
-        loss = ResidualEDMLoss(sig, cfg.p_mean, cfg.p_std, cfg.disentangle_weight, gen)
-        loop = self._loop(cfg.residual_steps if steps is None else steps, max_time_s=max_time_s, device=device,
+        val_batches = val_pool.fixed_batches(64, cfg.training.batch_size, device) if len(val_pool) else []
+        loss = ResidualEDMLoss(sig, cfg.training.p_mean, cfg.training.p_std, cfg.components.disentangle_weight, gen)
+        loop = self._loop(cfg.training.residual_steps if steps is None else steps, max_time_s=max_time_s, device=device,
                           progress=progress, desc="stdiff stage B (residual diffusion)")  # fmt: skip
         val_fn = (lambda net: loss.validate(net, val_batches)) if val_batches else None
         self.residual_net, info = loop.run(self.residual_net, batch_fn=batch, loss_fn=loss, val_fn=val_fn)
@@ -192,9 +192,9 @@ class DiffSTTraining:
         :attr:`sampling_steps` and :attr:`spread_scale`; returns what was measured.
         """
         cfg = self.config
-        n = max(4, min(cfg.n_samples, 8))
+        n = max(4, min(cfg.sampler.n_samples, 8))
         results = {int(k): self._score_steps(val_prep, int(k), n, device, seed, batch_size)
-                   for k in cfg.step_candidates}  # fmt: skip
+                   for k in cfg.calibration.step_candidates}  # fmt: skip
         best = min(v["crps"] for v in results.values())
         steps = min(k for k, v in results.items() if v["crps"] <= best * 1.01)
         self.sampling_steps = steps

@@ -19,7 +19,7 @@ from ._diffst_training import carve_validation
 from ._windows import Prepared
 from .aggregation_consistency import AggregationConsistency
 from .config import DiffSTConfig
-from .gene_graph import GeneGraph, coexpression_graph
+from .nn.gene_graph import GeneGraph, coexpression_graph
 
 
 @dataclass
@@ -64,10 +64,10 @@ def fit_setup(
             base_model.choose_blend_on_truth(val, normalizer)
     bases = [None if base_model is None else base_model.predict(s)["mean"] for s in sections]
     prepared = [Prepared(s, normalizer, with_truth=True, base_counts=b) for s, b in zip(sections, bases)]
-    graph = _gene_graph(prepared, sections[0].genes, config) if config.use_gene_graph else None
+    graph = _gene_graph(prepared, sections[0].genes, config) if config.components.use_gene_graph else None
     resid = np.concatenate([(p.z_hr - p.base)[:, p.mask_truth > 0].ravel() for p in prepared])
     feature_stats = None
-    if config.use_histology_features:
+    if config.components.use_histology_features:
         from ..pp import fit_feature_scaler, histology_features
 
         mean, sd = fit_feature_scaler([histology_features(s) for s in sections])
@@ -81,7 +81,8 @@ def _gene_graph(prepared: Sequence[Prepared], genes: Sequence[str], config: Diff
     if expr.shape[1] > 200_000:
         idx = np.random.default_rng(0).choice(expr.shape[1], 200_000, replace=False)
         expr = expr[:, idx]
-    return coexpression_graph(expr, genes, threshold=config.graph_threshold, top_k=config.graph_top_k)
+    comp = config.components
+    return coexpression_graph(expr, genes, threshold=comp.graph_threshold, top_k=comp.graph_top_k)
 
 
 def section_platform(sections: Sequence[Section]) -> str:

@@ -230,8 +230,8 @@ class WindowPool:
     def random_batch(self, rng: np.random.Generator, gen: torch.Generator, size: int, cfg, device):
         """A random augmented batch."""
         picks = self.pool[rng.integers(len(self.pool), size=size)]
-        b = self.stack(picks, rng if cfg.augment else None, device)
-        if cfg.stain_augment:
+        b = self.stack(picks, rng if cfg.training.augment else None, device)
+        if cfg.training.stain_augment:
             b["he"] = augment_stain(b["he"], gen)
         return b
 

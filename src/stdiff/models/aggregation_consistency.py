@@ -39,38 +39,14 @@ from ..pp import (
 )
 from ._measurements import blend_scores_blocks, blend_scores_spots, distribute_counts, measurements
 from .base import BaseModel
-from .losses import poisson_deviance
+from .nn.abundance import AbundanceNet
+from .nn.losses import poisson_deviance
 from .training import TrainingLoop
 
 __all__ = ["AggregationConsistency"]
 
 #: Weights of the nearest map tried by :meth:`AggregationConsistency.choose_blend_on_truth`.
 BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-class _Net(nn.Module):
-    """Per-pixel MLP (1×1 convs; ``kernel_size=3`` adds 3×3 context) → log-abundance per gene."""
-
-    def __init__(self, n_in: int, n_genes: int, hidden: int, layers: int, kernel_size: int, image: tuple | None):
-        super().__init__()
-        self.patchify = None
-        if image is not None:  # aligned patchify of the raw image: one HR pixel per output, no shift
-            channels, p, width = image
-            self.patchify = nn.Sequential(nn.Conv2d(channels, width, kernel_size=p, stride=p), nn.GELU())
-            n_in += width
-        mods: list[nn.Module] = []
-        for k in range(layers):
-            ks = kernel_size if k == 0 else 1
-            mods += [nn.Conv2d(n_in if k == 0 else hidden, hidden, ks, padding=ks // 2), nn.GELU()]
-        self.body = nn.Sequential(*mods)
-        self.head = nn.Conv2d(hidden if layers else n_in, n_genes, 1)
-        nn.init.zeros_(self.head.weight)  # start from an even split: the mask-aware nearest map
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, x: torch.Tensor, img: torch.Tensor | None = None) -> torch.Tensor:
-        if self.patchify is not None and img is not None:
-            x = torch.cat([x, self.patchify(img)], dim=1)
-        return self.head(self.body(x))
 
 
 @dataclass
@@ -210,7 +186,8 @@ class AggregationConsistency(BaseModel):
         image = None
         if self.image_channels:
             image = (sections[0].he.shape[0], self._image(sections[0])[1], int(self.image_channels))
-        self.net = _Net(data[0].x.shape[1], len(self.genes), self.hidden, self.layers, self.kernel_size, image).to(dev)
+        n_features = data[0].x.shape[1]
+        self.net = AbundanceNet(n_features, len(self.genes), self.hidden, self.layers, self.kernel_size, image).to(dev)
         has_val = any(bool(d.val.any()) for d in data)
         last: dict[str, torch.Tensor] = {}
 
@@ -319,7 +296,7 @@ class AggregationConsistency(BaseModel):
         ac._sd = state["feature_sd"].numpy()
         ac._log_base = state["log_base"].clone()
         image = tuple(state["image"]) if state["image"] is not None else None
-        ac.net = _Net(int(state["n_features"]), len(ac.genes), ac.hidden, ac.layers, ac.kernel_size, image)
+        ac.net = AbundanceNet(int(state["n_features"]), len(ac.genes), ac.hidden, ac.layers, ac.kernel_size, image)
         ac.net.load_state_dict(state["net"])
         ac.net.eval()
         return ac

@@ -1,128 +1,116 @@
-"""Model configuration and presets."""
+"""Model configuration, nested by concept: each stage's network, the components, training, sampler, calibration.
+
+:class:`DiffSTConfig` holds the tiling geometry and the base at its top level, and one frozen
+dataclass per concept: :class:`NetworkConfig` for stage A (``mean``) and stage B (``residual``),
+:class:`ComponentsConfig`, :class:`TrainingConfig`, :class:`SamplerConfig` and
+:class:`CalibrationConfig`. Change fields with :meth:`DiffSTConfig.replace` or the overrides of
+:meth:`DiffSTConfig.preset`: a top-level field by name, a nested one by its dotted path
+(``**{"training.steps": 50}``) or a group by a dict (``training={"steps": 50}``). What each default
+gave in the benchmarks is in :doc:`/benchmarks` and :doc:`/model`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+__all__ = [
+    "CalibrationConfig",
+    "ComponentsConfig",
+    "DiffSTConfig",
+    "NetworkConfig",
+    "SamplerConfig",
+    "TrainingConfig",
+]
+
 _CURRICULUM = ((0.0, 0.1), (0.2, 0.3), (0.3, 0.5), (0.4, 0.7), (0.5, 0.9), (0.6, 1.0))
 
 
 @dataclass(frozen=True)
-class DiffSTConfig:
-    """Sizes and switches of the Diff-ST model, its tiling geometry, training and sampling.
-
-    Use :meth:`preset` for ``"tiny"`` (tests; trains in seconds on a CPU), ``"cpu"`` (the demo;
-    minutes on 2 cores) and ``"paper"`` (the paper's scale, for GPUs).
+class NetworkConfig:
+    """The U-Net of one stage.
 
     Attributes
     ----------
-    tile_lr
-        Tile size in LR pixels; HR tiles are ``tile_lr · factor`` pixels.
-    he_scale
-        Histology pixels per HR pixel (20 in the paper: 10 µm HR, 0.5 µm H&E).
-    base_channels, channel_mults, num_res_blocks, attention_levels, num_heads
-        U-Net backbone of the stage-A mean network: channels per level, residual blocks per level,
-        levels with self-attention.
-    residual_base_channels, residual_gene_dim
-        Base channels and per-gene feature size of the stage-B residual denoiser (same layout,
-        usually narrower: its gene-graph head, at HR resolution and evaluated at every sampler step
-        for every sample, is most of the sampling time when it is as wide as stage A's).
-    use_modulation, modulation_kernel, disentangle_weight
-        Cross-modal adaptive modulation with the disentangling network as the fusion of the
-        expression and histology streams at every level: on/off (off: concatenate and project), the
-        neighbourhood of the convolutions predicting the modulation, and the weight of the
-        disentangling loss. Off by default (``"cpu"``): retrained without it, no dataset lost PCC
-        (3 seeds, :doc:`/model`), and it trains faster without; on in ``"tiny"`` and ``"paper"``.
-    use_cross_attention, cross_attention_level, patch_um, patch_dim, curriculum
-        Dynamic cross-attention: on/off, the pyramid level of the queries (1: HR/2), the physical
-        side of a cell-level patch in µm, the patch embedding width, and the curriculum as
-        ``(progress, admitted fraction)`` steps. Off by default (``"cpu"``): knocked out at
-        inference or retrained without, it changed no dataset's PCC by more than 0.001 (3 seeds,
-        :doc:`/model`); on in ``"tiny"`` (so the tests exercise it) and ``"paper"`` (the paper's
-        architecture).
-    use_gene_graph, gene_dim, graph_layers, graph_threshold, graph_top_k
-        Co-expression gene graph: on/off (off: the same per-gene head with genes independent),
-        per-gene feature size, graph-convolution layers, minimum co-expression (Pearson r) for an
-        edge, and most neighbours per gene. Off by default (``"cpu"``): retrained without it, no
-        dataset lost PCC (3 seeds, :doc:`/model`); on in ``"tiny"`` and ``"paper"``.
-    base, base_max_time_s
-        What stage A corrects: ``"nearest"``, the LR map spread evenly over the tissue pixels of each
-        block (:func:`stdiff.pp.lr_per_tissue_pixel`), or ``"aggregation"``, each block's counts
-        distributed by histology (:class:`~stdiff.models.AggregationConsistency`, fitted once on the
-        training sections' LR maps and H&E, stored with the model; mass is conserved either way);
-        and the time cap of that fit in seconds.
-    use_histology_features
-        Feed the hand-made histology features (stain optical densities, nuclei, texture at cell and
-        tissue scale; :func:`stdiff.pp.histology_features`) as conditioning channels.
-    test_time_symmetries
-        Stage A's mean averaged over this many orientations of every tile (1: none; 8, the default:
-        all rotations by 90° and their mirror images, which training augmentation shows the
-        network). Chosen on validation data (3 seeds: synthetic +0.002 PCC, her2st +0.000); it
-        costs 8 stage-A passes at inference.
-    sigma_min, sigma_max, rho, p_mean, p_std, solver, num_inference_steps, step_candidates, n_samples
-        Stage B (EDM): sampling schedule, log-normal training noise levels, the ODE solver
-        (``"heun"`` or ``"euler"``), its steps, the candidate step counts compared by CRPS on the
-        validation data after training, and posterior samples per section.
-    calibrate
-        Fit a per-gene spread scale on the validation data (stored with the model).
-    steps, residual_steps, max_time_s, val_every, patience
-        Training caps of stage A and stage B (optimiser steps; seconds per stage) and early stopping:
-        validate every ``val_every`` steps, stop after ``patience`` validations without improvement,
-        keep the best weights.
-    batch_size, learning_rate, weight_decay, ema_decay, min_tissue, augment, stain_augment
-        AdamW settings, EMA decay, minimum tissue fraction of a training tile, random flips/rotations,
-        and stain augmentation (optical-density jitter per stain channel, brightness, contrast).
+    base_channels, channel_mults, num_res_blocks
+        Channels of the first level, their multiples per level, residual blocks per level.
+    attention_levels, num_heads
+        Levels with self-attention and the heads of every attention (self- and cross-attention).
+    gene_dim
+        Per-gene feature size of the output head (the gene graph's node features).
     """
 
-    # geometry
-    tile_lr: int = 4
-    he_scale: int = 4
-    # backbone
     base_channels: int = 24
     channel_mults: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
     attention_levels: tuple[int, ...] = (2,)
     num_heads: int = 4
-    residual_base_channels: int = 16
-    residual_gene_dim: int = 4
-    # cross-modal adaptive modulation + disentangling (the fusion at every level)
+    gene_dim: int = 16
+
+
+@dataclass(frozen=True)
+class ComponentsConfig:
+    """The three Diff-ST components and the hand-made histology features, each switchable.
+
+    Attributes
+    ----------
+    use_modulation, modulation_kernel, disentangle_weight
+        Cross-modal adaptive modulation with the disentangling network as the fusion of the
+        expression and histology streams at every level (off: concatenate and project), the
+        neighbourhood of the convolutions predicting the modulation, the disentangling loss's weight.
+    use_cross_attention, cross_attention_level, patch_um, patch_dim, curriculum
+        Dynamic cross-attention: on/off, the pyramid level of the queries (1: HR/2), the physical
+        side of a cell-level patch in µm, the patch embedding width, and the curriculum as
+        ``(progress, admitted fraction)`` steps.
+    use_gene_graph, graph_layers, graph_threshold, graph_top_k
+        Co-expression gene graph (off: the same per-gene head with genes independent): graph
+        convolution layers, minimum co-expression (Pearson r) for an edge, most neighbours per gene.
+    use_histology_features
+        The hand-made histology features (stain optical densities, nuclei, texture at cell and
+        tissue scale; :func:`stdiff.pp.histology_features`) as conditioning channels.
+    """
+
     use_modulation: bool = False
     modulation_kernel: int = 3
     disentangle_weight: float = 0.01
-    # dynamic cross-attention
     use_cross_attention: bool = False
     cross_attention_level: int = 1
     patch_um: float = 30.0
     patch_dim: int = 48
     curriculum: tuple[tuple[float, float], ...] = _CURRICULUM
-    # gene graph
     use_gene_graph: bool = False
-    gene_dim: int = 16
     graph_layers: int = 2
     graph_threshold: float = 0.2
     graph_top_k: int = 8
-    # histology feature channels (stdiff.pp.histology_features), next to the learned CNN
     use_histology_features: bool = True
-    # the base stage A corrects: "nearest" (LR per tissue pixel) or "aggregation" (LR counts
-    # distributed by histology within each block by an AggregationConsistency model fitted once on
-    # the training sections' LR maps and stored with the model; base_max_time_s caps that fit)
-    base: str = "aggregation"
-    base_max_time_s: float = 60.0
-    # stage A at inference: average over this many orientations of every tile (1, 2, 4 or 8)
-    test_time_symmetries: int = 8
-    # stage B: EDM residual diffusion
-    sigma_min: float = 0.002
-    sigma_max: float = 10.0
-    rho: float = 7.0
-    p_mean: float = -1.2
-    p_std: float = 1.2
-    solver: str = "heun"
-    num_inference_steps: int = 8
-    step_candidates: tuple[int, ...] = (4, 8)
-    n_samples: int = 8
-    calibrate: bool = True
-    # training (both stages): early stopping on validation windows, with a step and time cap
+
+    def admitted_fraction(self, progress: float) -> float:
+        """Fraction of cell-level patches admitted at training ``progress`` ∈ [0, 1] (curriculum)."""
+        frac = self.curriculum[0][1]
+        for start, value in self.curriculum:
+            if progress >= start:
+                frac = value
+        return float(frac)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How both stages train (:class:`~stdiff.models.training.TrainingLoop`).
+
+    Attributes
+    ----------
+    steps, residual_steps, max_time_s
+        Step caps of stage A and stage B; time cap per stage in seconds.
+    val_every, patience
+        Validate every ``val_every`` steps; stop after ``patience`` validations without improvement.
+    batch_size, learning_rate, weight_decay, ema_decay
+        Tiles per batch, AdamW, EMA decay of the weights.
+    min_tissue, augment, stain_augment
+        Minimum tissue fraction of a training tile; random flips and rotations; stain augmentation.
+    p_mean, p_std
+        Log-normal distribution of stage B's training noise levels (EDM).
+    """
+
     steps: int = 600
     residual_steps: int = 400
     max_time_s: float = 300.0
@@ -135,7 +123,89 @@ class DiffSTConfig:
     min_tissue: float = 0.25
     augment: bool = True
     stain_augment: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    p_mean: float = -1.2
+    p_std: float = 1.2
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Stage B's EDM sampler.
+
+    Attributes
+    ----------
+    sigma_min, sigma_max, rho
+        The Karras noise schedule.
+    solver
+        ``"heun"`` or ``"euler"``.
+    num_inference_steps
+        Steps until calibration chooses among :attr:`CalibrationConfig.step_candidates`.
+    n_samples
+        Posterior samples per section.
+    """
+
+    sigma_min: float = 0.002
+    sigma_max: float = 10.0
+    rho: float = 7.0
+    solver: str = "heun"
+    num_inference_steps: int = 8
+    n_samples: int = 8
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Split calibration on the validation data after training.
+
+    Attributes
+    ----------
+    enabled
+        Choose the sampler's steps and fit a per-gene spread scale on the validation data.
+    step_candidates
+        The step counts compared by CRPS.
+    """
+
+    enabled: bool = True
+    step_candidates: tuple[int, ...] = (4, 8)
+
+
+@dataclass(frozen=True)
+class DiffSTConfig:
+    """Geometry, base and the nested configuration of the Diff-ST model.
+
+    Use :meth:`preset` for ``"tiny"`` (tests; trains in seconds on a CPU), ``"cpu"`` (the default;
+    minutes on 2 cores) and ``"paper"`` (the paper's scale, for GPUs).
+
+    Attributes
+    ----------
+    tile_lr
+        Tile size in LR pixels; HR tiles are ``tile_lr · factor`` pixels.
+    he_scale
+        Histology pixels per HR pixel (20 in the paper: 10 µm HR, 0.5 µm H&E).
+    base, base_max_time_s
+        What stage A corrects: ``"nearest"``, the LR map spread evenly over the tissue pixels of each
+        block (:func:`stdiff.pp.lr_per_tissue_pixel`), or ``"aggregation"``, each block's counts
+        distributed by histology (:class:`~stdiff.models.AggregationConsistency`, fitted once on the
+        training sections' LR maps and H&E, stored with the model); the time cap of that fit.
+    test_time_symmetries
+        Stage A's mean averaged over this many orientations of every tile (1, 2, 4 or 8).
+    mean, residual
+        The networks of stage A (the mean) and stage B (the residual denoiser, usually narrower: its
+        head runs at every sampler step for every sample).
+    components, training, sampler, calibration
+        See :class:`ComponentsConfig`, :class:`TrainingConfig`, :class:`SamplerConfig`,
+        :class:`CalibrationConfig`.
+    """
+
+    tile_lr: int = 4
+    he_scale: int = 4
+    base: str = "aggregation"
+    base_max_time_s: float = 60.0
+    test_time_symmetries: int = 8
+    mean: NetworkConfig = field(default_factory=NetworkConfig)
+    residual: NetworkConfig = field(default_factory=lambda: NetworkConfig(base_channels=16, gene_dim=4))
+    components: ComponentsConfig = field(default_factory=ComponentsConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def __post_init__(self) -> None:
         if self.base not in ("nearest", "aggregation"):
@@ -145,104 +215,104 @@ class DiffSTConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DiffSTConfig:
-        """A named preset (``"tiny"``, ``"cpu"``, ``"paper"``), with optional overrides."""
-        presets = {
-            "tiny": dict(
-                tile_lr=4,
-                he_scale=2,
-                use_modulation=True,
-                use_cross_attention=True,
-                use_gene_graph=True,
-                base_channels=8,
-                residual_base_channels=8,
-                channel_mults=(1, 2),
-                attention_levels=(1,),
-                num_heads=2,
-                patch_dim=16,
-                gene_dim=4,
-                graph_layers=1,
-                steps=20,
-                residual_steps=10,
-                max_time_s=60.0,
-                val_every=5,
-                patience=3,
-                batch_size=4,
-                learning_rate=2e-3,
-                ema_decay=0.9,
-                num_inference_steps=4,
-                step_candidates=(2, 4),
-                test_time_symmetries=1,
-                n_samples=4,
-            ),
-            "cpu": {},
-            "paper": dict(
-                tile_lr=26,
-                he_scale=20,
-                use_modulation=True,
-                use_cross_attention=True,
-                use_gene_graph=True,
-                base_channels=128,
-                residual_base_channels=64,
-                channel_mults=(1, 1, 2, 2, 4),
-                attention_levels=(2, 3, 4),
-                num_heads=4,
-                cross_attention_level=2,
-                patch_dim=256,
-                gene_dim=32,
-                residual_gene_dim=8,
-                steps=100_000,
-                residual_steps=50_000,
-                max_time_s=24 * 3600.0,
-                val_every=500,
-                patience=10,
-                batch_size=4,
-                learning_rate=1e-4,
-                ema_decay=0.9999,
-                num_inference_steps=32,
-                step_candidates=(16, 32, 64),
-                n_samples=8,
-            ),
-        }
-        if name not in presets:
-            raise ValueError(f"Unknown preset {name!r}; use one of {sorted(presets)}.")
-        return replace(cls(), **{**presets[name], **overrides})
+        """A named preset (``"tiny"``, ``"cpu"``, ``"paper"``), with overrides as in :meth:`replace`."""
+        if name not in _PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; use one of {sorted(_PRESETS)}.")
+        return cls().replace(**_PRESETS[name]).replace(**overrides)
 
     def replace(self, **changes: Any) -> DiffSTConfig:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+        """A copy with fields changed: ``tile_lr=8``, ``**{"training.steps": 50}`` or ``training={"steps": 50}``."""
+        top: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            group, _, leaf = key.partition(".")
+            if leaf:
+                nested.setdefault(group, {})[leaf] = value
+            elif isinstance(value, dict) and _is_group(group):
+                nested.setdefault(group, {}).update(value)
+            else:
+                top[key] = value
+        names = {f.name for f in fields(self)}
+        unknown = sorted({*top, *nested} - names)
+        if unknown:
+            raise ValueError(f"Unknown config fields {unknown}; the fields are {sorted(names)}.")
+        for group, values in nested.items():
+            if not _is_group(group):
+                raise ValueError(f"config.{group} has no fields; set it as {group}=value.")
+            sub = top.get(group, getattr(self, group))
+            known = [f.name for f in fields(sub)]
+            bad = sorted(set(values) - set(known))
+            if bad:
+                raise ValueError(f"Unknown fields {bad} of config.{group}; its fields are {known}.")
+            top[group] = replace(sub, **values)
+        return replace(self, **top)
+
+    def get(self, path: str) -> Any:
+        """A field by name or dotted path (``"components.use_gene_graph"``)."""
+        value: Any = self
+        for part in path.split("."):
+            value = getattr(value, part)
+        return value
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python representation (JSON-able)."""
-        d = asdict(self)
-        d["channel_mults"] = list(self.channel_mults)
-        d["attention_levels"] = list(self.attention_levels)
-        d["step_candidates"] = list(self.step_candidates)
-        d["curriculum"] = [list(c) for c in self.curriculum]
-        return d
+        """Plain-Python representation (JSON-able), nested like the config."""
+        return _lists(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DiffSTConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"Unknown config fields {sorted(unknown)}; this checkpoint is from another version.")
-        d = dict(d)
-        # checkpoints from before residual_gene_dim existed built stage B with stage A's gene_dim
-        d.setdefault("residual_gene_dim", d.get("gene_dim", cls.gene_dim))
-        # checkpoints from before test-time symmetries predicted their mean in one orientation
-        d.setdefault("test_time_symmetries", 1)
-        for k in ("channel_mults", "attention_levels", "step_candidates"):
-            if k in d:
-                d[k] = tuple(d[k])
-        if "curriculum" in d:
-            d["curriculum"] = tuple(tuple(c) for c in d["curriculum"])
-        return cls(**d)
+        groups = {f.name for f in fields(cls) if _is_group(f.name)}
+        top = {k: v for k, v in d.items() if k not in groups}
+        return cls().replace(**top, **{g: _tuples(v) for g, v in d.items() if g in groups})
 
-    def admitted_fraction(self, progress: float) -> float:
-        """Fraction of cell-level patches admitted at training ``progress`` ∈ [0, 1] (curriculum)."""
-        frac = self.curriculum[0][1]
-        for start, value in self.curriculum:
-            if progress >= start:
-                frac = value
-        return float(frac)
+
+def _is_group(name: str) -> bool:
+    return name in ("mean", "residual", "components", "training", "sampler", "calibration")
+
+
+def _lists(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _lists(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_lists(v) for v in obj]
+    return obj
+
+
+def _tuples(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _tuples(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return tuple(_tuples(v) for v in obj)
+    return obj
+
+
+_TINY_NET = {"channel_mults": (1, 2), "attention_levels": (1,), "num_heads": 2}
+_PAPER_NET = {"channel_mults": (1, 1, 2, 2, 4), "attention_levels": (2, 3, 4), "num_heads": 4}
+_PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "tiny": {
+        "tile_lr": 4,
+        "he_scale": 2,
+        "test_time_symmetries": 1,
+        "mean": {"base_channels": 8, "gene_dim": 4, **_TINY_NET},
+        "residual": {"base_channels": 8, "gene_dim": 4, **_TINY_NET},
+        "components": {"use_modulation": True, "use_cross_attention": True, "use_gene_graph": True,
+                       "patch_dim": 16, "graph_layers": 1},  # fmt: skip
+        "training": {"steps": 20, "residual_steps": 10, "max_time_s": 60.0, "val_every": 5, "patience": 3,
+                     "batch_size": 4, "learning_rate": 2e-3, "ema_decay": 0.9},  # fmt: skip
+        "sampler": {"num_inference_steps": 4, "n_samples": 4},
+        "calibration": {"step_candidates": (2, 4)},
+    },
+    "paper": {
+        "tile_lr": 26,
+        "he_scale": 20,
+        "mean": {"base_channels": 128, "gene_dim": 32, **_PAPER_NET},
+        "residual": {"base_channels": 64, "gene_dim": 8, **_PAPER_NET},
+        "components": {"use_modulation": True, "use_cross_attention": True, "use_gene_graph": True,
+                       "cross_attention_level": 2, "patch_dim": 256},  # fmt: skip
+        "training": {"steps": 100_000, "residual_steps": 50_000, "max_time_s": 24 * 3600.0, "val_every": 500,
+                     "patience": 10, "batch_size": 4, "learning_rate": 1e-4, "ema_decay": 0.9999},  # fmt: skip
+        "sampler": {"num_inference_steps": 32, "n_samples": 8},
+        "calibration": {"step_candidates": (16, 32, 64)},
+    },
+}

@@ -5,10 +5,10 @@ Following CorrDiff (Mardani et al. 2023), the posterior mean is not estimated fr
 - **Stage A** is a regression network with the full Diff-ST conditioning (LR map per tissue pixel,
   histology, cross-modal modulation, dynamic cross-attention, gene graph). Its output is the mean
   written to the ``stdiff`` image.
-- **Stage B** is an EDM diffusion model (:mod:`~stdiff.models.edm`) of the per-gene-scaled residual
+- **Stage B** is an EDM diffusion model (:mod:`~stdiff.models.nn.edm`) of the per-gene-scaled residual
   ``(z_HR − mean) / σ_g`` around it; its samples, drawn on the whole-section canvas
   (:mod:`~stdiff.models.canvas`), give the ``stdiff_std`` map and quantiles.
-- After training, the sampler's step count is chosen among ``config.step_candidates`` by CRPS on
+- After training, the sampler's step count is chosen among ``config.calibration.step_candidates`` by CRPS on
   validation data carved from the training data, and a per-gene spread scale is fitted there
   (split calibration). Both are stored with the model.
 
@@ -34,16 +34,16 @@ from ._windows import Prepared, as_sections, base_cache_key, prepare_section
 from .aggregation_consistency import AggregationConsistency
 from .base import BaseModel, plain
 from .config import DiffSTConfig
-from .gene_graph import GeneGraph
-from .unet import DiffSTUNet
+from .nn.gene_graph import GeneGraph
+from .nn.unet import DiffSTUNet
 
 __all__ = ["DiffST"]
 
 
 def patch_px(config: DiffSTConfig, hr_um: float) -> int:
-    """Cell-level patch side in histology pixels for ``config.patch_um`` at this geometry."""
+    """Cell-level patch side in histology pixels for ``config.components.patch_um`` at this geometry."""
     he_um = hr_um / config.he_scale
-    return max(1, int(round(config.patch_um / he_um)))
+    return max(1, int(round(config.components.patch_um / he_um)))
 
 
 class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
@@ -65,7 +65,7 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
     normalizer
         Count normalisation.
     graph
-        Co-expression gene graph (``None`` when ``config.use_gene_graph`` is off).
+        Co-expression gene graph (``None`` when ``config.components.use_gene_graph`` is off).
     image_channels
         Channels of the histology image (3 for H&E).
     residual_scale
@@ -123,14 +123,13 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
             self.mean_net = DiffSTUNet(
                 config, G, cond_channels=cond, image_channels=self.image_channels, adjacency=adj, patch_px=px
             )
-            stage_b = config.replace(base_channels=config.residual_base_channels, gene_dim=config.residual_gene_dim)
             self.residual_net = DiffSTUNet(
-                stage_b, G, cond_channels=cond + G, image_channels=self.image_channels, adjacency=adj,
-                sample_channels=G, patch_px=px,
+                config, G, cond_channels=cond + G, image_channels=self.image_channels, adjacency=adj,
+                sample_channels=G, patch_px=px, network=config.residual,
             )  # fmt: skip
         self.gene_sigma = np.ones(G, np.float32)
         self.spread_scale = np.ones(G, np.float32)
-        self.sampling_steps = int(config.num_inference_steps)
+        self.sampling_steps = int(config.sampler.num_inference_steps)
         self.train_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ construction
@@ -293,8 +292,9 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
         return {**super().provenance(), "factor": self.factor, "lr_um": self.lr_um, "platform": self.platform}
 
     def __repr__(self) -> str:
+        comp = self.config.components
         return (
             f"DiffST(genes={len(self.genes)}, factor={self.factor}, lr_um={self.lr_um:g}, platform={self.platform!r}, "
-            f"trained={bool(self.train_info)}, modulation={self.config.use_modulation}, "
-            f"cross_attention={self.config.use_cross_attention}, gene_graph={self.config.use_gene_graph})"
+            f"trained={bool(self.train_info)}, modulation={comp.use_modulation}, "
+            f"cross_attention={comp.use_cross_attention}, gene_graph={comp.use_gene_graph})"
         )

@@ -52,17 +52,24 @@ FLOOR = 0.25
 
 
 @dataclass(frozen=True)
-class _Geometry:
-    """The parts of a config that chunked prediction needs."""
+class _Sampler:
+    """What the ensemble's "sampler" is: its members."""
 
-    tile_lr: int
-    he_scale: int
     n_samples: int
     solver: str = "aggregation-ensemble"
 
+
+@dataclass(frozen=True)
+class _Geometry:
+    """The parts of a :class:`~stdiff.models.DiffSTConfig` that chunked prediction needs."""
+
+    tile_lr: int
+    he_scale: int
+    sampler: _Sampler
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python representation (provenance)."""
-        return {"tile_lr": self.tile_lr, "he_scale": self.he_scale, "n_models": self.n_samples}
+        return {"tile_lr": self.tile_lr, "he_scale": self.he_scale, "n_models": self.sampler.n_samples}
 
 
 def _centres(section: Section) -> tuple[np.ndarray, float]:
@@ -197,7 +204,7 @@ class SelfSupervisedEnsemble(BaseModel):
         self.genes: list[str] = []
         self.factor = 1
         self.lr_um = 1.0
-        self.config = _Geometry(tile_lr=4, he_scale=1, n_samples=self.n_models)
+        self.config = _Geometry(tile_lr=4, he_scale=1, sampler=_Sampler(self.n_models))
         self.sampling_steps = 0
         self.sigma: np.ndarray | None = None
         self.calibration: dict[str, Any] = {}
@@ -217,7 +224,7 @@ class SelfSupervisedEnsemble(BaseModel):
                 "trained model= (stdiff.tl.train on a reference) instead."
             )
         self.genes, self.factor, self.lr_um = list(section.genes), section.factor, section.lr_um
-        self.config = _Geometry(tile_lr=4, he_scale=section.he_scale, n_samples=self.n_models)
+        self.config = _Geometry(tile_lr=4, he_scale=section.he_scale, sampler=_Sampler(self.n_models))
         rng = np.random.default_rng(seed)
         fold = np.full(usable.shape, -1)
         idx = np.nonzero(usable)[0]
@@ -339,7 +346,8 @@ class SelfSupervisedEnsemble(BaseModel):
         ens.members = [AggregationConsistency.from_state(m) for m in state["members"]]
         ens.genes, ens.factor, ens.lr_um = list(state["genes"]), int(state["factor"]), float(state["lr_um"])
         ens.pitch = float(state["pitch"])
-        ens.config = _Geometry(**state["geometry"])
+        geometry = dict(state["geometry"])
+        ens.config = _Geometry(**{**geometry, "sampler": _Sampler(**geometry["sampler"])})
         ens.sigma = None if state["sigma"] is None else np.asarray(state["sigma"], np.float32)
         ens.held_out = {k: np.asarray(v) for k, v in state["held_out"].items()}
         ens.calibration = dict(state["calibration"])

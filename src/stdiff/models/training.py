@@ -2,7 +2,7 @@
 
 Stage A and stage B of :class:`~stdiff.models.DiffST` and the fits of
 :class:`~stdiff.models.AggregationConsistency` all train through :class:`TrainingLoop`; they differ only
-in what they pass: how a batch is drawn, the loss (an object of :mod:`~stdiff.models.losses`), how
+in what they pass: how a batch is drawn, the loss (an object of :mod:`~stdiff.models.nn.losses`), how
 validation scores the weights, and the loop's options.
 
 Training stops at the first of: ``steps`` optimiser steps, ``max_time_s`` seconds, or ``patience``

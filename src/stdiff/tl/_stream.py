@@ -239,7 +239,7 @@ def predict_streamed(
     """
     cfg = model.config
     f = model.factor
-    n_samples = int(predict_kwargs.get("n_samples") or cfg.n_samples)
+    n_samples = int(predict_kwargs.get("n_samples") or cfg.sampler.n_samples)
     if chunk_lr is None:
         chunk_lr = auto_chunk_lr(len(model.genes), f, cfg.tile_lr, n_samples, inp.he_scale)
     chunk_lr = int(chunk_lr)

@@ -276,11 +276,11 @@ def superresolve(
             if isinstance(model, SelfSupervisedEnsemble)
             else {
                 "mean": "stage A regression (posterior mean in the normalised space, mapped to counts)",
-                "sampler": f"edm-{cfg.solver}, whole-section canvas, per-gene calibrated spread",
+                "sampler": f"edm-{cfg.sampler.solver}, whole-section canvas, per-gene calibrated spread",
                 "num_inference_steps": int(num_inference_steps or model.sampling_steps),
             }
         ),
-        "n_samples": int(cfg.n_samples if n_samples is None else n_samples),
+        "n_samples": int(cfg.sampler.n_samples if n_samples is None else n_samples),
         "seed": int(seed),
         "conserve_counts": bool(conserve_counts),
         "units": "counts per HR pixel",

@@ -24,13 +24,13 @@ from ...pp import Section
 from ._base import Context, Method, Output, Skip, density_coarsen
 
 ABLATIONS: dict[str, dict[str, bool]] = {
-    "stdiff_no_modulation": {"use_modulation": False},
-    "stdiff_no_cross_attention": {"use_cross_attention": False},
-    "stdiff_no_gene_graph": {"use_gene_graph": False},
+    "stdiff_no_modulation": {"components.use_modulation": False},
+    "stdiff_no_cross_attention": {"components.use_cross_attention": False},
+    "stdiff_no_gene_graph": {"components.use_gene_graph": False},
     # for a configuration without the component (the `cpu` default has none of the three)
-    "stdiff_with_modulation": {"use_modulation": True},
-    "stdiff_with_cross_attention": {"use_cross_attention": True},
-    "stdiff_with_gene_graph": {"use_gene_graph": True},
+    "stdiff_with_modulation": {"components.use_modulation": True},
+    "stdiff_with_cross_attention": {"components.use_cross_attention": True},
+    "stdiff_with_gene_graph": {"components.use_gene_graph": True},
 }
 KNOCKOUTS: dict[str, str] = {
     "stdiff_ko_modulation": "modulation",
@@ -74,11 +74,11 @@ def train_diffst(ctx: Context, config) -> tuple[Any, dict[str, Any]]:
 
     train, val, note = training_data(ctx)
     b = ctx.budget
-    config = config.replace(val_every=b.eval_every, patience=b.patience)
+    config = config.replace(training={"val_every": b.eval_every, "patience": b.patience})
     torch.manual_seed(ctx.seed)
     model = DiffST.setup(train, config, seed=ctx.seed, base_sections=val)
     t0, c0 = time.perf_counter(), time.process_time()
-    residual_steps = 0 if config.residual_steps == 0 else b.max_steps  # stage B gets the same cap, unless off
+    residual_steps = 0 if config.training.residual_steps == 0 else b.max_steps  # stage B gets the same cap, unless off
     model.train(train, steps=b.max_steps, residual_steps=residual_steps, validation=val, max_time_s=b.max_time_s,
                 seed=ctx.seed, device=ctx.device, progress=False)  # fmt: skip
     info = _summary(model.train_info)
@@ -107,7 +107,7 @@ class StDiff(Method):
 
     def fit(self, ctx: Context) -> dict[str, Any]:
         self.ctx = ctx
-        if self.overrides and all(getattr(ctx.config, k) == v for k, v in self.overrides.items()):
+        if self.overrides and all(ctx.config.get(k) == v for k, v in self.overrides.items()):
             what = ", ".join(f"{k}={v}" for k, v in self.overrides.items())
             raise Skip(f"the configuration already has {what}: this variant is stdiff itself")
         cfg = ctx.config.replace(**self.overrides) if self.overrides else ctx.config
@@ -115,7 +115,7 @@ class StDiff(Method):
         parent = ctx.shared.get("stdiff")
         if self.overrides and parent is not None:
             # ablations sample with the steps chosen for stdiff; they only fit their own spread scale
-            cfg = cfg.replace(step_candidates=(int(parent.model.sampling_steps),))
+            cfg = cfg.replace(calibration={"step_candidates": (int(parent.model.sampling_steps),)})
         self.model, info = train_diffst(ctx, cfg)
         if not self.overrides:
             ctx.shared["stdiff"] = self
@@ -181,7 +181,7 @@ class KnockOut(_Reuse):
 
     def fit(self, ctx: Context) -> dict[str, Any]:
         info = super().fit(ctx)
-        if not getattr(self.parent.model.config, f"use_{self.which}"):
+        if not getattr(self.parent.model.config.components, f"use_{self.which}"):
             raise Skip(f"the model has no {self.which.replace('_', ' ')} to knock out")
         return info
 

@@ -19,8 +19,8 @@ from ._stdiff import train_diffst
 
 #: Components off, stage A (regression) only, no spread calibration.
 PLAIN: dict[str, Any] = {
-    "use_modulation": False, "use_cross_attention": False, "use_gene_graph": False, "residual_steps": 0,
-    "calibrate": False,
+    "components": {"use_modulation": False, "use_cross_attention": False, "use_gene_graph": False},
+    "training.residual_steps": 0, "calibration.enabled": False,
 }  # fmt: skip
 
 

@@ -3,10 +3,10 @@
 The conditioning maps (normalised LR per tissue pixel, its bicubic upsampling, the input mask,
 optional histology feature channels and, for stage B, the stage-A mean) and the histology tile each
 have an encoder pyramid. At every level the two streams are fused by cross-modal modulation
-(:mod:`~stdiff.models.cross_modal_modulation`); dynamic cross-attention
-(:mod:`~stdiff.models.dynamic_cross_attention`) lets one level of the fused map attend to
+(:mod:`~stdiff.models.nn.cross_modal_modulation`); dynamic cross-attention
+(:mod:`~stdiff.models.nn.dynamic_cross_attention`) lets one level of the fused map attend to
 cell-level patches. The fused maps are added to the U-Net's features at every scale; the gene-graph
-head (:mod:`~stdiff.models.gene_graph`) turns the last feature map into one output per gene. The
+head (:mod:`~stdiff.models.nn.gene_graph`) turns the last feature map into one output per gene. The
 conditioning does not depend on the noisy sample, so a sampler encodes each tile once.
 """
 
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import DiffSTConfig
+from ..config import DiffSTConfig, NetworkConfig
 from .cross_modal_modulation import CrossModalModulation, PlainFusion
 from .dynamic_cross_attention import DynamicCrossAttention
 from .gene_graph import GeneGraphHead
@@ -134,7 +134,7 @@ class DiffSTUNet(nn.Module):
     Parameters
     ----------
     config
-        Model sizes and switches.
+        Geometry and component switches (:class:`~stdiff.models.DiffSTConfig`).
     n_genes
         Output channels (genes).
     cond_channels
@@ -142,11 +142,13 @@ class DiffSTUNet(nn.Module):
     image_channels
         Channels of the histology image (3 for H&E).
     adjacency
-        Gene co-expression adjacency (used when ``config.use_gene_graph``).
+        Gene co-expression adjacency (used when ``config.components.use_gene_graph``).
     sample_channels
         Channels of the noisy sample (stage B: the genes); 0 for a regression network (stage A).
     patch_px
         Cell-level patch side in histology pixels (dynamic cross-attention).
+    network
+        The network's sizes (default ``config.mean``; stage B passes ``config.residual``).
     """
 
     def __init__(
@@ -159,11 +161,14 @@ class DiffSTUNet(nn.Module):
         adjacency: np.ndarray | None = None,
         sample_channels: int = 0,
         patch_px: int | None = None,
+        network: NetworkConfig | None = None,
     ) -> None:
         super().__init__()
         self.config = config
-        c0 = config.base_channels
-        chans = [c0 * m for m in config.channel_mults]
+        net = self.network = network if network is not None else config.mean
+        comp = config.components
+        c0 = net.base_channels
+        chans = [c0 * m for m in net.channel_mults]
         self.levels = len(chans)
         self.sample_channels = int(sample_channels)
         temb = 4 * c0
@@ -174,21 +179,21 @@ class DiffSTUNet(nn.Module):
         self.cond_down = nn.ModuleList()
         self.he_down = nn.ModuleList()
         self.fusion = nn.ModuleList()
-        fusion_cls = CrossModalModulation if config.use_modulation else PlainFusion
+        fusion_cls = CrossModalModulation if comp.use_modulation else PlainFusion
         for i, c in enumerate(chans):
             prev = chans[max(i - 1, 0)]
             stride = 1 if i == 0 else 2
             self.cond_down.append(nn.Sequential(nn.Conv2d(prev, c, 3, stride=stride, padding=1), nn.SiLU()))
             self.he_down.append(nn.Sequential(nn.Conv2d(prev, c, 3, stride=stride, padding=1), nn.SiLU()))
-            self.fusion.append(fusion_cls(c, config.modulation_kernel))
-        level = min(config.cross_attention_level, self.levels - 1)
+            self.fusion.append(fusion_cls(c, comp.modulation_kernel))
+        level = min(comp.cross_attention_level, self.levels - 1)
         self.cross_attention_level = level
         self.cross_attention = (
             DynamicCrossAttention(
-                chans[level], image_channels, config.patch_dim, int(patch_px or config.he_scale),
-                config.he_scale * 2**level, config.num_heads,
+                chans[level], image_channels, comp.patch_dim, int(patch_px or config.he_scale),
+                config.he_scale * 2**level, net.num_heads,
             )
-            if config.use_cross_attention
+            if comp.use_cross_attention
             else None
         )  # fmt: skip
         self.down_blocks = nn.ModuleList()
@@ -196,13 +201,13 @@ class DiffSTUNet(nn.Module):
         self.downsample = nn.ModuleList()
         for i, c in enumerate(chans):
             prev = chans[max(i - 1, 0)]
-            blocks = [ResBlock(prev if j == 0 else c, c, temb) for j in range(config.num_res_blocks)]
+            blocks = [ResBlock(prev if j == 0 else c, c, temb) for j in range(net.num_res_blocks)]
             self.down_blocks.append(nn.ModuleList(blocks))
-            self.down_attn.append(SelfAttention(c, config.num_heads) if i in config.attention_levels else nn.Identity())
+            self.down_attn.append(SelfAttention(c, net.num_heads) if i in net.attention_levels else nn.Identity())
             self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1) if i < self.levels - 1 else nn.Identity())
         cb = chans[-1]
         self.mid1 = ResBlock(cb, cb, temb)
-        self.mid_attn = SelfAttention(cb, config.num_heads)
+        self.mid_attn = SelfAttention(cb, net.num_heads)
         self.mid2 = ResBlock(cb, cb, temb)
         self.up_blocks = nn.ModuleList()
         self.up_attn = nn.ModuleList()
@@ -210,10 +215,10 @@ class DiffSTUNet(nn.Module):
             c = chans[i]
             nxt = chans[min(i + 1, self.levels - 1)]
             self.up_blocks.append(nn.ModuleList([ResBlock(nxt + c, c, temb)]))
-            self.up_attn.append(SelfAttention(c, config.num_heads) if i in config.attention_levels else nn.Identity())
+            self.up_attn.append(SelfAttention(c, net.num_heads) if i in net.attention_levels else nn.Identity())
         self.out_norm = nn.GroupNorm(_groups(chans[0]), chans[0])
         self.head = GeneGraphHead(
-            chans[0], n_genes, config.gene_dim, config.graph_layers, adjacency if config.use_gene_graph else None
+            chans[0], n_genes, net.gene_dim, comp.graph_layers, adjacency if comp.use_gene_graph else None
         )
 
     # ------------------------------------------------------------------ knock-outs
@@ -273,7 +278,7 @@ class DiffSTUNet(nn.Module):
         H, W = cond["size"]
         levels = cond["levels"]
         b = levels[0].shape[0] if x is None else x.shape[0]
-        c0 = self.config.base_channels
+        c0 = self.network.base_channels
         if noise is None:
             noise = levels[0].new_zeros(b)
         temb = self.temb(timestep_embedding(noise, c0))
