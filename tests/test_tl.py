@@ -228,3 +228,53 @@ def test_import_is_cheap():
     code = "import sys, stdiff; print('torch' in sys.modules, 'spatialdata' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def _documented_parameters(doc: str) -> list[str]:
+    """Names in the numpydoc ``Parameters`` section (``a, b`` lines give both)."""
+    import inspect
+
+    lines = inspect.cleandoc(doc).splitlines()
+    start = lines.index("Parameters") + 2
+    names = []
+    for i, line in enumerate(lines[start:], start):
+        if i + 1 < len(lines) and set(lines[i + 1]) == {"-"}:  # the next section's header
+            break
+        if line and not line[0].isspace():
+            names += [n.strip() for n in line.split(",")]
+    return names
+
+
+@pytest.mark.parametrize(
+    "func",
+    [sd.tl.superresolve, sd.tl.train, sd.tl.to_anndata, sd.tl.section_of, sd.tl.gene_names, sd.pl.superresolution],
+    ids=lambda f: f"{f.__module__.split('.')[1]}.{f.__name__}",
+)
+def test_rendered_docstrings_document_every_parameter(func):
+    import inspect
+
+    assert "$" not in func.__doc__, "a shared-docs placeholder was left unfilled"
+    documented = _documented_parameters(func.__doc__)
+    assert documented == list(inspect.signature(func).parameters)
+
+
+def test_fill_doc_indents_shared_entries_and_refuses_unknown_ones():
+    from stdiff._docs import PARAMS, fill_doc
+
+    def f(device):
+        """Do.
+
+        Parameters
+        ----------
+        $device
+        """
+
+    doc = fill_doc(f).__doc__
+    first, *rest = PARAMS["device"].splitlines()
+    assert f"\n        {first}\n" in doc and all(f"\n        {line}" in doc for line in rest)
+
+    def g():
+        """$no_such_entry"""
+
+    with pytest.raises(KeyError, match="no_such_entry"):
+        fill_doc(g)

@@ -7,11 +7,27 @@ import logging
 import sys
 import time
 
+from ._constants import Key
 from ._utils import logger
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stdiff`` command."""
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if args.command == "benchmark":
+        from .benchmark import main as bench_main
+
+        return int(bench_main(rest) or 0)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    run = {"demo": _demo, "superresolve": _superresolve, "train": _train}[args.command]
+    return run(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The ``stdiff`` command and its subcommands."""
     parser = argparse.ArgumentParser(prog="stdiff", description="Diff-ST super-resolution of spatial transcriptomics.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -34,17 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="model file written by DiffST.save / stdiff train")
     p.add_argument("--genes", default=None, help="comma-separated genes (default: the model's)")
     p.add_argument("--out", required=True, help="output .zarr")
-    p.add_argument("--image-key", default=None)
-    p.add_argument("--table-key", default=None)
-    p.add_argument("--counts-key", default=None)
-    p.add_argument("--coordinate-system", default=None)
+    _add_reading(p)
     p.add_argument("--n-samples", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: chosen at training)")
     p.add_argument("--conserve-counts", action="store_true")
-    p.add_argument("--key-added", default="stdiff")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--key-added", default=Key.img.DEFAULT)
+    _add_run(p)
 
     p = sub.add_parser("train", help="train a model on one or more SpatialData zarr stores with HR truth")
     p.add_argument("inputs", nargs="+", help="SpatialData .zarr stores")
@@ -57,91 +68,111 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: square aggregates)")  # fmt: skip
     p.add_argument("--config", default="cpu")
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--image-key", default=None)
-    p.add_argument("--counts-key", default=None)
-    p.add_argument("--table-key", default=None)
-    p.add_argument("--coordinate-system", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    _add_reading(p)
     p.add_argument("--max-time", type=float, default=None, help="time cap per training stage in seconds")
-    p.add_argument("--no-progress", action="store_true")
+    _add_run(p)
 
     sub.add_parser("benchmark", help="benchmark harness (see `stdiff benchmark --help`)", add_help=False)
+    return parser
 
-    args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
-    if args.command == "benchmark":
-        from .benchmark import main as bench_main
 
-        return int(bench_main(rest) or 0)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.command == "demo":
-        from ._demo import demo, print_demo
+def _add_reading(p: argparse.ArgumentParser) -> None:
+    """Where the data is in the SpatialData (see ``stdiff.pp.rasterize``)."""
+    for option in ("--image-key", "--table-key", "--counts-key", "--coordinate-system"):
+        p.add_argument(option, default=None)
 
-        t0 = time.perf_counter()
-        summary = demo(
-            args.out,
-            platform=args.platform,
-            steps=args.steps,
-            max_time_s=args.max_time,
-            config=args.config,
-            n_genes=args.genes,
-            seed=args.seed,
-            progress=not args.no_progress,
-        )
-        print_demo(summary)
-        sys.stdout.write(f"demo finished in {time.perf_counter() - t0:.1f} s\n")
-        return 0
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    """Seed, device and progress bars."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _reading(args: argparse.Namespace) -> dict[str, str | None]:
+    """The ``_add_reading`` options as keyword arguments."""
+    return {
+        "image_key": args.image_key,
+        "table_key": args.table_key,
+        "counts_key": args.counts_key,
+        "coordinate_system": args.coordinate_system,
+    }
+
+
+def _run(args: argparse.Namespace) -> dict[str, object]:
+    """The ``_add_run`` options as keyword arguments."""
+    return {"seed": args.seed, "device": args.device, "progress": not args.no_progress}
+
+
+def _genes(args: argparse.Namespace) -> list[str] | None:
+    """``--genes`` split at its commas (``None``: all)."""
+    return args.genes.split(",") if args.genes else None
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """``stdiff demo``."""
+    from ._demo import demo, print_demo
+
+    t0 = time.perf_counter()
+    summary = demo(
+        args.out,
+        platform=args.platform,
+        steps=args.steps,
+        max_time_s=args.max_time,
+        config=args.config,
+        n_genes=args.genes,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print_demo(summary)
+    sys.stdout.write(f"demo finished in {time.perf_counter() - t0:.1f} s\n")
+    return 0
+
+
+def _superresolve(args: argparse.Namespace) -> int:
+    """``stdiff superresolve``: read the zarr, super-resolve it, write it to ``--out``."""
     import spatialdata as sd_mod
 
     import stdiff as sd
 
-    genes = args.genes.split(",") if args.genes else None
-    if args.command == "superresolve":
-        sdata = sd_mod.read_zarr(args.input)
-        sd.tl.superresolve(
-            sdata,
-            genes,
-            model=args.model,
-            image_key=args.image_key,
-            table_key=args.table_key,
-            counts_key=args.counts_key,
-            coordinate_system=args.coordinate_system,
-            n_samples=args.n_samples,
-            num_inference_steps=args.steps,
-            conserve_counts=args.conserve_counts,
-            key_added=args.key_added,
-            seed=args.seed,
-            device=args.device,
-            progress=not args.no_progress,
-        )
-        sdata.write(args.out, overwrite=True)
-        written = [k for k in (args.key_added, f"{args.key_added}_std") if k in sdata.images]
-        logger.warning("wrote %s (images %s)", args.out, ", ".join(map(repr, written)))
-        return 0
-    if args.command == "train":
-        data = [sd_mod.read_zarr(p) for p in args.inputs]
-        sd.tl.train(
-            data,
-            genes,
-            factor=args.factor,
-            lr_um=args.lr_um,
-            platform=args.platform,
-            config=args.config,
-            steps=args.steps,
-            image_key=args.image_key,
-            counts_key=args.counts_key,
-            table_key=args.table_key,
-            coordinate_system=args.coordinate_system,
-            seed=args.seed,
-            device=args.device,
-            progress=not args.no_progress,
-            max_time_s=args.max_time,
-            checkpoint=args.out,
-        )
-        return 0
-    return 1  # pragma: no cover
+    sdata = sd_mod.read_zarr(args.input)
+    sd.tl.superresolve(
+        sdata,
+        _genes(args),
+        model=args.model,
+        **_reading(args),
+        n_samples=args.n_samples,
+        num_inference_steps=args.steps,
+        conserve_counts=args.conserve_counts,
+        key_added=args.key_added,
+        **_run(args),
+    )
+    sdata.write(args.out, overwrite=True)
+    written = [k for k in (args.key_added, Key.img.std(args.key_added)) if k in sdata.images]
+    logger.warning("wrote %s (images %s)", args.out, ", ".join(map(repr, written)))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """``stdiff train``: train on the zarr stores, save the model to ``--out``."""
+    import spatialdata as sd_mod
+
+    import stdiff as sd
+
+    sd.tl.train(
+        [sd_mod.read_zarr(p) for p in args.inputs],
+        _genes(args),
+        factor=args.factor,
+        lr_um=args.lr_um,
+        platform=args.platform,
+        config=args.config,
+        steps=args.steps,
+        **_reading(args),
+        **_run(args),
+        max_time_s=args.max_time,
+        checkpoint=args.out,
+    )
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

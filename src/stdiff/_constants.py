@@ -1,6 +1,81 @@
-"""One home for the keys stdiff writes and reads: checkpoint fields and format tags (output keys: see below)."""
+"""Names stdiff writes and reads back: one home for every key.
+
+:func:`stdiff.tl.superresolve` writes two image elements and a provenance record; the other tools
+(:func:`stdiff.tl.section_of`, :func:`stdiff.tl.to_anndata`, :func:`stdiff.pl.superresolution`, the
+command line) read them back by these names (:class:`Key`), so a key is changed here or nowhere. A
+saved model's fields and format tags are :class:`Checkpoint`.
+"""
 
 from __future__ import annotations
+
+__all__ = ["Checkpoint", "Key"]
+
+
+class Key:
+    """Keys of stdiff's results, grouped by where they live."""
+
+    class img:
+        """Image elements of a result (``sdata.images``)."""
+
+        #: default ``key_added``: the posterior mean image
+        DEFAULT = "stdiff"
+        #: suffix of the standard deviation image next to the mean image ``key``
+        STD_SUFFIX = "_std"
+
+        @classmethod
+        def std(cls, key: str) -> str:
+            """Name of the standard deviation image of the result ``key``."""
+            return f"{key}{cls.STD_SUFFIX}"
+
+    class attrs:
+        """Entries of ``sdata.attrs``, of each result element's ``attrs`` and of ``AnnData.uns``."""
+
+        #: the provenance: ``sdata.attrs[STDIFF][key]``, ``element.attrs[STDIFF]``, ``adata.uns[STDIFF]``
+        STDIFF = "stdiff"
+        #: on an element's provenance: ``"mean"`` or ``"std"``
+        KIND = "kind"
+        #: on ``sdata.attrs[STDIFF][key]``: wall time of the call in seconds
+        SECONDS = "seconds"
+
+    class prov:
+        """Fields of a result's provenance (``sdata.attrs["stdiff"][key]``), in the order they are written."""
+
+        MODEL_HASH = "model_hash"
+        TRAINED_HERE = "trained_here"
+        CONFIG = "config"
+        GENES = "genes"
+        FACTOR = "factor"
+        LR_UM = "lr_um"
+        HR_UM = "hr_um"
+        SPOTS = "spots"
+        ORIGIN = "origin"
+        COORDINATE_SYSTEM = "coordinate_system"
+        IMAGE_KEY = "image_key"
+        SOURCE = "source"
+        SOURCE_KEY = "source_key"
+        LAYER = "layer"
+        ALLOW_NON_INTEGER = "allow_non_integer"
+        GENE_SYMBOLS = "gene_symbols"
+        MEAN = "mean"
+        SAMPLER = "sampler"
+        CALIBRATION = "calibration"
+        NUM_INFERENCE_STEPS = "num_inference_steps"
+        N_SAMPLES = "n_samples"
+        SEED = "seed"
+        CONSERVE_COUNTS = "conserve_counts"
+        UNITS = "units"
+        STDIFF_VERSION = "stdiff_version"
+        #: key of the histology scale inside the ``CONFIG`` record
+        HE_SCALE = "he_scale"
+
+    class pred:
+        """Entries of the dict a model's ``predict_section`` returns."""
+
+        MEAN = "mean"
+        STD = "std"
+        #: 5% and 95% prediction bounds
+        Q05 = "q05"
+        Q95 = "q95"
 
 
 class Checkpoint:

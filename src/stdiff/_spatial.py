@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._constants import Key
 from ._utils import logger
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,9 +23,30 @@ RGB_NAMES = ("r", "g", "b")
 def stdiff_outputs(sdata: sd_mod.SpatialData) -> set[str]:
     """Names of elements written by :func:`stdiff.tl.superresolve` (excluded from auto-detection)."""
     out: set[str] = set()
-    for key in (sdata.attrs or {}).get("stdiff", {}) or {}:
-        out |= {key, f"{key}_std"}
+    for key in (sdata.attrs or {}).get(Key.attrs.STDIFF, {}) or {}:
+        out |= {key, Key.img.std(key)}
     return out
+
+
+def result_provenance(sdata: sd_mod.SpatialData, key: str, *, required: bool = True) -> dict[str, Any]:
+    """The provenance of the :func:`stdiff.tl.superresolve` result ``key`` (``sdata.attrs["stdiff"][key]``).
+
+    Without one, ``{}`` when not ``required``.
+
+    Raises
+    ------
+    KeyError
+        ``sdata`` holds no result ``key`` and it is ``required``.
+    """
+    prov = ((sdata.attrs or {}).get(Key.attrs.STDIFF, {}) or {}).get(key)
+    if prov is None and not required:
+        return {}
+    if prov is None:
+        raise KeyError(
+            f"No stdiff result {key!r} in sdata.attrs[{Key.attrs.STDIFF!r}]; run "
+            f"sd.tl.superresolve(sdata, key_added={key!r}) first."
+        )
+    return prov
 
 
 def resolve_coordinate_system(
@@ -77,6 +99,12 @@ def image_levels(element: Any) -> list[Any]:
             levels.append(next(iter(node.ds.data_vars.values())))
         return levels
     return [element]
+
+
+def finest_level(element: Any, dtype: Any = None) -> np.ndarray:
+    """The finest level (scale0) of an image element as a numpy array (computed when it is lazy)."""
+    data = image_levels(element)[0].data
+    return np.asarray(data.compute() if hasattr(data, "compute") else data, dtype=dtype)
 
 
 def channel_names(element: Any) -> list[str]:

@@ -1,9 +1,11 @@
-"""Tools: train Diff-ST, super-resolve a SpatialData, export HR maps to AnnData.
+"""Tools: train Diff-ST, super-resolve a SpatialData, read the result back, export HR maps to AnnData.
 
 torch is imported only when a function that needs it runs.
 """
 
-from ._superresolve import gene_names, rescale_to_lr, section_of, superresolve
+from ._results import gene_names, section_of
+from ._stream import rescale_to_lr
+from ._superresolve import superresolve
 from ._to_anndata import to_anndata
 from ._train import train
 

@@ -1,11 +1,15 @@
-"""Inference window by window: memory follows the window, the result is a chunked zarr-backed dask array.
+"""Inference chunk by chunk: memory follows the chunk, the result is a chunked zarr-backed dask array.
 
-The LR grid is cut into chunks of ``chunk_lr × chunk_lr`` LR pixels. Each chunk is read with a
-halo of LR pixels around it (the histology under it only, at the resolution needed), predicted with
-``model.predict_section`` and added to the result with a weight that is 1 on the chunk and ramps down
-across the halo (constant over each LR pixel's block, so ``conserve_counts`` still holds), so chunks
-blend without seams. The weighted sums live in a zarr store (in memory for small results, else in a
-temporary folder); the result is their lazy ratio, which ``SpatialData.write`` streams to disk.
+:func:`predict_streamed` cuts the LR grid into chunks of ``chunk_lr × chunk_lr`` LR pixels (by
+default as large as about :data:`CHUNK_BUDGET_MB` of working memory allows). Each chunk with tissue
+is read with a halo of half a tile of LR pixels around it (only the histology under it, at the
+resolution needed), predicted with the model's ``predict_section`` and added to the result with a
+weight that is 1 on the chunk and ramps down across the halo (constant over each LR pixel's block,
+so count conservation per LR block still holds), so chunks blend without seams. With several
+chunks, all share one stain reference taken from tissue chunks across the slide, and spot counts
+are conserved (``conserve_counts``) on the blended result, since a spot's footprint can cross a
+seam. The weighted sums live in a zarr store (in memory for small results, else in a temporary
+folder); the result is their lazy ratio, which ``SpatialData.write`` streams to disk.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._constants import Key
 from .._utils import logger
 from ..pp import STAIN_REFERENCE_KEY
 
@@ -232,8 +237,8 @@ def predict_streamed(
 ):
     """Super-resolve ``inp`` chunk by chunk with ``model.predict_section``; lazy ``(mean, std)`` of ``out_genes``.
 
-    ``predict_kwargs`` go to :meth:`~stdiff.models.DiffST.predict_section` (``n_samples``, ``sampler``,
-    ``num_inference_steps``, ``mean_estimator``, ``device``). Chunk ``k`` is sampled with seed
+    ``predict_kwargs`` go to the model's ``predict_section`` (for a :class:`~stdiff.models.DiffST`:
+    ``n_samples``, ``num_inference_steps``, ``device``, ``batch_size``). Chunk ``k`` is sampled with seed
     ``seed + k`` (the same seed gives the same result; a section in one chunk is sampled exactly as
     by a single ``predict_section`` call).
     """
@@ -274,7 +279,7 @@ def predict_streamed(
         if reference:
             section.meta[STAIN_REFERENCE_KEY] = reference
         pred = model.predict_section(section, seed=seed + k, progress=progress and bar is None, **predict_kwargs)
-        mean, std = pred["mean"], pred["std"]
+        mean, std = pred[Key.pred.MEAN], pred[Key.pred.STD]
         if conserve_counts:
             mean, std = conserve(mean, std, section)
         weight = np.kron(np.outer(_ramp(rows, prow), _ramp(cols, pcol)), np.ones((f, f), np.float32))

@@ -1,4 +1,9 @@
-"""``sd.tl.superresolve``: HR gene maps written back into the SpatialData as image elements."""
+"""``sd.tl.superresolve``: HR gene maps written back into the SpatialData as image elements.
+
+A short pipeline: check the call, open the section lazily, get the model (load it, or learn one from
+the section itself), predict chunk by chunk (:func:`predict_streamed`), then write the image elements
+and their provenance (:mod:`._write`).
+"""
 
 from __future__ import annotations
 
@@ -7,31 +12,24 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._spatial import composed_transform
+from .._constants import Key
+from .._docs import fill_doc
 from .._utils import logger
-from .._version import __version__
-from ..pp import Section, open_input, rasterize
-from ._stream import predict_streamed, rescale_to_lr
+from ..pp import open_input
+from ._stream import predict_streamed
 from ._train import _config, sections_for_training
+from ._write import provenance, result_images, store_result
 
-__all__ = ["gene_names", "rescale_to_lr", "section_of", "superresolve"]
+__all__ = ["superresolve"]
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
 
-    from ..models import DiffST, DiffSTConfig
+    from ..models import DiffST, DiffSTConfig, SelfSupervisedEnsemble
+    from ..pp import InputGrid
 
 
-def _scale_factors(shape: tuple[int, int], requested: Sequence[int] | None) -> list[int] | None:
-    if requested is not None:
-        return list(requested) or None
-    out, size = [], min(shape)
-    while size // 2 >= 64 and len(out) < 3:
-        out.append(2)
-        size //= 2
-    return out or None
-
-
+@fill_doc
 def superresolve(
     sdata: sd_mod.SpatialData,
     genes: Sequence[str] | None = None,
@@ -53,7 +51,7 @@ def superresolve(
     n_samples: int | None = None,
     num_inference_steps: int | None = None,
     conserve_counts: bool = False,
-    key_added: str = "stdiff",
+    key_added: str = Key.img.DEFAULT,
     scale_factors: Sequence[int] | None = None,
     chunk_lr: int | None = None,
     device: str = "auto",
@@ -98,19 +96,13 @@ def superresolve(
         Genes to write; default: all genes of the model (or of the data when ``model=None``).
     model
         A trained :class:`~stdiff.models.DiffST`, a path to a saved one, or ``None`` (train here).
-    image_key
-        Histology image; default: the only non-gene image.
-    table_key, counts_key
-        Where the expression is (see :func:`stdiff.pp.rasterize`); default: found automatically.
-    coordinate_system
-        Coordinate system in µm shared by the image and the expression; required if there are several.
-    layer
-        Table layer with the raw counts (default ``X``).
-    allow_non_integer
-        Accept non-integer values where raw counts are expected (see :func:`stdiff.pp.rasterize`).
-    gene_symbols
-        Column of the table's ``var`` that ``genes`` (and a model's genes) are given in, e.g. symbols
-        when ``var_names`` are Ensembl ids (scanpy's convention); the result's channels are named by it.
+    $image_key
+    $table_key
+    $counts_key
+    $coordinate_system
+    $layer
+    $allow_non_integer
+    $gene_symbols
     factor
         Super-resolution factor; default: the model's (without a model: 10, or for spots the HR
         pixels per spot pitch).
@@ -140,14 +132,10 @@ def superresolve(
     chunk_lr
         Inference runs chunk by chunk (``chunk_lr × chunk_lr`` LR pixels plus a halo of half a tile,
         blended), reading only the histology under each chunk, so memory does not grow with the slide;
-        default: chunks of about 2.5 GB of working memory
-        (``stdiff.tl._stream.CHUNK_BUDGET_MB``).
-    device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
-    seed
-        Seed of the sampler (same seed → same output on CPU).
-    progress
-        Show progress bars.
+        default: chunks of about 2.5 GB of working memory.
+    $device
+    $seed
+    $progress
     copy
         Return a modified copy instead of writing into ``sdata``.
 
@@ -168,169 +156,128 @@ def superresolve(
         stdiff version (also on the elements' ``attrs``).
     """
     import spatialdata as sd_mod
-    from spatialdata.models import Image2DModel
 
-    from ..models import DiffST, SelfSupervisedEnsemble
+    t0 = time.perf_counter()
+    _check_call(sdata, key_added)
+    model = _load_model(model, genes)
+    factor, lr_um, he_scale, panel = _model_grid(model, genes, config=config, factor=factor, lr_um=lr_um, hr_um=hr_um)
+    inp = open_input(
+        sdata, panel, image_key=image_key, table_key=table_key, counts_key=counts_key,
+        coordinate_system=coordinate_system, lr_um=lr_um, factor=factor, hr_um=hr_um, he_scale=he_scale, layer=layer,
+        allow_non_integer=allow_non_integer, gene_symbols=gene_symbols,
+    )  # fmt: skip
+    _check_section(inp, model, genes)
+    trained_here = model is None
+    if model is None:
+        model = _learn(inp, config=config, self_supervised=self_supervised, train_steps=train_steps, device=device,
+                       seed=seed, progress=progress)  # fmt: skip
+    out_genes = list(genes) if genes is not None else list(model.genes)
+    mean, std = predict_streamed(
+        model, inp, out_genes=out_genes, chunk_lr=chunk_lr, conserve_counts=conserve_counts, seed=seed,
+        progress=progress, n_samples=n_samples, num_inference_steps=num_inference_steps, device=device,
+    )  # fmt: skip
+    prov = provenance(
+        model, inp, genes=out_genes, has_std=std is not None, trained_here=trained_here, layer=layer,
+        allow_non_integer=allow_non_integer, gene_symbols=gene_symbols, n_samples=n_samples,
+        num_inference_steps=num_inference_steps, seed=seed, conserve_counts=conserve_counts,
+    )  # fmt: skip
+    images = result_images(
+        sdata, inp, mean, std, key_added=key_added, genes=out_genes, prov=prov, scale_factors=scale_factors
+    )
+    # the prediction is done (the images read it lazily from its store); only now touch the SpatialData
+    target = sd_mod.deepcopy(sdata) if copy else sdata
+    store_result(target, images, key_added=key_added, prov=prov, t0=t0)
+    logger.info(
+        "Super-resolved %d genes to %d×%d HR pixels (%.3g µm) in %.1f s → images %r, %r.",
+        len(out_genes), mean.shape[1], mean.shape[2], inp.grid.lr_um / inp.grid.factor, time.perf_counter() - t0,
+        key_added, Key.img.std(key_added),
+    )  # fmt: skip
+    return target if copy else None
+
+
+def _check_call(sdata: Any, key_added: Any) -> None:
+    """Refuse what is not a SpatialData and an empty or non-string ``key_added``."""
+    import spatialdata as sd_mod
 
     if not isinstance(sdata, sd_mod.SpatialData):
         raise TypeError(f"sdata must be a spatialdata.SpatialData, not {type(sdata).__name__}.")
     if not key_added or not isinstance(key_added, str):
         raise ValueError("key_added must be a non-empty string.")
-    t0 = time.perf_counter()
+
+
+def _load_model(model: DiffST | str | os.PathLike | None, genes: Sequence[str] | None) -> DiffST | None:
+    """The model itself: ``model``, or the one saved at that path (restricted to ``genes``)."""
+    from ..models import DiffST
+
     if isinstance(model, str | os.PathLike):
-        model = DiffST.load(model, genes=genes)
-    trained_here = model is None
-    if model is not None:
-        factor = int(factor if factor is not None else model.factor)
-        lr_um = float(lr_um if lr_um is not None else model.lr_um)
-        if hr_um is not None and abs(hr_um - model.lr_um / model.factor) > 1e-6:
-            raise ValueError(f"hr_um={hr_um:g} but the model predicts {model.lr_um / model.factor:g} µm pixels.")
-        if factor != model.factor:
-            raise ValueError(f"factor={factor} but the model was trained for factor={model.factor}.")
-        if genes is not None:
-            missing = [g for g in genes if g not in model.genes]
-            if missing:
-                raise KeyError(f"Genes {missing[:10]} are not in the model's panel ({len(model.genes)} genes).")
-        he_scale = model.config.he_scale
-        panel = model.genes
-    else:
-        he_scale = _config(config).he_scale
-        panel = list(genes) if genes is not None else None
-    inp = open_input(
-        sdata,
-        panel,
-        image_key=image_key,
-        counts_key=counts_key,
-        table_key=table_key,
-        coordinate_system=coordinate_system,
-        lr_um=lr_um,
-        factor=factor,
-        hr_um=hr_um,
-        he_scale=he_scale,
-        layer=layer,
-        allow_non_integer=allow_non_integer,
-        gene_symbols=gene_symbols,
-    )
-    factor, lr_um = inp.grid.factor, inp.grid.lr_um
+        return DiffST.load(model, genes=genes)
+    return model
+
+
+def _model_grid(
+    model: DiffST | None,
+    genes: Sequence[str] | None,
+    *,
+    config: DiffSTConfig | str,
+    factor: int | None,
+    lr_um: float | None,
+    hr_um: float | None,
+) -> tuple[int | None, float | None, int, list[str] | None]:
+    """``(factor, lr_um, he_scale, genes to read)``: the model's (checked against the call's), else the call's."""
+    if model is None:
+        return factor, lr_um, _config(config).he_scale, (list(genes) if genes is not None else None)
+    factor = int(factor if factor is not None else model.factor)
+    lr_um = float(lr_um if lr_um is not None else model.lr_um)
+    if hr_um is not None and abs(hr_um - model.lr_um / model.factor) > 1e-6:
+        raise ValueError(f"hr_um={hr_um:g} but the model predicts {model.lr_um / model.factor:g} µm pixels.")
+    if factor != model.factor:
+        raise ValueError(f"factor={factor} but the model was trained for factor={model.factor}.")
+    if genes is not None:
+        missing = [g for g in genes if g not in model.genes]
+        if missing:
+            raise KeyError(f"Genes {missing[:10]} are not in the model's panel ({len(model.genes)} genes).")
+    return factor, lr_um, model.config.he_scale, model.genes
+
+
+def _check_section(inp: InputGrid, model: DiffST | None, genes: Sequence[str] | None) -> None:
+    """A model must suit the section's measurements (:func:`check_platform`); without one the panel must be small."""
     if model is not None:
         check_platform(model, inp)
-    if model is None and genes is None and len(inp.genes) > 200:
+    elif genes is None and len(inp.genes) > 200:
         raise ValueError(
             f"The data has {len(inp.genes)} genes; without a trained model pass genes= (a panel of at most a "
             "few hundred genes, e.g. highly variable ones) to train on."
         )
-    if model is None:
-        section = inp.section(name="input")
-        if self_supervised == "aggregation":
-            model = SelfSupervisedEnsemble().fit(section, seed=seed)
-        elif self_supervised == "coarsen":
-            train_sections = sections_for_training(
-                [section], None, factor=factor, lr_um=lr_um, he_scale=he_scale, self_supervised=True
-            )
-            model = DiffST.setup(train_sections, config, seed=seed)
-            model.train(train_sections, steps=train_steps, device=device, seed=seed, progress=progress)
-        else:
-            raise ValueError(f"self_supervised must be 'aggregation' or 'coarsen', got {self_supervised!r}.")
-    out_genes = list(genes) if genes is not None else list(model.genes)
-    # the model is called through model.predict_section, one chunk (and its halo) at a time
-    mean, std = predict_streamed(
-        model,
-        inp,
-        out_genes=out_genes,
-        chunk_lr=chunk_lr,
-        conserve_counts=conserve_counts,
-        seed=seed,
-        progress=progress,
-        n_samples=n_samples,
-        num_inference_steps=num_inference_steps,
-        device=device,
-    )
-
-    cfg = model.config
-    provenance: dict[str, Any] = {
-        "model_hash": model.model_hash(),
-        "trained_here": trained_here,
-        "config": cfg.to_dict(),
-        "genes": out_genes,
-        "factor": factor,
-        "lr_um": lr_um,
-        "hr_um": lr_um / factor,
-        "spots": None if inp.geometry is None else inp.geometry.to_dict(),
-        "origin": list(inp.grid.origin),
-        "coordinate_system": inp.coordinate_system,
-        "image_key": inp.image_key,
-        "source": inp.source,
-        "source_key": inp.source_key,
-        "layer": layer,
-        "allow_non_integer": bool(allow_non_integer),
-        "gene_symbols": gene_symbols,
-        **(
-            {
-                "mean": "mean of cross-fitted aggregation-consistency fits on the section's own spots",
-                "sampler": "none: std is the predictive sd calibrated on held-out spots"
-                if std is not None
-                else "none: too few spots to calibrate a spread, no std written",
-                "calibration": model.calibration,
-                "num_inference_steps": 0,
-            }
-            if isinstance(model, SelfSupervisedEnsemble)
-            else {
-                "mean": "stage A regression (posterior mean in the normalised space, mapped to counts)",
-                "sampler": f"edm-{cfg.sampler.solver}, whole-section canvas, per-gene calibrated spread",
-                "num_inference_steps": int(num_inference_steps or model.sampling_steps),
-            }
-        ),
-        "n_samples": int(cfg.sampler.n_samples if n_samples is None else n_samples),
-        "seed": int(seed),
-        "conserve_counts": bool(conserve_counts),
-        "units": "counts per HR pixel",
-        "stdiff_version": __version__,
-    }
-    transforms = composed_transform(
-        sdata, inp.image_key, inp.coordinate_system, origin=inp.grid.origin, pixel_um=inp.grid.hr_um
-    )
-    sf = _scale_factors(mean.shape[-2:], scale_factors)
-    images = {}
-    outputs = ((key_added, mean), (f"{key_added}_std", std)) if std is not None else ((key_added, mean),)
-    for key, arr in outputs:
-        el = Image2DModel.parse(
-            arr,
-            dims=("c", "y", "x"),
-            c_coords=out_genes,
-            transformations=transforms,
-            scale_factors=sf,
-        )
-        el.attrs["stdiff"] = dict(provenance, kind="mean" if key == key_added else "std")
-        images[key] = el
-    target = sd_mod.deepcopy(sdata) if copy else sdata
-    for key in images:
-        if key in target.images:
-            logger.info("Overwriting image element %r.", key)
-    stale = f"{key_added}_std"
-    if std is None and stale in target.images:  # a spread from an earlier call would no longer belong
-        del target.images[stale]
-    # the prediction is done (the images read it lazily from its store); only now touch the SpatialData
-    for key, el in images.items():
-        target.images[key] = el
-    attrs = dict(target.attrs or {})
-    store = dict(attrs.get("stdiff", {}) or {})
-    store[key_added] = dict(provenance, seconds=round(time.perf_counter() - t0, 3))
-    attrs["stdiff"] = store
-    target.attrs = attrs
-    logger.info(
-        "Super-resolved %d genes to %d×%d HR pixels (%.3g µm) in %.1f s → images %r, %r.",
-        len(out_genes),
-        mean.shape[1],
-        mean.shape[2],
-        lr_um / factor,
-        time.perf_counter() - t0,
-        key_added,
-        f"{key_added}_std",
-    )
-    return target if copy else None
 
 
-def check_platform(model, inp) -> None:
+def _learn(
+    inp: InputGrid,
+    *,
+    config: DiffSTConfig | str,
+    self_supervised: str,
+    train_steps: int | None,
+    device: str,
+    seed: int,
+    progress: bool,
+) -> DiffST | SelfSupervisedEnsemble:
+    """A model learnt from the section itself (its spots and histology), by ``self_supervised``."""
+    from ..models import DiffST, SelfSupervisedEnsemble
+
+    section = inp.section(name="input")
+    if self_supervised == "aggregation":
+        return SelfSupervisedEnsemble().fit(section, seed=seed)
+    if self_supervised != "coarsen":
+        raise ValueError(f"self_supervised must be 'aggregation' or 'coarsen', got {self_supervised!r}.")
+    grid = inp.grid
+    train_sections = sections_for_training(
+        [section], None, factor=grid.factor, lr_um=grid.lr_um, he_scale=inp.he_scale, self_supervised=True
+    )
+    model = DiffST.setup(train_sections, config, seed=seed)
+    model.train(train_sections, steps=train_steps, device=device, seed=seed, progress=progress)
+    return model
+
+
+def check_platform(model: DiffST, inp: InputGrid) -> None:
     """Refuse (or warn about) a model trained for another measurement geometry than the section's.
 
     A model trained on spots (``platform="visium"``…) needs spots: a square LR map is refused. A
@@ -363,50 +310,3 @@ def check_platform(model, inp) -> None:
             f"(pitch {inp.geometry.pitch_um:.4g} µm, spots of {inp.geometry.diameter_um:.4g} µm). Train a model with "
             f"platform={inp.geometry.platform!r}, or call superresolve with model=None."
         )
-
-
-def gene_names(sdata: sd_mod.SpatialData, key: str, gene_symbols: str) -> dict[str, str]:
-    """``{channel name of result key: its value in var[gene_symbols] of the result's table}``.
-
-    The result's channels are the table's ``var_names`` (or the ``var`` column ``superresolve`` was
-    given as ``gene_symbols``); this maps them to another ``var`` column, e.g. symbols for Ensembl ids.
-    """
-    prov = (sdata.attrs or {}).get("stdiff", {}).get(key)
-    if prov is None:
-        raise KeyError(f"No stdiff result {key!r} in sdata.attrs['stdiff']; run sd.tl.superresolve first.")
-    if prov.get("source") != "spots" or prov.get("source_key") not in sdata.tables:
-        raise ValueError(f"gene_symbols= needs a result computed from a table's spots; {key!r} comes from "
-                         f"{prov.get('source')} {prov.get('source_key')!r}.")  # fmt: skip
-    var = sdata.tables[prov["source_key"]].var
-    if gene_symbols not in var.columns:
-        raise KeyError(f"gene_symbols={gene_symbols!r} is not a column of the table's var; it has {list(var.columns)}.")
-    named_by = prov.get("gene_symbols")
-    keys = var.index.astype(str) if named_by is None else var[named_by].astype(str)
-    values = var[gene_symbols].astype(str)
-    lookup = dict(zip(keys, values, strict=True))
-    return {g: lookup.get(g, g) for g in prov["genes"]}
-
-
-def section_of(sdata: sd_mod.SpatialData, key: str = "stdiff") -> Section:
-    """Re-rasterise the input of a previous :func:`superresolve` call on the same grid (plots, metrics).
-
-    For transcripts or gene images the returned section also carries the HR truth.
-    """
-    prov = (sdata.attrs or {}).get("stdiff", {}).get(key)
-    if prov is None:
-        raise KeyError(f"No stdiff result {key!r} in sdata.attrs['stdiff']; run sd.tl.superresolve first.")
-    src = {"table_key": prov["source_key"]} if prov["source"] == "spots" else {"counts_key": prov["source_key"]}
-    return rasterize(
-        sdata,
-        prov["genes"],
-        image_key=prov["image_key"],
-        coordinate_system=prov["coordinate_system"],
-        lr_um=prov["lr_um"],
-        factor=prov["factor"],
-        he_scale=prov["config"]["he_scale"],
-        spots_as="lr",
-        layer=prov.get("layer"),
-        allow_non_integer=prov.get("allow_non_integer", False),
-        gene_symbols=prov.get("gene_symbols"),
-        **src,
-    )

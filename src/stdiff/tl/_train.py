@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._docs import fill_doc
 from .._utils import logger
 from ..pp import Section, rasterize
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _config(config: DiffSTConfig | str) -> DiffSTConfig:
+    """``config`` as a :class:`~stdiff.models.DiffSTConfig`: the preset of that name, or the config itself."""
     from ..models import DiffSTConfig
 
     if isinstance(config, str):
@@ -55,20 +58,17 @@ def sections_for_training(
         if needs_coarsen:
             base = s
             if s.hr is not None:  # drop the truth: train on the LR map only
-                from dataclasses import replace
-
                 base = replace(s, hr=None)
             logger.info("Section %s has no HR truth: self-supervised training on its LR map.", s.name)
             s = base.coarsen(factor)
         sections.append(s)
-    if genes is None:
-        genes = sections[0].genes
     for s in sections[1:]:
         if s.genes != sections[0].genes:
             raise ValueError("All training sections must carry the same genes; pass genes= explicitly.")
     return sections
 
 
+@fill_doc
 def train(
     data: sd_mod.SpatialData | Section | Sequence[sd_mod.SpatialData | Section],
     genes: Sequence[str] | None = None,
@@ -126,17 +126,21 @@ def train(
     steps
         Step cap of the mean network (stage A; default: the config's). Both stages stop early when
         the validation loss stops improving.
-    image_key, counts_key, table_key, coordinate_system, spots_as, layer, allow_non_integer, gene_symbols
-        Passed to :func:`stdiff.pp.rasterize` (``gene_symbols``: the ``var`` column ``genes`` are given in;
-        the model's genes are then named by it).
+    $image_key
+    $counts_key
+    $table_key
+    $coordinate_system
+    spots_as
+        Whether spots map to the LR grid (a section without truth) or the HR grid (the spots are the
+        truth); see :func:`stdiff.pp.rasterize`.
+    $layer
+    $allow_non_integer
+    $gene_symbols
     self_supervised
         ``"auto"``: only for sections without truth; ``True``: always (ignore any truth).
-    device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
-    seed
-        Random seed (training is repeatable on CPU).
-    progress
-        Show a progress bar.
+    $device
+    $seed
+    $progress
     validation
         Sections (rasterised like ``data``) for early stopping, the sampler's step count and the
         spread calibration; default: carved from ``data`` (the last section when there are ≥ 3,
@@ -150,52 +154,19 @@ def train(
     -------
     The trained :class:`~stdiff.models.DiffST` (``.save(path)`` / ``DiffST.load(path)``).
     """
-    from ..models import DiffST, carve_validation
-    from ..pp import check_platform_name, platform_grid, simulate_platform
+    from ..models import DiffST
 
     cfg = _config(config)
-    check_platform_name(platform)
-    if platform != "square" and factor is None and lr_um is None:
-        hr_um, factor = platform_grid(platform)
-        lr_um = hr_um * factor
-    factor = 10 if factor is None else factor
-    lr_um = 100.0 if lr_um is None else lr_um
-    sections = sections_for_training(
-        data,
-        genes,
-        factor=factor,
-        lr_um=lr_um,
-        he_scale=cfg.he_scale,
-        self_supervised=self_supervised,
-        image_key=image_key,
-        counts_key=counts_key,
-        table_key=table_key,
-        coordinate_system=coordinate_system,
-        spots_as=spots_as,
-        layer=layer,
-        allow_non_integer=allow_non_integer,
-        gene_symbols=gene_symbols,
-    )
-    val = None
-    if validation is not None:
-        val = sections_for_training(
-            validation, sections[0].genes, factor=factor, lr_um=lr_um, he_scale=cfg.he_scale,
-            self_supervised=self_supervised, image_key=image_key, counts_key=counts_key, table_key=table_key,
-            coordinate_system=coordinate_system, spots_as=spots_as, layer=layer, allow_non_integer=allow_non_integer,
-            gene_symbols=gene_symbols,
-        )  # fmt: skip
+    factor, lr_um = _platform_grid(platform, factor, lr_um)
+    reading = dict(
+        factor=factor, lr_um=lr_um, he_scale=cfg.he_scale, self_supervised=self_supervised, image_key=image_key,
+        counts_key=counts_key, table_key=table_key, coordinate_system=coordinate_system, spots_as=spots_as,
+        layer=layer, allow_non_integer=allow_non_integer, gene_symbols=gene_symbols,
+    )  # fmt: skip
+    sections = sections_for_training(data, genes, **reading)
+    val = None if validation is None else sections_for_training(validation, sections[0].genes, **reading)
     if platform != "square":
-        if val is None:  # carve before simulating, so no lattice of the validation tissue is trained on
-            sections, val = carve_validation(sections, cfg.tile_lr)
-        sections = [
-            simulate_platform(s, platform, seed=seed * 7919 + 101 * i + k)
-            for i, s in enumerate(sections)
-            for k in range(int(n_lattices))
-        ]
-        val = [simulate_platform(s, platform, seed=seed * 7919 + 50_000 + i) for i, s in enumerate(val)]
-        logger.info(
-            "Simulated %r spots: %d training lattices, %d validation sections.", platform, len(sections), len(val)
-        )
+        sections, val = _simulate_lattices(sections, val, platform, n=n_lattices, seed=seed, tile_lr=cfg.tile_lr)
     model = DiffST.setup(sections, cfg, seed=seed, base_sections=val)
     model.train(
         sections, validation=val, steps=steps, max_time_s=max_time_s, device=device, seed=seed, progress=progress
@@ -203,3 +174,37 @@ def train(
     if checkpoint is not None:
         model.save(checkpoint)
     return model
+
+
+def _platform_grid(platform: str, factor: int | None, lr_um: float | None) -> tuple[int, float]:
+    """``(factor, lr_um)``: the call's, else the spot platform's grid, else 10 and 100 µm."""
+    from ..pp import check_platform_name, platform_grid
+
+    check_platform_name(platform)
+    if platform != "square" and factor is None and lr_um is None:
+        hr_um, factor = platform_grid(platform)
+        lr_um = hr_um * factor
+    return (10 if factor is None else factor), (100.0 if lr_um is None else lr_um)
+
+
+def _simulate_lattices(
+    sections: list[Section], val: list[Section] | None, platform: str, *, n: int, seed: int, tile_lr: int
+) -> tuple[list[Section], list[Section]]:
+    """Training and validation sections measured by ``platform``'s spots on random lattices.
+
+    ``n`` lattices per training section, one per validation section; without validation sections it
+    is carved from the training ones first, so no lattice of the validation tissue is trained on.
+    """
+    from ..models import carve_validation
+    from ..pp import simulate_platform
+
+    if val is None:
+        sections, val = carve_validation(sections, tile_lr)
+    sections = [
+        simulate_platform(s, platform, seed=seed * 7919 + 101 * i + k)
+        for i, s in enumerate(sections)
+        for k in range(int(n))
+    ]
+    val = [simulate_platform(s, platform, seed=seed * 7919 + 50_000 + i) for i, s in enumerate(val)]
+    logger.info("Simulated %r spots: %d training lattices, %d validation sections.", platform, len(sections), len(val))
+    return sections, val
