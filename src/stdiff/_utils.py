@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,3 +64,22 @@ def array_fingerprint(he: np.ndarray) -> str:
     sample = np.ascontiguousarray(he[:, ::step, ::step])
     digest = hashlib.blake2b(sample.tobytes(), digest_size=12).hexdigest()
     return f"{he.shape}|{he.dtype}|{he.strides}|{digest}"
+
+
+def plain(obj: Any, *, nan_as_none: bool = False) -> Any:
+    """``obj`` as plain Python (dicts, lists, numbers, strings): what checkpoints and JSON can hold.
+
+    Keys become strings, arrays lists, numpy scalars Python numbers; with ``nan_as_none`` non-finite
+    floats become ``None`` (JSON has no NaN).
+    """
+    if isinstance(obj, dict):
+        return {str(k): plain(v, nan_as_none=nan_as_none) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v, nan_as_none=nan_as_none) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return plain(obj.tolist(), nan_as_none=True) if nan_as_none else obj.tolist()
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if nan_as_none and isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -45,21 +45,6 @@ def machine_info(device: str) -> dict[str, Any]:
     return info
 
 
-def jsonable(obj: Any) -> Any:
-    """``obj`` with numpy scalars as Python numbers and non-finite floats as ``None``."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _fmt(v: Any, nd: int = 3) -> str:
     if isinstance(v, float) and math.isinf(v):
         return "∞"

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import logger
+from .._utils import logger, plain
 from . import _methods, _metrics, _probabilistic, _stats
 from ._data import DataSpec, prepare
 from ._features import feature_source
 from ._measure import measure, peak_rss_mb
 from ._profiles import profile as get_profile
-from ._report import jsonable, machine_info, to_markdown
+from ._report import machine_info, to_markdown
 from ._splits import validation_split
 
 
@@ -370,7 +370,7 @@ def _write(res: dict[str, Any], out: Path, clock: tuple[float, float]) -> dict[s
         "total_s": time.perf_counter() - clock[0], "total_cpu_s": time.process_time() - clock[1],
         "loadavg_now": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }  # fmt: skip
-    doc = jsonable(doc)
+    doc = plain(doc, nan_as_none=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1))

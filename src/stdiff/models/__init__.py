@@ -24,11 +24,7 @@ from .config import (
     TrainingConfig,
 )
 from .diffst import DiffST
-from .nn import edm, losses
-from .nn.cross_modal_modulation import CrossModalModulation, PlainFusion, disentangling_loss
-from .nn.dynamic_cross_attention import DynamicCrossAttention, PatchEncoder, admitted_mask, patch_entropy
-from .nn.gene_graph import GeneGraph, GeneGraphConv, GeneGraphHead, coexpression_graph
-from .nn.unet import DiffSTUNet, HistologyStem
+from .nn import *  # noqa: F403 (layer 1 by name: the networks, components and losses)
 from .self_supervised import SelfSupervisedEnsemble
 
 __all__ = [
@@ -37,29 +33,15 @@ __all__ = [
     "CalibrationConfig",
     "Canvas",
     "ComponentsConfig",
-    "CrossModalModulation",
     "DiffST",
     "DiffSTConfig",
-    "DiffSTUNet",
-    "DynamicCrossAttention",
-    "GeneGraph",
-    "GeneGraphConv",
-    "GeneGraphHead",
-    "HistologyStem",
     "NetworkConfig",
-    "PatchEncoder",
-    "PlainFusion",
     "SamplerConfig",
     "SelfSupervisedEnsemble",
     "TrainingConfig",
-    "admitted_mask",
     "carve_validation",
-    "coexpression_graph",
-    "disentangling_loss",
-    "edm",
-    "losses",
     "nn",
-    "patch_entropy",
     "training",
     "upsample_lr",
+    *nn.__all__,
 ]

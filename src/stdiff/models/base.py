@@ -22,7 +22,7 @@ import numpy as np
 from .._constants import Checkpoint
 from .._utils import logger
 
-__all__ = ["BaseModel", "plain"]
+__all__ = ["BaseModel"]
 
 
 class BaseModel:
@@ -90,19 +90,6 @@ def _hash_into(h, obj: Any) -> None:
         h.update(np.ascontiguousarray(obj).tobytes())
     else:
         h.update(repr(obj).encode())
-
-
-def plain(obj: Any) -> Any:
-    """Checkpoint-safe (``weights_only``) plain Python: dicts, lists, floats, ints, strings."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def read_checkpoint(path: str | os.PathLike, *, expected_format: str, what: str = "model") -> dict[str, Any]:

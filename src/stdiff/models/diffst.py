@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 from .._constants import Checkpoint
-from .._utils import logger
+from .._utils import logger, plain
 from ..pp import Normalizer, Section, Tiles
 from ._diffst_prediction import DiffSTPrediction
 from ._diffst_training import DiffSTTraining
 from ._setup import fit_setup, section_platform
 from ._windows import Prepared, as_sections, base_cache_key, prepare_section
 from .aggregation_consistency import AggregationConsistency
-from .base import BaseModel, plain
+from .base import BaseModel
 from .config import DiffSTConfig
 from .nn.gene_graph import GeneGraph
 from .nn.unet import DiffSTUNet

@@ -31,11 +31,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._constants import Checkpoint
-from .._utils import logger
+from .._utils import logger, plain
 from ..pp import RENDER_CUTOFF, RENDER_SIGMA, Section
 from ._measurements import measurements
 from .aggregation_consistency import AggregationConsistency
-from .base import BaseModel, plain
+from .base import BaseModel
 
 #: Fewest tissue measurements (spots) a section needs to teach itself.
 MIN_SPOTS = 16

@@ -12,8 +12,8 @@ features ``h`` (same grid) are fused by this module:
 3. **Fusion.** The two modulated streams are concatenated and projected; the fused map is what the
    U-Net receives at that level, and the modulated streams continue down the pyramid.
 
-The disentangling objective cannot be minimised by a collapse (a review of stdiff 0.1.0 found the
-bounded ``pull + exp(−push)`` loss was minimised by a constant common branch): an InfoNCE loss makes
+The disentangling objective cannot be minimised by a collapse (a bounded ``pull + exp(−push)`` loss
+is minimised by a constant common branch): an InfoNCE loss makes
 the common parts of the two modalities at the *same location* more similar than at other locations,
 an orthogonality term keeps common and distinct parts apart (squared cosine), and a variance floor
 keeps every common channel's standard deviation across locations at least 1 (VICReg-style).
