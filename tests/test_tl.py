@@ -31,6 +31,7 @@ def test_superresolve_outputs_shapes_genes_and_provenance(sdata, tiny_model):
     assert (mean >= 0).all() and (std >= 0).all() and mean.max() > 0
     prov = sdata.attrs["stdiff"]["stdiff"]
     assert prov["model_hash"] == tiny_model.model_hash() and prov["genes"] == ["PTPRC", "EPCAM"]
+    assert prov["model"] == "DiffST"  # the class that wrote it (BaseModel.provenance)
     assert prov["factor"] == 5 and prov["sampler"].startswith("edm-") and prov["seed"] == 0
     assert prov["num_inference_steps"] == tiny_model.sampling_steps
     assert sdata.images["stdiff"].attrs["stdiff"]["kind"] == "mean"

@@ -40,6 +40,7 @@ class Key:
     class prov:
         """Fields of a result's provenance (``sdata.attrs["stdiff"][key]``), in the order they are written."""
 
+        MODEL = "model"
         MODEL_HASH = "model_hash"
         TRAINED_HERE = "trained_here"
         CONFIG = "config"

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._constants import Checkpoint
+from .._constants import Checkpoint, Key
 from .._utils import logger
 
 __all__ = ["BaseModel"]
@@ -70,7 +70,7 @@ class BaseModel:
 
     def provenance(self) -> dict[str, Any]:
         """How the model that wrote an output is identified: its class and its hash."""
-        return {"model": type(self).__name__, "model_hash": self.model_hash()}
+        return {Key.prov.MODEL: type(self).__name__, Key.prov.MODEL_HASH: self.model_hash()}
 
 
 def _hash_into(h, obj: Any) -> None:

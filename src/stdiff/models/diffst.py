@@ -287,10 +287,6 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
         model.residual_net.eval()
         return model
 
-    def provenance(self) -> dict[str, Any]:
-        """Class, hash, the trained scale and the sampler (what outputs record about their model)."""
-        return {**super().provenance(), "factor": self.factor, "lr_um": self.lr_um, "platform": self.platform}
-
     def __repr__(self) -> str:
         comp = self.config.components
         return (

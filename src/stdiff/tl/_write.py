@@ -38,7 +38,7 @@ def provenance(
     """What made the result: the model, the grid, the input read, the sampler and the call's options."""
     grid = inp.grid
     return {
-        P.MODEL_HASH: model.model_hash(),
+        **model.provenance(),
         P.TRAINED_HERE: trained_here,
         P.CONFIG: model.config.to_dict(),
         P.GENES: genes,
