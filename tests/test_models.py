@@ -334,7 +334,8 @@ def test_training_is_repeatable_and_stops_early(synthetic_small):
     assert m1.model_hash() == m2.model_hash()
     assert m1.train_info["stage_a"]["history"] == m2.train_info["stage_a"]["history"]
     # patience 1 with validation every step: stops as soon as the validation loss does not improve
-    cfg2 = cfg.replace(training={"val_every": 1, "patience": 1})
+    # (a generous time cap: patience, not a loaded machine, must stop it)
+    cfg2 = cfg.replace(training={"val_every": 1, "patience": 1, "max_time_s": 600.0})
     m3 = DiffST.setup(sec, cfg2).train(sec, steps=200, residual_steps=1, seed=7, progress=False)
     a = m3.train_info["stage_a"]
     assert a["stopped"] == "patience" and a["steps"] < 200 and a["best_step"] < a["steps"]
