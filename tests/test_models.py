@@ -506,6 +506,9 @@ def test_nested_config_round_trips_and_names_its_fields():
     with pytest.raises(ValueError, match="Unknown fields .'stepz'. of config.training"):
         cfg.replace(**{"training.stepz": 5})
     # three ways to change a nested field give the same config; the others are untouched
+    for path in DiffSTConfig.paths():  # every field is reachable by its path, and only the fields are
+        assert cfg.replace(**{path: cfg.get(path)}) == cfg
+    assert "training.steps" in DiffSTConfig.paths() and "training" not in DiffSTConfig.paths()
     a = cfg.replace(**{"training.steps": 5})
     assert a == cfg.replace(training={"steps": 5}) and a.training.steps == 5 and a.get("training.steps") == 5
     assert a.training.patience == cfg.training.patience and a.mean == cfg.mean

@@ -217,16 +217,11 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     ``FIELD`` is a top-level field of :class:`~stdiff.models.DiffSTConfig` or the dotted path of a nested one.
     """
     import ast
-    from dataclasses import fields, is_dataclass
 
     from ..models import DiffSTConfig
 
     defaults = DiffSTConfig()
-    names = sorted(
-        f"{g.name}.{f.name}" if is_dataclass(getattr(defaults, g.name)) else g.name
-        for g in fields(defaults)
-        for f in (fields(getattr(defaults, g.name)) if is_dataclass(getattr(defaults, g.name)) else [g])
-    )
+    names = sorted(DiffSTConfig.paths())
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")

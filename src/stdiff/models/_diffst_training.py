@@ -126,12 +126,20 @@ class DiffSTTraining:
         def batch(step: int):
             return pool.random_batch(rng, gen, cfg.training.batch_size, cfg, dev)
 
-        cap = cfg.training.max_time_s if max_time_s is None else max_time_s
-        info_a = self._train_mean(batch, val_pool, steps=steps, max_time_s=cap, device=dev, progress=progress)
-        self._fit_residual_scale([*train_prep, *val_prep], val_prep or train_prep, device=dev, batch_size=batch_size)
-        info_b = self._train_residual(
-            batch, val_pool, gen, steps=residual_steps, max_time_s=cap, device=dev, progress=progress
+        tr, comp = cfg.training, cfg.components
+        run = dict(batch=batch, val_pool=val_pool, device=dev, progress=progress,
+                   max_time_s=tr.max_time_s if max_time_s is None else max_time_s)  # fmt: skip
+        mean_loss = MeanLoss(self.residual_scale, comp.disentangle_weight, comp.admitted_fraction)
+        self.mean_net, info_a = self._train_stage(
+            self.mean_net, mean_loss, tr.steps if steps is None else steps, "stdiff stage A (mean)", **run
         )
+        self._fit_residual_scale([*train_prep, *val_prep], val_prep or train_prep, device=dev, batch_size=batch_size)
+        sig = torch.from_numpy(self.gene_sigma).to(dev)
+        residual_loss = ResidualEDMLoss(sig, tr.p_mean, tr.p_std, comp.disentangle_weight, gen)
+        self.residual_net, info_b = self._train_stage(
+            self.residual_net, residual_loss, tr.residual_steps if residual_steps is None else residual_steps,
+            "stdiff stage B (residual diffusion)", **run,
+        )  # fmt: skip
         self.train_info = {
             "stage_a": dict(info_a),
             "stage_b": dict(info_b),
@@ -147,43 +155,26 @@ class DiffSTTraining:
         self.train_info["seconds"] = info_a["seconds"] + info_b["seconds"]
         return self
 
-    def _loop(self, steps: int, **options: Any) -> TrainingLoop:
+    def _train_stage(self, net, loss, steps: int, desc: str, *, batch, val_pool: WindowPool, max_time_s, device,
+                     progress) -> tuple[torch.nn.Module, dict[str, Any]]:  # fmt: skip
+        """Train one stage's network with its loss; validation batches are cut now (stage B's carry the mean)."""
         tr = self.config.training
-        return TrainingLoop(
-            steps=int(steps), val_every=tr.val_every, patience=tr.patience, learning_rate=tr.learning_rate,
-            weight_decay=tr.weight_decay, ema_decay=tr.ema_decay, clip_grad_norm=1.0, **options,
+        val_batches = val_pool.fixed_batches(64, tr.batch_size, device) if len(val_pool) else []
+        loop = TrainingLoop(
+            steps=int(steps), max_time_s=max_time_s, val_every=tr.val_every, patience=tr.patience,
+            learning_rate=tr.learning_rate, weight_decay=tr.weight_decay, ema_decay=tr.ema_decay, clip_grad_norm=1.0,
+            device=device, progress=progress, desc=desc,
         )  # fmt: skip
-
-    def _train_mean(self, batch, val_pool: WindowPool, *, steps, max_time_s, device, progress) -> dict[str, Any]:
-        """Stage A: the regression network of the mean (sets :attr:`mean_net`)."""
-        cfg = self.config
-        val_batches = val_pool.fixed_batches(64, cfg.training.batch_size, device) if len(val_pool) else []
-        loss = MeanLoss(self.residual_scale, cfg.components.disentangle_weight, cfg.components.admitted_fraction)
-        loop = self._loop(cfg.training.steps if steps is None else steps, max_time_s=max_time_s, device=device,
-                          progress=progress, desc="stdiff stage A (mean)")  # fmt: skip
-        val_fn = (lambda net: loss.validate(net, val_batches)) if val_batches else None
-        self.mean_net, info = loop.run(self.mean_net, batch_fn=batch, loss_fn=loss, val_fn=val_fn)
-        return info
+        val_fn = (lambda n: loss.validate(n, val_batches)) if val_batches else None
+        return loop.run(net, batch_fn=batch, loss_fn=loss, val_fn=val_fn)
 
     def _fit_residual_scale(self, prepared: list[Prepared], reference: list[Prepared], *, device, batch_size) -> None:
         """Attach stage A's out-of-sample mean to every prepared section; set :attr:`gene_sigma` on ``reference``."""
+        t = self.config.tile_lr
         for p in prepared:
-            p.mu = self._mean_on_canvas(p, Canvas.for_section(padded_for_tiles(p.section, self.config.tile_lr),
-                                                              self.config.tile_lr), device, batch_size)  # fmt: skip
+            p.mu = self._mean_on_canvas(p, Canvas.for_section(padded_for_tiles(p.section, t), t), device, batch_size)
         res = np.concatenate([(p.z_hr - p.mu)[:, p.mask_truth > 0] for p in reference], axis=1)
         self.gene_sigma = np.maximum(res.std(axis=1), 1e-3).astype(np.float32)
-
-    def _train_residual(self, batch, val_pool, gen, *, steps, max_time_s, device, progress) -> dict[str, Any]:
-        """Stage B: the EDM denoiser of the scaled residual around the mean (sets :attr:`residual_net`)."""
-        cfg = self.config
-        sig = torch.from_numpy(self.gene_sigma).to(device)
-        val_batches = val_pool.fixed_batches(64, cfg.training.batch_size, device) if len(val_pool) else []
-        loss = ResidualEDMLoss(sig, cfg.training.p_mean, cfg.training.p_std, cfg.components.disentangle_weight, gen)
-        loop = self._loop(cfg.training.residual_steps if steps is None else steps, max_time_s=max_time_s, device=device,
-                          progress=progress, desc="stdiff stage B (residual diffusion)")  # fmt: skip
-        val_fn = (lambda net: loss.validate(net, val_batches)) if val_batches else None
-        self.residual_net, info = loop.run(self.residual_net, batch_fn=batch, loss_fn=loss, val_fn=val_fn)
-        return info
 
     def _calibrate(self, val_prep: Sequence[Prepared], *, device, seed: int, batch_size: int) -> dict[str, Any]:
         """Choose the sampler's steps by CRPS and fit the per-gene spread scale on validation sections.

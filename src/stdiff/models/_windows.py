@@ -97,11 +97,7 @@ class Prepared:
 
     def batch(self, positions, t: int, device, *, keys: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tensors of the ``t × t`` tiles at LR ``positions`` (``keys`` of :meth:`window`; ``he`` in [0, 1])."""
-        ws = [self.window(int(r), int(c), t) for r, c in positions]
-        out = {k: torch.from_numpy(np.stack([w[k] for w in ws])).to(device) for k in keys}
-        if "he" in out:
-            out["he"] = out["he"].float() / 255.0
-        return out
+        return to_tensors([self.window(int(r), int(c), t) for r, c in positions], device, keys)
 
     def window(self, r: int, c: int, t: int) -> dict[str, np.ndarray]:
         """Tile of ``t × t`` LR pixels at LR position ``(r, c)``."""
@@ -202,6 +198,14 @@ def augment_stain(he: torch.Tensor, generator: torch.Generator, *, strength: flo
     return out.clamp(0, 1)
 
 
+def to_tensors(windows: list[dict[str, np.ndarray]], device, keys) -> dict[str, torch.Tensor]:
+    """The arrays ``keys`` of the windows stacked into a batch on ``device`` (``he`` as floats in [0, 1])."""
+    out = {k: torch.from_numpy(np.stack([w[k] for w in windows])).to(device) for k in keys}
+    if "he" in out:
+        out["he"] = out["he"].float() / 255.0
+    return out
+
+
 class WindowPool:
     """Training or validation tiles of several prepared sections."""
 
@@ -223,9 +227,7 @@ class WindowPool:
         for i, r, c in picks:
             w = self.prepared[i].window(r, c, self.t)
             items.append(augment_geometry(w, rng) if rng is not None else w)
-        out = {k: torch.from_numpy(np.stack([it[k] for it in items])).to(device) for k in items[0]}
-        out["he"] = out["he"].float() / 255.0
-        return out
+        return to_tensors(items, device, items[0])
 
     def random_batch(self, rng: np.random.Generator, gen: torch.Generator, size: int, cfg, device):
         """A random augmented batch."""

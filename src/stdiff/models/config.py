@@ -11,7 +11,7 @@ gave in the benchmarks is in :doc:`/benchmarks` and :doc:`/model`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = [
@@ -247,6 +247,16 @@ class DiffSTConfig:
             top[group] = replace(sub, **values)
         return replace(self, **top)
 
+    @classmethod
+    def paths(cls) -> list[str]:
+        """Every field a change can name: top-level fields, and the groups' fields as dotted paths."""
+        default = cls()
+        return [
+            f"{f.name}.{sub.name}" if _is_group(f.name) else f.name
+            for f in fields(cls)
+            for sub in (fields(getattr(default, f.name)) if _is_group(f.name) else [f])
+        ]
+
     def get(self, path: str) -> Any:
         """A field by name or dotted path (``"components.use_gene_graph"``)."""
         value: Any = self
@@ -266,8 +276,13 @@ class DiffSTConfig:
         return cls().replace(**top, **{g: _tuples(v) for g, v in d.items() if g in groups})
 
 
+#: The nested groups: the fields whose default is a config of their own.
+_GROUPS = frozenset(f.name for f in fields(DiffSTConfig) if f.default_factory is not MISSING)
+
+
 def _is_group(name: str) -> bool:
-    return name in ("mean", "residual", "components", "training", "sampler", "calibration")
+    """Whether ``name`` is a group of :class:`DiffSTConfig` (a field holding a nested config)."""
+    return name in _GROUPS
 
 
 def _lists(obj: Any) -> Any:
