@@ -303,12 +303,14 @@ def log_shapes(name: str, **arrays: np.ndarray) -> None:
     logger.debug("%s: %s", name, {k: getattr(v, "shape", None) for k, v in arrays.items()})
 
 
-def pyramid_scale_factors(shape_yx: tuple[int, int], *, max_factor: int = 8, min_size: int = 64) -> list[int]:
+def pyramid_scale_factors(
+    shape_yx: tuple[int, int], *, max_factor: int = 8, min_size: int = 64, multiscale: bool = True
+) -> list[int]:
     """Successive ×2 scale factors for ``Image2DModel.parse`` (spatialdata chains them level to level).
 
     Levels are added while the overall downsampling stays ``<= max_factor`` and the smallest side of the
     coarsest level keeps at least ``min_size`` pixels; e.g. ``[2, 2, 2]`` gives levels ×1, ×2, ×4, ×8.
-    At least one level (``[2]``) is returned for images of 2 px or more, so images are always multiscale.
+    With ``multiscale``, at least one level (``[2]``) is returned for images of 2 px or more.
     """
     factors: list[int] = []
     total = 1
@@ -316,7 +318,7 @@ def pyramid_scale_factors(shape_yx: tuple[int, int], *, max_factor: int = 8, min
     while total * 2 <= max_factor and smallest // (total * 2) >= min_size:
         factors.append(2)
         total *= 2
-    if not factors and smallest >= 2:
+    if multiscale and not factors and smallest >= 2:
         factors = [2]
     return factors
 

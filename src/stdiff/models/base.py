@@ -68,8 +68,11 @@ class BaseModel:
         _hash_into(h, {k: v for k, v in self.state().items() if k not in self.UNHASHED})
         return h.hexdigest()[:16]
 
-    def provenance(self) -> dict[str, Any]:
-        """How the model that wrote an output is identified: its class and its hash."""
+    def provenance(self, **call: Any) -> dict[str, Any]:
+        """What an output records about the model that wrote it: its class and its hash.
+
+        Subclasses add how they make the mean and the spread; ``call`` are the prediction call's options.
+        """
         return {Key.prov.MODEL: type(self).__name__, Key.prov.MODEL_HASH: self.model_hash()}
 
 

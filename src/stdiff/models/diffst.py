@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._constants import Checkpoint
+from .._constants import Checkpoint, Key
 from .._utils import logger, plain
 from ..pp import Normalizer, Section, Tiles
 from ._diffst_prediction import DiffSTPrediction
@@ -286,6 +286,15 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
         model.mean_net.eval()
         model.residual_net.eval()
         return model
+
+    def provenance(self, *, num_inference_steps: int | None = None) -> dict[str, Any]:
+        """Class and hash, how the mean is made, and the sampler (with ``num_inference_steps``, or the calibrated)."""
+        return {
+            **super().provenance(),
+            Key.prov.MEAN: "stage A regression (posterior mean in the normalised space, mapped to counts)",
+            Key.prov.SAMPLER: f"edm-{self.config.sampler.solver}, whole-section canvas, per-gene calibrated spread",
+            Key.prov.NUM_INFERENCE_STEPS: int(num_inference_steps or self.sampling_steps),
+        }
 
     def __repr__(self) -> str:
         comp = self.config.components

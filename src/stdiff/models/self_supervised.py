@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._constants import Checkpoint
+from .._constants import Checkpoint, Key
 from .._utils import logger, plain
 from ..pp import RENDER_CUTOFF, RENDER_SIGMA, Section
 from ._measurements import measurements
@@ -321,6 +321,18 @@ class SelfSupervisedEnsemble(BaseModel):
         s = self.sigma.astype(np.float64)[None, :, None, None] * self.error_scale(section)[None, None]
         lam = mean[None].astype(np.float64) * np.exp(s * rng.standard_normal((n, *mean.shape)))
         return rng.poisson(lam).astype(np.float32)
+
+    def provenance(self, **_: Any) -> dict[str, Any]:
+        """Class and hash, how the mean is made, and where the spread comes from (no sampler)."""
+        return {
+            **super().provenance(),
+            Key.prov.MEAN: "mean of cross-fitted aggregation-consistency fits on the section's own spots",
+            Key.prov.SAMPLER: "none: std is the predictive sd calibrated on held-out spots"
+            if self.sigma is not None
+            else "none: too few spots to calibrate a spread, no std written",
+            Key.prov.CALIBRATION: self.calibration,
+            Key.prov.NUM_INFERENCE_STEPS: 0,
+        }
 
     def state(self) -> dict[str, Any]:
         """The fitted ensemble as tensors and plain Python (what :meth:`from_state` rebuilds)."""

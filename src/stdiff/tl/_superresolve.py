@@ -177,7 +177,7 @@ def superresolve(
         progress=progress, n_samples=n_samples, num_inference_steps=num_inference_steps, device=device,
     )  # fmt: skip
     prov = provenance(
-        model, inp, genes=out_genes, has_std=std is not None, trained_here=trained_here, layer=layer,
+        model, inp, genes=out_genes, trained_here=trained_here, layer=layer,
         allow_non_integer=allow_non_integer, gene_symbols=gene_symbols, n_samples=n_samples,
         num_inference_steps=num_inference_steps, seed=seed, conserve_counts=conserve_counts,
     )  # fmt: skip

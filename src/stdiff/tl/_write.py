@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._constants import Key
-from .._spatial import composed_transform
+from .._spatial import composed_transform, pyramid_scale_factors
 from .._utils import logger
 from .._version import __version__
 
@@ -25,7 +25,6 @@ def provenance(
     inp: InputGrid,
     *,
     genes: list[str],
-    has_std: bool,
     trained_here: bool,
     layer: str | None,
     allow_non_integer: bool,
@@ -38,7 +37,7 @@ def provenance(
     """What made the result: the model, the grid, the input read, the sampler and the call's options."""
     grid = inp.grid
     return {
-        **model.provenance(),
+        **model.provenance(num_inference_steps=num_inference_steps),
         P.TRAINED_HERE: trained_here,
         P.CONFIG: model.config.to_dict(),
         P.GENES: genes,
@@ -54,7 +53,6 @@ def provenance(
         P.LAYER: layer,
         P.ALLOW_NON_INTEGER: bool(allow_non_integer),
         P.GENE_SYMBOLS: gene_symbols,
-        **_sampler(model, has_std, num_inference_steps),
         P.N_SAMPLES: int(model.config.sampler.n_samples if n_samples is None else n_samples),
         P.SEED: int(seed),
         P.CONSERVE_COUNTS: bool(conserve_counts),
@@ -63,35 +61,11 @@ def provenance(
     }
 
 
-def _sampler(model: DiffST | SelfSupervisedEnsemble, has_std: bool, num_inference_steps: int | None) -> dict[str, Any]:
-    """How the mean and the spread were made: the self-supervised ensemble's, or a Diff-ST model's sampler."""
-    from ..models import SelfSupervisedEnsemble
-
-    if isinstance(model, SelfSupervisedEnsemble):
-        return {
-            P.MEAN: "mean of cross-fitted aggregation-consistency fits on the section's own spots",
-            P.SAMPLER: "none: std is the predictive sd calibrated on held-out spots"
-            if has_std
-            else "none: too few spots to calibrate a spread, no std written",
-            P.CALIBRATION: model.calibration,
-            P.NUM_INFERENCE_STEPS: 0,
-        }
-    return {
-        P.MEAN: "stage A regression (posterior mean in the normalised space, mapped to counts)",
-        P.SAMPLER: f"edm-{model.config.sampler.solver}, whole-section canvas, per-gene calibrated spread",
-        P.NUM_INFERENCE_STEPS: int(num_inference_steps or model.sampling_steps),
-    }
-
-
 def scale_factors_for(shape: tuple[int, int], requested: Sequence[int] | None) -> list[int] | None:
     """The output pyramid: ``requested``, or halvings while the image stays ≥ 64 px (at most three)."""
     if requested is not None:
         return list(requested) or None
-    out, size = [], min(shape)
-    while size // 2 >= 64 and len(out) < 3:
-        out.append(2)
-        size //= 2
-    return out or None
+    return pyramid_scale_factors(shape, max_factor=8, min_size=64, multiscale=False) or None
 
 
 def result_images(
