@@ -13,8 +13,8 @@ import pandas as pd
 from stdiff._utils import logger
 
 from .._spatial import pyramid_scale_factors
+from ..io import from_spots
 from ._registry import dataset_file
-from ._spots import spots_sdata
 
 if TYPE_CHECKING:  # pragma: no cover
     from spatialdata import SpatialData
@@ -171,13 +171,14 @@ def her2st(section: str = "B4", *, data_dir: str | os.PathLike | None = None) ->
     spots = spots.loc[keep]
     counts = counts.loc[keep]
     he, (h, w) = _he_element(img_path, um_per_px)
-    sdata = spots_sdata(
-        he,
+    sdata = from_spots(
         counts.to_numpy(dtype=np.int32),
-        pd.Index(counts.columns.astype(str)),
-        keep.to_numpy(dtype=object),
         spots[["pixel_x", "pixel_y"]].to_numpy(float) * um_per_px,
-        SPOT_DIAMETER_UM / 2,
+        he,
+        genes=list(counts.columns.astype(str)),
+        spot_ids=list(keep.to_numpy(dtype=object)),
+        units="um",
+        spot_diameter_um=SPOT_DIAMETER_UM,
         obs={"array_x": spots["x"].to_numpy(int), "array_y": spots["y"].to_numpy(int)},
         attrs={
             "her2st": {

@@ -14,8 +14,8 @@ import pandas as pd
 from stdiff._utils import logger
 
 from .._spatial import pyramid_scale_factors
+from ..io import from_spots
 from ._registry import dataset_file
-from ._spots import spots_sdata
 
 if TYPE_CHECKING:  # pragma: no cover
     from spatialdata import SpatialData
@@ -80,13 +80,14 @@ def visium_mouse_brain_mini(*, data_dir: str | os.PathLike | None = None) -> Spa
     row_fr = -locs["y"].to_numpy(float)
     um_per_fullres = _lattice_um_per_px(col_fr, row_fr)
     he, (h, w) = _he_element(img_path, um_per_fullres)
-    sdata = spots_sdata(
-        he,
+    sdata = from_spots(
         expr.to_numpy(dtype=np.int32).T,
-        pd.Index(expr.index.astype(str)),
-        barcodes.to_numpy(dtype=object),
         np.column_stack([col_fr, row_fr]) * um_per_fullres,
-        VISIUM_SPOT_DIAMETER_UM / 2,
+        he,
+        genes=list(expr.index.astype(str)),
+        spot_ids=list(barcodes.to_numpy(dtype=object)),
+        units="um",
+        spot_diameter_um=VISIUM_SPOT_DIAMETER_UM,
         obs={
             "in_tissue": in_tissue.fillna(0).astype(int).to_numpy(),
             "pxl_col_fullres": col_fr,
