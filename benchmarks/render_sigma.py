@@ -2,7 +2,7 @@
 
 The spot-native map (each spot's counts on its footprint, the gaps by the normalised convolution of
 the spots' densities; :func:`stdiff.pp.lr_per_tissue_pixel`) and the normalised convolution alone
-(:meth:`stdiff.pp.Footprints.render`) for Gaussians of 0.3–0.75 pitch, scored (mean per-gene PCC in
+(:meth:`stdiff.spots.Footprints.render`) for Gaussians of 0.3–0.75 pitch, scored (mean per-gene PCC in
 the benchmark's space) on the validation part of the synthetic training region measured by simulated
 Visium lattices (3 lattices). Run::
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import stdiff.pp._footprints as footprints
+import stdiff.spots._footprints as footprints
 from stdiff.benchmark._data import prepare, preset
 from stdiff.benchmark._metrics import pcc
 from stdiff.benchmark._profiles import dataset_settings

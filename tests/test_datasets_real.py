@@ -322,7 +322,7 @@ def test_visium_structure(visium_sdata):
     assert attrs["spot_diameter_fullres"] == pytest.approx(89.44476048022638)
     # the scale comes from the lattice (100 µm between neighbours); spot_diameter_fullres spans a 65 µm spot
     assert attrs["um_per_fullres_px"] == pytest.approx(65 / 89.44476048022638, rel=0.02)
-    assert sd.pp.detect_geometry(table.obsm["spatial"].T, 27.5).platform == "visium"
+    assert sd.spots.detect_geometry(table.obsm["spatial"].T, 27.5).platform == "visium"
     img = sdata["he"]["scale0"]["image"]
     assert img.dtype == np.uint8 and img.shape == (3, 172, 243) and list(img.coords["c"].values) == ["r", "g", "b"]
     # first barcode: locs row 1 = (5477, -4125) full-res px

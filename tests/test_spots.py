@@ -9,8 +9,8 @@ import pytest
 from _sdata_helpers import spots_section
 
 import stdiff as sd
-from stdiff.pp import Footprints, SpotGeometry, Spots, detect_geometry
-from stdiff.pp._spot_geometry import platform_lattice
+from stdiff.spots import Footprints, SpotGeometry, Spots, detect_geometry
+from stdiff.spots import platform_lattice
 
 
 def _img(sdata, key):
@@ -64,8 +64,8 @@ def test_disc_weights_are_exact_areas():
 @pytest.mark.parametrize("name", ["visium", "st"])
 def test_constant_map_gives_counts_proportional_to_area_for_any_offset_and_rotation(name):
     rng = np.random.default_rng(1)
-    hr_um = sd.pp.PLATFORMS[name].hr_um
-    r = sd.pp.PLATFORMS[name].radius_um
+    hr_um = sd.spots.PLATFORMS[name].hr_um
+    r = sd.spots.PLATFORMS[name].radius_um
     for _ in range(4):  # random lattice offset and rotation each time
         xy = platform_lattice(name, (0, 0, 2000, 1500), rng)
         fp = Footprints(_spots(xy, r, platform=name), (0.0, 0.0), hr_um, (int(1500 / hr_um), int(2000 / hr_um)))

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 from ._version import __version__
 
-_SUBMODULES = ("pp", "tl", "pl", "io", "datasets", "models", "benchmark")
+_SUBMODULES = ("pp", "spots", "tl", "pl", "io", "datasets", "models", "benchmark")
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import datasets, io, models, pl, pp, tl
+    from . import datasets, io, models, pl, pp, spots, tl
 
 
 def __getattr__(name: str):
@@ -33,4 +33,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_SUBMODULES])
 
 
-__all__ = ["datasets", "io", "models", "pl", "pp", "tl", "__version__"]
+__all__ = ["datasets", "io", "models", "pl", "pp", "spots", "tl", "__version__"]

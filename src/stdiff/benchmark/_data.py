@@ -63,7 +63,7 @@ class DataSpec:
         Only datasets with HR truth can be measured by a simulated platform; spots as HR truth
         (``--spots-as hr``, her2st) are real spots already.
         """
-        from ..pp import check_platform_name, platform_grid
+        from ..spots import check_platform_name, platform_grid
 
         check_platform_name(platform)
         if platform == "square":

@@ -280,7 +280,7 @@ def _pixel_scale(
                 "microscope), affine=, alignment= (array ↔ pixel table), or platform='visium' / 'st' to take the scale "
                 "from the spots' pitch."
             )
-        from ..pp import PLATFORMS, nearest_pitch
+        from ..spots import PLATFORMS, nearest_pitch
 
         s = PLATFORMS[platform].pitch_um / nearest_pitch(xy.T)
         return (
@@ -297,7 +297,7 @@ def _pixel_scale(
 def _platform_diameter(centres_um: np.ndarray, platform: str | None) -> tuple[float, str | None]:
     """``(spot diameter µm, platform)``: the platform's spot size, the platform detected from the pitch if not given."""
     if platform is None:
-        from ..pp import detect_geometry
+        from ..spots import detect_geometry
 
         g = detect_geometry(centres_um.T, 27.5)
         platform = g.platform if g.platform in SPOT_DIAMETER_UM else None

@@ -1,7 +1,7 @@
 """What a section measures, for learners fitted by aggregation consistency (no HR truth).
 
 A section measures either square LR pixels (each the sum of its ``factor × factor`` HR block) or
-spots (each the sum of the HR map under its footprint, :class:`~stdiff.pp.Footprints`).
+spots (each the sum of the HR map under its footprint, :class:`~stdiff.spots.Footprints`).
 :func:`measurements` gives both in one form — the measured values ``(G, m)``, which of them can
 enter a loss, and the differentiable operator from an HR map to them — and :func:`distribute_counts`
 scales any weight map so every measurement is matched exactly. The blend of a histology-distributed
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..pp import Footprints, Section, aggregate, lr_per_tissue_pixel
+from ..pp import Section, aggregate, lr_per_tissue_pixel
+from ..spots import Footprints
 
 
 def distribute(lr: np.ndarray, weights: np.ndarray, mask: np.ndarray, factor: int) -> np.ndarray:
@@ -90,7 +91,7 @@ def distribute_counts(section: Section, weights: np.ndarray) -> np.ndarray:
     """``weights`` ``(G, H, W)`` scaled so every LR pixel (or spot footprint) sums to its measured count.
 
     Off the input mask the result is 0. LR pixels: :func:`distribute`;
-    spots: :meth:`~stdiff.pp.Footprints.distribute` (gaps take the interpolated scaling).
+    spots: :meth:`~stdiff.spots.Footprints.distribute` (gaps take the interpolated scaling).
     """
     if section.spots is not None:
         return section.footprints().distribute(weights, section.mask_hr)

@@ -5,7 +5,7 @@ The conditioning of both stages is built here, from what exists at inference onl
 - ``base``: the LR map spread over the tissue HR pixels of each block (:func:`stdiff.pp.lr_per_tissue_pixel`),
   normalised — the honest interpolation base that the stage-A network corrects;
 - ``bicubic``: bicubic upsampling of the normalised LR-per-tissue-pixel map, on tissue; for spots,
-  the normalised convolution of the spots' densities (:meth:`stdiff.pp.Footprints.render`), which
+  the normalised convolution of the spots' densities (:meth:`stdiff.spots.Footprints.render`), which
   has no blocks;
 - ``mask``: the input mask (:attr:`stdiff.pp.Section.mask_hr`);
 - for spots, where they are: the part of each HR pixel inside a spot and the distance to the

@@ -3,13 +3,13 @@
 A small per-HR-pixel network on standardised histology features (:func:`stdiff.pp.histology_features`)
 predicts a positive abundance ``a_g(p)`` per gene. It is trained from a slide's own measurements only
 (iStar / XFuse-style weak supervision): the sum of ``a_g`` under each measurement — the tissue HR
-pixels of an LR pixel, or a spot's footprint (:class:`~stdiff.pp.Footprints`, fractional pixel
+pixels of an LR pixel, or a spot's footprint (:class:`~stdiff.spots.Footprints`, fractional pixel
 coverage) — must match its counts (Poisson deviance). At prediction the counts are *distributed*
 in proportion to ``a_g``, so the map sums exactly to every measurement:
 
 ``HR_g(p) = LR_g(block) · a_g(p) / Σ_{q ∈ block ∩ mask_hr} a_g(q)`` for LR pixels; for spots the
 same on each footprint, and between spots ``a_g`` times a smoothly interpolated scaling
-(:meth:`~stdiff.pp.Footprints.distribute`), so the gaps are filled from the histology and the
+(:meth:`~stdiff.spots.Footprints.distribute`), so the gaps are filled from the histology and the
 neighbouring spots.
 
 An optional blend with the flat (nearest) map (:func:`stdiff.pp.lr_per_tissue_pixel`) is chosen on

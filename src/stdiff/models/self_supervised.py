@@ -32,7 +32,8 @@ import numpy as np
 
 from .._constants import Checkpoint, Key
 from .._utils import logger, plain
-from ..pp import RENDER_CUTOFF, RENDER_SIGMA, Section
+from ..pp import Section
+from ..spots import RENDER_CUTOFF, RENDER_SIGMA
 from ._measurements import measurements
 from .aggregation_consistency import AggregationConsistency
 from .base import BaseModel

@@ -64,7 +64,7 @@ class Raster:
     lr_from
         ``"aggregate"`` (LR summed from HR pixels) or ``"spots"`` (spots as measurements).
     spots
-        The :class:`~stdiff.pp.Spots` when they stay measurements (then ``lr`` is an LR-sized summary).
+        The :class:`~stdiff.spots.Spots` when they stay measurements (then ``lr`` is an LR-sized summary).
     """
 
     lr: np.ndarray

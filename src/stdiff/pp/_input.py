@@ -44,7 +44,7 @@ class InputGrid:
 
     @property
     def geometry(self):
-        """The spots' :class:`~stdiff.pp.SpotGeometry` (``None`` for square LR maps)."""
+        """The spots' :class:`~stdiff.spots.SpotGeometry` (``None`` for square LR maps)."""
         return None if self.spots is None else self.spots.geometry
 
     @property

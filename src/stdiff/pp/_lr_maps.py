@@ -9,7 +9,7 @@ import numpy as np
 from ._section import Section, aggregate
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._footprints import Footprints
+    from ..spots import Footprints
 
 
 def lr_per_tissue_pixel(section: Section) -> np.ndarray:
@@ -23,7 +23,7 @@ def lr_per_tissue_pixel(section: Section) -> np.ndarray:
 
     Spots (:attr:`Section.spots`): each spot's counts spread evenly over its footprint's tissue pixels
     and the gaps between spots filled by the normalised convolution of the spots' densities
-    (:meth:`~stdiff.pp.Footprints.distribute` of a flat map), so every spot's footprint sums to its
+    (:meth:`~stdiff.spots.Footprints.distribute` of a flat map), so every spot's footprint sums to its
     count and there are no blocks and no holes.
     """
     if section.spots is not None:
@@ -48,7 +48,7 @@ def lr_density(section: Section) -> np.ndarray:
 def spread_over_spots(fp: Footprints, mask_hr: np.ndarray) -> np.ndarray:
     """Each spot's counts spread evenly over its footprint's ``mask_hr`` pixels, the gaps interpolated.
 
-    :meth:`~stdiff.pp.Footprints.distribute` of a flat map; ``(G, H, W)`` counts per HR pixel.
+    :meth:`~stdiff.spots.Footprints.distribute` of a flat map; ``(G, H, W)`` counts per HR pixel.
     """
     G = fp.spots.counts.shape[0]
     flat = np.broadcast_to(mask_hr[None].astype(np.float64), (G, *mask_hr.shape))

@@ -29,7 +29,7 @@ from ._read_image import GeneImageSource
 from ._read_points import PointsSource
 from ._read_spots import SpotsSource, spot_section_maps
 from ._section import Section
-from ._spot_geometry import TOLERANCE
+from ..spots import TOLERANCE
 from ._units import check_micrometres, micrometre_systems
 from ._validate import check_expression
 
@@ -234,7 +234,7 @@ def rasterize(
     - a table annotating spot shapes (``table_key``; Visium / legacy ST): with ``spots_as="lr"``
       (inference, no truth) the spots stay measurements (:attr:`Section.spots`): the platform
       (pitch, lattice, spot size) is detected from them, the HR pixel is ``hr_um`` and every map
-      relates to them through their footprints (:class:`~stdiff.pp.Footprints`); contiguous square
+      relates to them through their footprints (:class:`~stdiff.spots.Footprints`); contiguous square
       bins (Visium HD) are spread over the HR pixels they cover. With ``spots_as="hr"`` each spot is
       one HR pixel (the measured spots serve as the truth and LR is their aggregate).
 

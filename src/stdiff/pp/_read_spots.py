@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._spatial import affine_to_cs, table_region
-from ._footprints import Footprints, Spots, density_at
+from ..spots import Footprints, Spots, density_at
 from ._grid import Grid, Raster
 from ._lr_maps import spread_over_spots
 from ._section import aggregate
-from ._spot_geometry import detect_geometry
+from ..spots import detect_geometry
 from ._units import spot_radius_um
 from ._validate import check_counts, check_integer, table_genes
 
@@ -23,7 +23,7 @@ class SpotsSource:
     """Spot counts of a table with the spots' centres and radii in a coordinate system.
 
     ``spots_as="lr"``: the spots are the measurements (inference, no truth). Spots with gaps between
-    them (Visium, legacy ST) stay first-class (:class:`~stdiff.pp.Spots`, related to the HR grid by
+    them (Visium, legacy ST) stay first-class (:class:`~stdiff.spots.Spots`, related to the HR grid by
     their footprints); contiguous square bins (Visium HD) are spread over the HR pixels they cover and
     summed per LR pixel (the square-bin path of gene images). ``"hr"``: each spot is mapped onto one HR
     pixel (the measured spots are the truth and LR is their aggregate; used to score against spots).
@@ -173,7 +173,7 @@ def spot_section_maps(spots: Spots, grid: Grid, he: np.ndarray, he_scale: int):
     ``spots`` may extend beyond the grid (they shape the interpolation near its edges); the mask is
     the spots' reach refined by the histology and ``lr`` the spot-native map summed per LR pixel.
     """
-    from ._footprints import spot_margin
+    from ..spots import spot_margin
     from ._read_histology import spot_tissue_mask
 
     H, W = grid.shape_hr

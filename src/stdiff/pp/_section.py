@@ -19,7 +19,7 @@ from .._spatial import grid_transform
 from ._normalize import Normalizer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._footprints import Footprints, Spots
+    from ..spots import Footprints, Spots
 
 
 def aggregate(hr: np.ndarray, factor: int) -> np.ndarray:
@@ -59,7 +59,7 @@ class Section:
         HR pixels where the truth is measured (for the training loss and for scoring only; never an
         input). ``None`` means ``mask_hr``; see :attr:`truth_mask`.
     spots
-        The measured spots (:class:`~stdiff.pp.Spots`: centres, radii and counts in µm) when the
+        The measured spots (:class:`~stdiff.spots.Spots`: centres, radii and counts in µm) when the
         expression is a spot platform's; then the LR grid is only a tiling of the HR grid at about
         the spot pitch, ``lr`` is the spot-native map (:meth:`footprints`) summed per LR pixel, and
         every map relates to the spots through their footprints. ``None`` for square LR maps.
@@ -90,7 +90,7 @@ class Section:
         if self.spots is None:
             raise ValueError(f"Section {self.name!r} has no spots (its expression is a square LR map).")
         if self._footprints is None:
-            from ._footprints import Footprints
+            from ..spots import Footprints
 
             H, W = self.mask_hr.shape
             self._footprints = Footprints(self.spots, self.origin, self.hr_um, (H, W))
@@ -141,7 +141,7 @@ class Section:
 
     def _spots_near(self, r0: int, r1: int, c0: int, c1: int) -> Spots:
         """The spots that matter to the LR window ``[r0, r1) × [c0, c1)``: within the render's reach of it."""
-        from ._footprints import spot_margin
+        from ..spots import spot_margin
 
         x0, y0 = self.origin[0] + c0 * self.lr_um, self.origin[1] + r0 * self.lr_um
         x1, y1 = self.origin[0] + c1 * self.lr_um, self.origin[1] + r1 * self.lr_um

@@ -341,7 +341,7 @@ def pixel_reason(sdata: sd_mod.SpatialData, cs: str, spots: tuple[np.ndarray, np
 
 def _spot_units_reason(xy: np.ndarray, radius: np.ndarray) -> str | None:
     """Why spots of centres ``xy`` and radii ``radius`` cannot be in µm, or ``None``."""
-    from ._spot_geometry import TOLERANCE, detect_geometry
+    from ..spots import TOLERANCE, detect_geometry
 
     g = detect_geometry(xy, radius)
     r, p = float(np.median(radius)), g.pitch_um

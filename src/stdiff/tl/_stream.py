@@ -303,7 +303,7 @@ def conserve_blended(store: _Store, inp: InputGrid, chunks: list, idx: list[int]
     whole footprint and taper ring of every spot touching the core), so a spot on a seam gets the
     same factor from both sides; the results go to separate arrays, never read back here.
     """
-    from ..pp import Footprints, spot_margin
+    from ..spots import Footprints, spot_margin
 
     f = inp.grid.factor
     spots = inp.spots.genes_subset(idx)

@@ -63,7 +63,7 @@ def superresolve(
 
     Spots (Visium, legacy ST) stay measurements: the platform (pitch, lattice, spot size) is
     detected from them, the HR pixel is ``hr_um`` (10 µm for Visium, 20 µm for legacy ST by default)
-    and every map relates to the spots through their footprints (:class:`~stdiff.pp.Footprints`): no
+    and every map relates to the spots through their footprints (:class:`~stdiff.spots.Footprints`): no
     ``lr_um`` is needed, and the gaps between spots are filled from the histology and the neighbouring
     spots. Transcripts and gene images are binned onto an LR grid of ``lr_um`` µm (square bins). The
     section is super-resolved over overlapping tiles blended with a smooth window (no seams). With

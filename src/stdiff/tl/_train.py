@@ -178,7 +178,7 @@ def train(
 
 def _platform_grid(platform: str, factor: int | None, lr_um: float | None) -> tuple[int, float]:
     """``(factor, lr_um)``: the call's, else the spot platform's grid, else 10 and 100 µm."""
-    from ..pp import check_platform_name, platform_grid
+    from ..spots import check_platform_name, platform_grid
 
     check_platform_name(platform)
     if platform != "square" and factor is None and lr_um is None:

@@ -8,7 +8,7 @@ on its footprint, the gaps from the normalised convolution). The spot-aware base
 spots themselves (counts per unit area of each spot), for sections measured by spots only:
 ``nearest_spot`` (Voronoi: the nearest spot's density), ``linear_spots`` (linear interpolation of
 the densities over the spots' Delaunay triangles, nearest outside them) and ``normconv`` (normalised
-convolution with a Gaussian of half the pitch, :meth:`stdiff.pp.Footprints.render`).
+convolution with a Gaussian of half the pitch, :meth:`stdiff.spots.Footprints.render`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ._spot_geometry import SpotGeometry
+from ._geometry import SpotGeometry
 
 #: Gaussian of the normalised convolution, in units of the pitch (σ) and its cut-off (in σ).
 RENDER_SIGMA = 0.5
