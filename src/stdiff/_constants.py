@@ -87,3 +87,4 @@ class Checkpoint:
     DIFFST = "stdiff-diffst-3"
     AGGREGATION_CONSISTENCY = "stdiff-aggregation-consistency-1"
     SELF_SUPERVISED_ENSEMBLE = "stdiff-self-supervised-ensemble-1"
+    SPOT_RATE = "stdiff-spot-rate-1"

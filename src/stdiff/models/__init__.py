@@ -4,7 +4,7 @@
    the loss objects, aggregation consistency's network).
 2. :mod:`stdiff.models.training`: the one training loop every learner uses.
 3. The models users train, save and apply, on one :class:`BaseModel`: :class:`DiffST`,
-   :class:`AggregationConsistency`, :class:`SelfSupervisedEnsemble`; configured by :class:`DiffSTConfig`.
+   :class:`AggregationConsistency`, :class:`SelfSupervisedEnsemble`, :class:`SpotRate`; configured by :class:`DiffSTConfig`.
 
 Importing this subpackage imports torch.
 """
@@ -26,6 +26,7 @@ from .config import (
 from .diffst import DiffST
 from .nn import *  # noqa: F403 (layer 1 by name: the networks, components and losses)
 from .self_supervised import SelfSupervisedEnsemble
+from .spot_rate import SpotRate
 
 __all__ = [
     "AggregationConsistency",
@@ -38,6 +39,7 @@ __all__ = [
     "NetworkConfig",
     "SamplerConfig",
     "SelfSupervisedEnsemble",
+    "SpotRate",
     "TrainingConfig",
     "carve_validation",
     "nn",

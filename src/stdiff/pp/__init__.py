@@ -10,6 +10,7 @@ from ._histology import (
     stain_reference,
     standardize_features,
 )
+from ._histology_classes import HistologyClasses
 from ._input import InputGrid, open_input
 from ._lr_maps import lr_density, lr_per_tissue_pixel
 from ._normalize import Normalizer
@@ -22,6 +23,7 @@ from ._units import micrometre_systems, to_micrometres
 
 __all__ = [
     "STAIN_REFERENCE_KEY",
+    "HistologyClasses",
     "HistologyFeatures",
     "InputGrid",
     "Normalizer",

@@ -56,29 +56,56 @@ def he_tissue(he: np.ndarray, he_scale: int) -> np.ndarray | None:
 
 
 def spot_tissue_mask(fp, he: np.ndarray, he_scale: int) -> np.ndarray:
-    """The input mask of a spot section: HR pixels within the spots' reach, refined by the histology.
+    """The input mask of a spot section: the tissue the histology shows, wherever the spots are.
 
-    Pixels in reach where the histology shows no tissue are dropped, except that a spot whose
-    footprint would then hold no tissue pixel keeps its footprint (its counts must go somewhere), and
-    the histology is ignored when it finds tissue on under 5% of the reach (faint or no staining).
+    A gap between spots, a position with no spot (held out, filtered, under a fold) and the tissue
+    beyond the outermost spots are tissue like any other, predicted from the histology and the
+    neighbouring spots. Tissue is where the optical density (smoothed over an HR pixel) exceeds a
+    threshold set between the background and the tissue: halfway from the median density of the
+    pixels over 1.5 pitches from every spot (where at least 5% are) to the 5th percentile under the
+    spots, never under 0.15. Every spot's footprint is kept where the histology finds no tissue in
+    it (its counts come from somewhere). Without an RGB histology, or when it finds tissue on under
+    5% of the spots' reach (faint or no staining), the mask is the spots' reach.
     """
     from .._utils import logger
 
     reach = fp.reach()
-    tissue = he_tissue(he, he_scale)
-    if tissue is None:
+    od = he_density(he, he_scale)
+    if od is None:
         return reach
-    mask = reach & tissue
-    if mask.sum() < 0.05 * max(int(reach.sum()), 1):
-        logger.warning("The histology shows tissue on under 5%% of the spots' reach; the histology mask is ignored.")
+    mask = od > _tissue_threshold(fp, od)
+    if (reach & mask).sum() < 0.05 * max(int(reach.sum()), 1):
+        logger.warning("The histology shows tissue on under 5% of the spots' reach; the histology mask is ignored.")
         return reach
     A = fp.matrix
     on_tissue = np.asarray(A @ mask.ravel().astype(np.float64)).ravel()
     bare = np.nonzero((on_tissue <= 0) & (fp.area_px > 0))[0]
     if len(bare):
-        cols = A[bare].indices
-        mask.ravel()[cols] = True
+        mask.ravel()[A[bare].indices] = True
     return mask
+
+
+def he_density(he: np.ndarray, he_scale: int) -> np.ndarray | None:
+    """Optical density of an RGB image per HR pixel, smoothed over one pixel (``None`` for non-RGB images)."""
+    from scipy import ndimage
+
+    if he.shape[0] != 3:
+        return None
+    _, H, W = he.shape
+    od = -np.log((he.astype(np.float32) + 1.0) / 256.0).sum(0)
+    small = od.reshape(H // he_scale, he_scale, W // he_scale, he_scale).mean(axis=(1, 3))
+    return ndimage.gaussian_filter(small, 1.0)
+
+
+def _tissue_threshold(fp, od: np.ndarray, floor: float = 0.15) -> float:
+    """The density between background (far from every spot) and the tissue under the spots (see above)."""
+    covered = fp.coverage() > 0.5
+    d, _ = fp.nearest()
+    far = d > 1.5 * float(fp.spots.geometry.pitch_um)
+    if not covered.any() or far.mean() < 0.05:
+        return floor
+    background, tissue = float(np.median(od[far])), float(np.percentile(od[covered], 5))
+    return max(floor, 0.5 * (background + tissue)) if tissue > background else floor
 
 
 def tissue_masks(raster: Raster, he: np.ndarray, factor: int, he_scale: int) -> tuple[np.ndarray, np.ndarray | None]:

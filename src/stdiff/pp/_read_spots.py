@@ -89,6 +89,7 @@ class SpotsSource:
         if self.geometry.platform == "visium":  # circles drawn for the 65 µm spot of Space Ranger: 55 µm discs
             self.radius = np.full_like(self.radius, self.geometry.radius_um)
         self.ids = np.asarray(instance)
+        self.totals = _library_sizes(table, layer)
 
     @property
     def native(self) -> bool:
@@ -97,7 +98,7 @@ class SpotsSource:
 
     def spots(self) -> Spots:
         """The spots as measurements (centres, physical radii and counts in µm)."""
-        return Spots(self.xy, np.asarray(self.radius, float), self.values, self.geometry, self.ids)
+        return Spots(self.xy, np.asarray(self.radius, float), self.values, self.geometry, self.ids, self.totals)
 
     def extent(self, lr_um: float, hr_um: float) -> tuple[tuple[float, float], np.ndarray]:
         """Grid origin and far corner: the spots' reach around them (native), else half a pixel.
@@ -190,6 +191,13 @@ def spot_native_lr(fp: Footprints, mask_hr: np.ndarray, factor: int) -> np.ndarr
     (:func:`~stdiff.pp._lr_maps.spread_over_spots` over ``mask_hr``.)
     """
     return aggregate(spread_over_spots(fp, mask_hr), factor).astype(np.float32)
+
+
+def _library_sizes(table, layer: str | None) -> np.ndarray:
+    """``(n,)`` each spot's count over every gene of the table (``layer``'s, else ``X``)."""
+    X = table.layers[layer] if layer is not None else table.X
+    totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+    return np.maximum(np.nan_to_num(totals, nan=0.0, posinf=0.0), 0.0)
 
 
 def _are_squares(geoms) -> bool:

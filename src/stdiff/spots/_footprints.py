@@ -54,13 +54,24 @@ def density_at(spots: Spots, points: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Spots:
-    """Measured spots in µm: centres ``xy`` ``(2, n)``, physical radii ``(n,)`` and counts ``(G, n)``."""
+    """Measured spots in µm: centres ``xy`` ``(2, n)``, physical radii ``(n,)`` and counts ``(G, n)``.
+
+    ``totals`` ``(n,)``: each spot's count over every gene its table holds (its library size), when
+    known; ``None`` means the sum of ``counts``.
+    """
 
     xy: np.ndarray
     radius: np.ndarray
     counts: np.ndarray
     geometry: SpotGeometry
     ids: np.ndarray | None = None
+    totals: np.ndarray | None = None
+
+    def library_size(self) -> np.ndarray:
+        """``(n,)`` each spot's total count (:attr:`totals`, else the sum of :attr:`counts`)."""
+        if self.totals is not None:
+            return np.asarray(self.totals, np.float64)
+        return np.asarray(self.counts, np.float64).sum(0)
 
     def __len__(self) -> int:
         return int(self.xy.shape[1])
@@ -73,6 +84,7 @@ class Spots:
             radius=self.radius[keep],
             counts=self.counts[:, keep],
             ids=None if self.ids is None else self.ids[keep],
+            totals=None if self.totals is None else self.totals[keep],
         )
 
     def genes_subset(self, idx) -> Spots:

@@ -25,7 +25,7 @@ __all__ = ["superresolve"]
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
 
-    from ..models import DiffST, DiffSTConfig, SelfSupervisedEnsemble
+    from ..models import DiffST, DiffSTConfig, SelfSupervisedEnsemble, SpotRate
     from ..pp import InputGrid
 
 
@@ -46,7 +46,7 @@ def superresolve(
     lr_um: float | None = None,
     hr_um: float | None = None,
     config: DiffSTConfig | str = "cpu",
-    self_supervised: Literal["aggregation", "coarsen"] = "aggregation",
+    self_supervised: Literal["likelihood", "aggregation", "coarsen"] = "likelihood",
     train_steps: int | None = None,
     n_samples: int | None = None,
     num_inference_steps: int | None = None,
@@ -259,15 +259,19 @@ def _learn(
     device: str,
     seed: int,
     progress: bool,
-) -> DiffST | SelfSupervisedEnsemble:
+) -> DiffST | SelfSupervisedEnsemble | SpotRate:
     """A model learnt from the section itself (its spots and histology), by ``self_supervised``."""
-    from ..models import DiffST, SelfSupervisedEnsemble
+    from ..models import DiffST, SelfSupervisedEnsemble, SpotRate
 
     section = inp.section(name="input")
+    if self_supervised == "likelihood":
+        return SpotRate().fit(section, seed=seed)
     if self_supervised == "aggregation":
         return SelfSupervisedEnsemble().fit(section, seed=seed)
     if self_supervised != "coarsen":
-        raise ValueError(f"self_supervised must be 'aggregation' or 'coarsen', got {self_supervised!r}.")
+        raise ValueError(
+            f"self_supervised must be 'likelihood', 'aggregation' or 'coarsen', got {self_supervised!r}."
+        )
     grid = inp.grid
     train_sections = sections_for_training(
         [section], None, factor=grid.factor, lr_um=grid.lr_um, he_scale=inp.he_scale, self_supervised=True
