@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         "timings; memory). Writes --out (JSON) and the same path with .md.",
     )
     d = p.add_argument_group("data (a built-in preset, or any SpatialData)")
-    d.add_argument("--dataset", choices=PRESETS, default=None, help="built-in dataset preset")
+    d.add_argument("--dataset", choices=(*PRESETS, "visium_mini"), default=None,
+                   help="built-in dataset preset (visium_mini: the spot hold-out track only)")
     d.add_argument("--input", action="append", default=None, metavar="ZARR",
                    help="a SpatialData .zarr store (repeat for several sections)")  # fmt: skip
     d.add_argument("--image-key", default=None, help="histology image element (default: the only image)")
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--gene-symbols", default=None,
                    help="var column of the table that --genes and the report use (e.g. symbol, when var_names are "
                         "Ensembl ids)")  # fmt: skip
-    d.add_argument("--gene-rule", choices=GENE_RULES, default=None,
+    d.add_argument("--gene-rule", choices=(*GENE_RULES, "counts"), default=None,
                    help="variance (default for --input) | hvg (scanpy, her2st) | panel (all genes)")  # fmt: skip
     d.add_argument("--data-dir", default=None, help="her2st / merfish data folder of the presets")
     s = p.add_argument_group("split")
@@ -197,7 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     r.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="tiny | cpu | gpu (default cpu)")
     r.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)} (default all)")
-    r.add_argument("--tracks", default=",".join(TRACKS), help="reference,self_supervised (default both)")
+    r.add_argument("--tracks", "--track", default=",".join(TRACKS),
+                   help="reference,self_supervised (default both), or spot-holdout: hide spots of real sections and "
+                        "predict them (her2st, visium_mini or --input stores)")  # fmt: skip
+    r.add_argument("--folds", type=int, default=10, help="spot-holdout: folds per seed (each hides 1/folds of the spots)")
+    r.add_argument("--hr-um", type=float, default=None, help="spot-holdout: HR pixel in µm (default: the platform's)")
     r.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
     r.add_argument("--seed", type=int, default=None, help="a single seed (same as --seeds N)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -267,10 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if methods == ["all"]:
         methods = None
     seeds = [int(x) for x in _list(args.seeds)] if args.seeds else ([args.seed] if args.seed is not None else None)
+    tracks = [t.replace("-", "_") for t in _list(args.tracks)]
+    if "spot_holdout" in tracks:
+        return _holdout_main(args, methods, seeds, argv)
     dataset = args.dataset or (None if args.input else "synthetic")
     res = run_benchmark(
         dataset, inputs=args.input, profile=args.profile, methods=methods,
-        tracks=_list(args.tracks), seeds=seeds, split=args.split, train=_list(args.train), test=_list(args.test),
+        tracks=tracks, seeds=seeds, split=args.split, train=_list(args.train), test=_list(args.test),
         factors=[int(f) for f in _list(args.factor)] if args.factor else None, genes=args.genes,
         gene_rule=args.gene_rule, lr_um=args.lr_um, he_um=args.he_um, image_key=args.image_key,
         counts_key=args.counts_key, table_key=args.table_key, coordinate_system=args.coordinate_system,
@@ -282,5 +290,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     tag = res["dataset"] if res.get("platform", "square") == "square" else f"{res['dataset']}_{res['platform']}"
     out = Path(args.out or f"benchmarks/results/{tag}_{args.profile}.json")
     print(to_markdown(res))
+    print(f"Wrote {out} and {out.with_suffix('.md')}.")
+    return 0
+
+
+def _holdout_main(args: argparse.Namespace, methods: list[str] | None, seeds: list[int] | None, argv: list[str]) -> int:
+    """``--track spot-holdout``: :func:`stdiff.benchmark._holdout_run.run_holdout`."""
+    from ._holdout_run import holdout_markdown, run_holdout
+
+    tag = args.dataset or "input"
+    out = Path(args.out or f"benchmarks/results/{tag}_spot_holdout.json")
+    res = run_holdout(
+        args.dataset, inputs=args.input, sections=_list(args.test) or None, methods=methods,
+        seeds=seeds or (0, 1, 2), folds=args.folds, genes=args.genes, gene_rule=args.gene_rule or "counts",
+        table_key=args.table_key, hr_um=args.hr_um, data_dir=args.data_dir, out=out,
+        command=" ".join(["stdiff benchmark", *argv]),
+    )  # fmt: skip
+    print(holdout_markdown(res))
     print(f"Wrote {out} and {out.with_suffix('.md')}.")
     return 0

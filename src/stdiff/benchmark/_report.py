@@ -129,7 +129,20 @@ def _notes(tr: dict[str, Any]) -> list[str]:
     if tr.get("methods"):
         lines += ["", "Block index: mean |HR gradient| of log1p counts across LR block boundaries ÷ inside blocks "
                   "(median over genes; the truth's own in the first row; no block structure ≈ 1)."]  # fmt: skip
+    lines += _gap_lines(tr)
     return lines
+
+
+def _gap_lines(tr: dict[str, Any]) -> list[str]:
+    """Gap/spot index of every point forecast on spot sections: its gap/spot gradient ratio ÷ the truth's."""
+    truth = tr.get("truth_gap_ratio") or []
+    if not truth or not np.isfinite(truth).any():
+        return []
+    t = float(np.nanmean(truth))
+    cells = [f"{m} {r['gap_ratio'] / t:.2f}" for m in METHODS if (r := tr.get("methods", {}).get(m))
+             and np.isfinite(r.get("gap_ratio", np.nan))]  # fmt: skip
+    return ["", "Gap/spot index (mean |∇ log1p| 0.35–0.55 pitch from the nearest spot centre ÷ within 0.2 pitch, "
+            f"÷ the truth's {t:.2f}; 1 = like the truth): " + ", ".join(cells) + "."]
 
 
 def track_markdown(track: str, tr: dict[str, Any]) -> list[str]:

@@ -138,6 +138,7 @@ def run_track(
         fit, val, test_sections = measured_as(platform, fit0, val0, split.test, seed)
         data = _TestData.of(test_sections, genes, normalizer)
         res.setdefault("truth_block_index", []).append(block_index([t.hr for t in test_sections], test_sections))
+        res.setdefault("truth_gap_ratio", []).append(gap_ratio([t.hr for t in test_sections], test_sections))
         ctx = _contexts(track, test_sections, fit, val, note, normalizer, genes, cfg, prof, seed, device)
         for name in methods:
             if name in res["skipped"]:
@@ -184,6 +185,7 @@ def _run_method(
         "predict_s": pm["seconds"], "predict_cpu_s": pm["cpu_seconds"],
         "peak_rss_mb": max(fm["peak_rss_mb"], pm["peak_rss_mb"]), "mean": means,
         "block_index": block_index(counts, data.sections) if outs[0].point else float("nan"),
+        "gap_ratio": gap_ratio(counts, data.sections) if outs[0].point else float("nan"),
     })  # fmt: skip
     _summarize(entry, per_seed[name])
     logger.info(
@@ -217,12 +219,20 @@ def block_index(maps: Sequence[np.ndarray], sections) -> float:
     return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
 
 
+def gap_ratio(maps: Sequence[np.ndarray], sections) -> float:
+    """Mean gap/spot gradient ratio (:func:`~stdiff.benchmark._metrics.gap_spot_ratio`) over spot test sections."""
+    vals = [_metrics.gap_spot_ratio(m, s) for m, s in zip(maps, sections, strict=True)]
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
+
 def _summarize(entry: dict[str, Any], per_seed: list) -> None:
     s = _stats.summarize_seeds(per_seed)
     entry.update(per_gene=s["per_gene"], mean=s["mean"], sd=s["sd"], median=s["median"], n_nan=s["n_nan"])
     seeds = entry["seeds"]
     bai = [x.get("block_index", np.nan) for x in seeds]
     entry["block_index"] = float(np.nanmean(bai)) if np.isfinite(bai).any() else float("nan")
+    gap = [x.get("gap_ratio", np.nan) for x in seeds]
+    entry["gap_ratio"] = float(np.nanmean(gap)) if np.isfinite(gap).any() else float("nan")
     for key in ("train_s", "predict_s", "train_cpu_s", "predict_cpu_s"):
         entry[key] = float(np.mean([x[key] for x in seeds]))
     entry["train_steps"] = float(np.mean([x["train"].get("steps") or 0 for x in seeds]))

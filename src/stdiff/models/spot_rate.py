@@ -82,6 +82,8 @@ class SpotRate(BaseModel):
     """
 
     FORMAT: ClassVar[str] = Checkpoint.SPOT_RATE
+    #: Working memory of one window's prediction (MB), which sets the chunks of :func:`stdiff.tl.superresolve`.
+    CHUNK_BUDGET_MB: ClassVar[int] = 512
     UNHASHED: ClassVar[tuple[str, ...]] = (Checkpoint.TRAIN_INFO, "held_out", "calibration")
 
     def __init__(self, *, n_folds: int = 5, n_classes: int = 16, floor: float = FLOOR) -> None:
@@ -116,7 +118,11 @@ class SpotRate(BaseModel):
         x = self._features(section)
         self.feature_mean = x[:, mask].mean(1)
         self.feature_sd = np.maximum(x[:, mask].std(1), 1e-6)
-        z = self._standardise(x)
+        z = self._standardise(x).astype(np.float32).astype(np.float64)  # what prediction sees, to the bit
+        # the whole section's features, reused for every window of it at prediction (no recomputation,
+        # and no window-edge effects of the tissue-scale smoothing)
+        self._window = (tuple(section.origin), float(section.hr_um), z.astype(np.float32), section.he)
+        del x
         self.classes = HistologyClasses.fit(z, mask, n_classes=self.n_classes, seed=seed)
         psi = np.zeros((self.classes.n_classes, mask.size))
         psi[:, mask.ravel()] = self.classes.soft(z[:, mask].T).T
@@ -193,6 +199,22 @@ class SpotRate(BaseModel):
     def _standardise(self, x: np.ndarray) -> np.ndarray:
         return np.clip((x - self.feature_mean[:, None, None]) / self.feature_sd[:, None, None], -5.0, 5.0)
 
+    def _standardised(self, section: Section) -> np.ndarray:
+        """``(F, H, W)`` standardised features of ``section``: cut from the fitted section's when it lies inside it."""
+        cached = getattr(self, "_window", None)
+        if cached is not None:
+            (x0, y0), hr_um, z, he = cached
+            H, W = section.mask_hr.shape
+            j0, i0 = (section.origin[0] - x0) / hr_um, (section.origin[1] - y0) / hr_um
+            aligned = abs(hr_um - section.hr_um) < 1e-9 and abs(j0 - round(j0)) < 1e-6 and abs(i0 - round(i0)) < 1e-6
+            j0, i0 = round(j0), round(i0)
+            if aligned and j0 >= 0 and i0 >= 0 and i0 + H <= z.shape[1] and j0 + W <= z.shape[2]:
+                k = section.he_scale
+                crop = he[:, i0 * k : (i0 + H) * k, j0 * k : (j0 + W) * k]
+                if crop.shape == section.he.shape and np.array_equal(crop[:, ::7, ::7], section.he[:, ::7, ::7]):
+                    return z[:, i0 : i0 + H, j0 : j0 + W].astype(np.float64)
+        return self._standardise(self._features(section)).astype(np.float32).astype(np.float64)
+
     # ------------------------------------------------------------------ prediction
     def rate(self, section: Section) -> np.ndarray:
         """``(G, H, W)`` fitted counts per HR pixel of ``section`` (0 off its tissue mask)."""
@@ -205,7 +227,7 @@ class SpotRate(BaseModel):
         idx = np.flatnonzero(mask)
         if len(idx) == 0:
             return out.reshape(G, *mask.shape)
-        psi = self.classes.soft(self._standardise(self._features(section))[:, mask].T)  # (P, K)
+        psi = self.classes.soft(self._standardised(section)[:, mask].T)  # (P, K)
         pts = _pixel_centres(section, idx)
         hist_total = psi @ f["c"]
         w = f["total_weight"]
@@ -220,6 +242,11 @@ class SpotRate(BaseModel):
             share = (1 - ws) * f["mean_share"][genes][:, None] + ws * share_hist[genes]
             out[np.ix_(genes, idx)] = (field * share * total[None]).astype(np.float32)
         return out.reshape(G, *mask.shape)
+
+    @staticmethod
+    def working_bytes_per_pixel(n_genes: int, he_scale: int) -> float:
+        """Bytes one HR pixel of a window costs :meth:`predict_section` (float64 temporaries per gene, histology)."""
+        return 56.0 * n_genes + 4.0 * 3 * he_scale**2 + 8.0 * 64
 
     def error_variance(self, section: Section) -> np.ndarray | None:
         """``(G, H, W)`` log-variance of the rate's error at every HR pixel (``None`` when not calibrated)."""

@@ -62,7 +62,7 @@ def spot_tissue_mask(fp, he: np.ndarray, he_scale: int) -> np.ndarray:
     beyond the outermost spots are tissue like any other, predicted from the histology and the
     neighbouring spots. Tissue is where the optical density (smoothed over an HR pixel) exceeds a
     threshold set between the background and the tissue: halfway from the median density of the
-    pixels over 1.5 pitches from every spot (where at least 5% are) to the 5th percentile under the
+    pixels over 1.5 pitches from every spot (where at least 5% are) to the 1st percentile under the
     spots, never under 0.15. Every spot's footprint is kept where the histology finds no tissue in
     it (its counts come from somewhere). Without an RGB histology, or when it finds tissue on under
     5% of the spots' reach (faint or no staining), the mask is the spots' reach.
@@ -104,7 +104,7 @@ def _tissue_threshold(fp, od: np.ndarray, floor: float = 0.15) -> float:
     far = d > 1.5 * float(fp.spots.geometry.pitch_um)
     if not covered.any() or far.mean() < 0.05:
         return floor
-    background, tissue = float(np.median(od[far])), float(np.percentile(od[covered], 5))
+    background, tissue = float(np.median(od[far])), float(np.percentile(od[covered], 1))
     return max(floor, 0.5 * (background + tissue)) if tissue > background else floor
 
 

@@ -101,13 +101,14 @@ class SpotsSource:
         return Spots(self.xy, np.asarray(self.radius, float), self.values, self.geometry, self.ids, self.totals)
 
     def extent(self, lr_um: float, hr_um: float) -> tuple[tuple[float, float], np.ndarray]:
-        """Grid origin and far corner: the spots' reach around them (native), else half a pixel.
+        """Grid origin and far corner: a pitch and a spot radius around the spots (native), else half a pixel.
 
         A native grid starts on a multiple of the HR pixel, so grids of one section line up with HR
         rasters of it.
         """
-        if self.native:
-            lo, hi = self.xy.min(axis=1) - self.geometry.reach_um, self.xy.max(axis=1) + self.geometry.reach_um
+        if self.native:  # one lattice step beyond the outermost spots: a missing edge spot is still on the grid
+            margin = float(self.geometry.pitch_um) + float(np.max(self.radius))
+            lo, hi = self.xy.min(axis=1) - margin, self.xy.max(axis=1) + margin
             lo = np.floor(lo / hr_um + 1e-9) * hr_um
             return (float(lo[0]), float(lo[1])), hi
         margin = (lr_um if self.spots_as == "lr" else hr_um) / 2

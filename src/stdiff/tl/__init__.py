@@ -3,10 +3,11 @@
 torch is imported only when a function that needs it runs.
 """
 
+from ._measure import measure
 from ._results import gene_names, section_of
 from ._stream import rescale_to_lr
 from ._superresolve import superresolve
 from ._to_anndata import to_anndata
 from ._train import train
 
-__all__ = ["gene_names", "rescale_to_lr", "section_of", "superresolve", "to_anndata", "train"]
+__all__ = ["gene_names", "measure", "rescale_to_lr", "section_of", "superresolve", "to_anndata", "train"]

@@ -246,7 +246,12 @@ def predict_streamed(
     f = model.factor
     n_samples = int(predict_kwargs.get("n_samples") or cfg.sampler.n_samples)
     if chunk_lr is None:
-        chunk_lr = auto_chunk_lr(len(model.genes), f, cfg.tile_lr, n_samples, inp.he_scale)
+        per_px = getattr(model, "working_bytes_per_pixel", None)
+        if per_px is None:
+            chunk_lr = auto_chunk_lr(len(model.genes), f, cfg.tile_lr, n_samples, inp.he_scale)
+        else:  # a model that says what one HR pixel of a window costs it
+            side = int(np.sqrt(model.CHUNK_BUDGET_MB * 2**20 / per_px(len(model.genes), inp.he_scale)) // f)
+            chunk_lr = max(cfg.tile_lr, side - 2 * halo_lr(cfg.tile_lr))
     chunk_lr = int(chunk_lr)
     if chunk_lr < 1:
         raise ValueError(f"chunk_lr must be ≥ 1, got {chunk_lr}.")

@@ -24,14 +24,14 @@ class Default(Method):
 
     name = "default"
     description = (
-        "superresolve(model=None) default: cross-fitted aggregation-consistency ensemble on the section's own "
-        "spots; spread calibrated on held-out spots"
+        "superresolve(model=None) default (SpotRate): the expression rate fitted to the section's own spots by the "
+        "likelihood of their footprint sums; predictive spread calibrated on held-out spots"
     )
     learned = True
     sampler = True
 
     def fit(self, ctx: Context) -> dict[str, Any]:
-        from ...models import SelfSupervisedEnsemble
+        from ...models import SpotRate
 
         if not ctx.self_supervised:
             raise Skip("the model=None default learns from the test section itself (self-supervised track only)")
@@ -40,14 +40,15 @@ class Default(Method):
         t0 = time.perf_counter()
         for s in ctx.train:
             try:
-                self.models[s.name] = SelfSupervisedEnsemble().fit(s, seed=ctx.seed, device=ctx.device)
+                self.models[s.name] = SpotRate().fit(s, seed=ctx.seed)
             except ValueError as e:  # too few spots to learn from
                 raise Skip(str(e)) from e
         cal = [m.calibration for m in self.models.values()]
         return {
-            "steps": 0, "best_step": None, "seconds": time.perf_counter() - t0, "stopped": "per-member early stopping",
+            "steps": 0, "best_step": None, "seconds": time.perf_counter() - t0, "stopped": "fixed work budget",
             "calibration": cal,
-            "validation": "cross-fitted: each member holds out a fold of the test section's own measurements",
+            "validation": "cross-fitted: each fold of the test section's own measurements is predicted by fits that "
+            "did not see it",
         }  # fmt: skip
 
     def predict(self, section: Section) -> Output:
