@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..spots import SIGMAS, field_deviance, fit_class_rates
+from ..spots import SIGMAS, field_deviance, fit_class_rates, fold_kernels
 
 #: Histology weights tried for the total counts and for every gene's share.
 TOTAL_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0)
@@ -66,6 +66,26 @@ def cross_fit(design: np.ndarray, totals: np.ndarray, counts: np.ndarray, fold: 
     return Members(c=c, W=W, total=total, share=share)
 
 
+def histology_deviance(members: Members, totals: np.ndarray, counts: np.ndarray, fold: np.ndarray) -> float:
+    """Held-out Poisson deviance of what the histology alone predicts (totals, and genes given the totals).
+
+    Each spot is scored by the learner that did not see it: its total against the class densities'
+    expectation (rescaled to the training spots' overall level), each gene against its share times
+    the spot's own total; every gene and the totals weigh alike (each divided by its mean count).
+    """
+    from ..spots import poisson_deviance
+
+    dev = 0.0
+    for i, k in enumerate(np.unique(fold)):
+        tr, te = fold != k, fold == k
+        scale = totals[tr].sum() / max(float(members.total[i][tr].sum()), 1e-300)
+        t_dev = poisson_deviance(members.total[i][te] * scale, totals[te]).sum() / max(totals.mean(), 1e-12)
+        pred = members.share[i][:, te] * totals[te][None]
+        g_dev = (poisson_deviance(pred, counts[:, te]).sum(1) / np.maximum(counts.mean(1), 1e-12)).sum()
+        dev += float(t_dev + g_dev)
+    return dev
+
+
 def flat_total(area: np.ndarray, totals: np.ndarray, sel: np.ndarray) -> np.ndarray:
     """``(n,)`` expected totals of a flat density (the selected spots' counts per unit tissue area)."""
     return area * totals[sel].sum() / max(float(area[sel].sum()), 1e-300)
@@ -76,11 +96,12 @@ def select_total(
 ) -> tuple[float, float, np.ndarray]:
     """``(histology weight, kernel width in pitches, held-out predicted totals (n,))`` of the total counts."""
     folds = np.unique(fold)
+    kernels = fold_kernels(xy, fold, pitch)
     best = (np.inf, 0.0, SIGMAS[0], None)
     for w in TOTAL_WEIGHTS:
         expected = [((1 - w) * flat_total(area, totals, fold != k) + w * members.total[i])[None]
                     for i, k in enumerate(folds)]  # fmt: skip
-        dev, pred = field_deviance(xy, totals[None], expected, fold, pitch)
+        dev, pred = field_deviance(xy, totals[None], expected, fold, pitch, kernels=kernels)
         i = int(dev[:, 0].argmin())
         if dev[i, 0] < best[0] - 1e-9:
             best = (float(dev[i, 0]), w, SIGMAS[i], pred[i, 0])
@@ -99,13 +120,14 @@ def select_genes(
     G, n = counts.shape
     best = np.full(G, np.inf)
     weight, width, pred = np.zeros(G), np.full(G, SIGMAS[0]), np.zeros((G, n))
+    kernels = fold_kernels(xy, fold, pitch)
     for w in SHARE_WEIGHTS:
         expected = []
         for i, k in enumerate(folds):
             tr = fold != k
             mean_share = counts[:, tr].sum(1, keepdims=True) / max(float(totals[tr].sum()), 1e-300)
             expected.append(((1 - w) * mean_share + w * members.share[i]) * totals[None])
-        dev, p = field_deviance(xy, counts, expected, fold, pitch)
+        dev, p = field_deviance(xy, counts, expected, fold, pitch, kernels=kernels)
         i = dev.argmin(0)
         better = dev[i, np.arange(G)] < best - 1e-9
         best[better] = dev[i, np.arange(G)][better]

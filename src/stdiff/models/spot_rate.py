@@ -45,6 +45,10 @@ from .base import BaseModel
 MIN_SPOTS = 16
 #: Fewest spots needed to calibrate the spread.
 MIN_CALIBRATION = 20
+#: Numbers of histology classes tried when ``n_classes=None``.
+CLASS_COUNTS: tuple[int, ...] = (16, 32, 64)
+#: Tissue scales of the histology features (µm; ``None``: the HR pixel itself).
+FEATURE_SCALES: tuple[float | None, ...] = (None, 30.0, 100.0)
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,8 @@ class SpotRate(BaseModel):
     n_folds
         Cross-fitting folds of the measured spots (each fold is predicted by a fit that did not see it).
     n_classes
-        Soft histology classes.
+        Soft histology classes; ``None`` (default): 16, 32 or 64, chosen on the section's own spots by
+        the cross-fitted deviance of what the histology alone predicts.
     floor
         Relative log-variance of the rate's error at a measurement centre (:data:`stdiff.spots.FLOOR`).
     """
@@ -86,10 +91,12 @@ class SpotRate(BaseModel):
     CHUNK_BUDGET_MB: ClassVar[int] = 512
     UNHASHED: ClassVar[tuple[str, ...]] = (Checkpoint.TRAIN_INFO, "held_out", "calibration")
 
-    def __init__(self, *, n_folds: int = 5, n_classes: int = 16, floor: float = FLOOR) -> None:
+    def __init__(self, *, n_folds: int = 5, n_classes: int | None = None, floor: float = FLOOR) -> None:
         if n_folds < 2:
             raise ValueError(f"n_folds must be ≥ 2 (cross-fitting needs two folds), got {n_folds}.")
-        self.n_folds, self.n_classes, self.floor = int(n_folds), int(n_classes), float(floor)
+        self.n_folds, self.floor = int(n_folds), float(floor)
+        self.n_classes = None if n_classes is None else int(n_classes)
+        self.class_scores: dict[int, float] = {}
         self.genes: list[str] = []
         self.factor, self.lr_um, self.pitch = 1, 1.0, 1.0
         self.config = _Geometry(tile_lr=4, he_scale=1, sampler=_Sampler(self.n_folds))
@@ -100,8 +107,18 @@ class SpotRate(BaseModel):
         self.held_out: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ fit
-    def fit(self, section: Section, *, seed: int = 0, **_: Any) -> SpotRate:
-        """Fit the rate to ``section``'s spots and histology, and calibrate the spread (its truth is never read)."""
+    def fit(self, section: Section, *, seed: int = 0, progress: bool = False, **_: Any) -> SpotRate:
+        """Fit the rate to ``section``'s spots and histology, and calibrate the spread (its truth is never read).
+
+        ``progress`` shows a bar over the fit's stages (histology, classes, the spot-level fit).
+        """
+        from tqdm.auto import tqdm
+
+        with tqdm(total=3, desc="fitting the default", disable=not progress, leave=False) as bar:
+            self._fit(section, seed, bar)
+        return self
+
+    def _fit(self, section: Section, seed: int, bar) -> None:
         measured, fp = measured_spots(section)
         mask = section.mask_hr
         on_tissue = np.asarray(fp.matrix @ mask.ravel().astype(np.float64)).ravel()
@@ -115,7 +132,9 @@ class SpotRate(BaseModel):
         self.pitch = float(measured.geometry.pitch_um)
         self.config = _Geometry(tile_lr=4, he_scale=section.he_scale, sampler=_Sampler(self.n_folds))
         self.stain = dict(section.meta.get(STAIN_REFERENCE_KEY) or stain_reference([section.he]))
+        bar.set_postfix_str("histology features")
         x = self._features(section)
+        bar.update()
         self.feature_mean = x[:, mask].mean(1)
         self.feature_sd = np.maximum(x[:, mask].std(1), 1e-6)
         z = self._standardise(x).astype(np.float32).astype(np.float64)  # what prediction sees, to the bit
@@ -123,20 +142,45 @@ class SpotRate(BaseModel):
         # and no window-edge effects of the tissue-scale smoothing)
         self._window = (tuple(section.origin), float(section.hr_um), z.astype(np.float32), section.he)
         del x
-        self.classes = HistologyClasses.fit(z, mask, n_classes=self.n_classes, seed=seed)
-        psi = np.zeros((self.classes.n_classes, mask.size))
-        psi[:, mask.ravel()] = self.classes.soft(z[:, mask].T).T
-        A = fp.matrix[usable]
-        spots = measured.subset(usable)
-        data = _SpotData(
-            xy=spots.xy.T, totals=spots.library_size(), counts=np.asarray(spots.counts, np.float64),
-            design=np.asarray(A @ psi.T), area=np.asarray(A @ mask.ravel().astype(np.float64)).ravel(),
-        )  # fmt: skip
+        bar.set_postfix_str("histology classes")
+        self.classes, data = self._choose_classes(z, mask, fp, measured, seed)
+        bar.update()
+        bar.set_postfix_str(f"{len(data.totals)} spots × {len(self.genes)} genes, {self.n_folds} folds")
         self._fit_spots(data, seed)
+        bar.update()
+        self.calibration["histology_classes"] = int(self.classes.n_classes)
         logger.info("SpotRate on %s: %d spots, %d genes, %d histology classes; held-out r %.3f (6 nearest spots %.3f).",
                     section.name, len(data.totals), len(self.genes), self.classes.n_classes,
                     self.calibration.get("held_out_pcc", np.nan), self.calibration.get("nearest6_pcc", np.nan))  # fmt: skip
-        return self
+
+    def _choose_classes(self, z: np.ndarray, mask: np.ndarray, fp, measured, seed: int):
+        """The histology classes (one of :data:`CLASS_COUNTS`, or ``n_classes``) and the spots' data under them.
+
+        With ``n_classes=None`` the number of classes is chosen by the held-out deviance of what the
+        histology alone predicts under cross-fitting (:func:`~._spot_rate_fit.histology_deviance`),
+        on the section's own spots.
+        """
+        on_tissue = np.asarray(fp.matrix @ mask.ravel().astype(np.float64)).ravel()
+        usable = fp.inside & (on_tissue > 0)
+        A = fp.matrix[usable]
+        spots = measured.subset(usable)
+        totals, counts = spots.library_size(), np.asarray(spots.counts, np.float64)
+        area = np.asarray(A @ mask.ravel().astype(np.float64)).ravel()
+        fold = fitting.folds_of(len(totals), self.n_folds, seed)
+        best = None
+        for k in (CLASS_COUNTS if self.n_classes is None else (self.n_classes,)):
+            classes = HistologyClasses.fit(z, mask, n_classes=k, seed=seed)
+            psi = np.zeros((classes.n_classes, mask.size))
+            psi[:, mask.ravel()] = classes.soft(z[:, mask].T).T
+            design = np.asarray(A @ psi.T)
+            score = 0.0
+            if self.n_classes is None:
+                score = fitting.histology_deviance(fitting.cross_fit(design, totals, counts, fold), totals, counts, fold)
+                self.class_scores[int(classes.n_classes)] = score
+            if best is None or score < best[0] - 1e-9:
+                best = (score, classes, design)
+        data = _SpotData(xy=spots.xy.T, totals=totals, counts=counts, design=best[2], area=area)
+        return best[1], data
 
     def _fit_spots(self, d: _SpotData, seed: int) -> None:
         """Cross-fit, choose the blends and widths, keep what prediction needs and calibrate."""
@@ -194,7 +238,7 @@ class SpotRate(BaseModel):
     # ------------------------------------------------------------------ features
     def _features(self, section: Section) -> np.ndarray:
         section.meta[STAIN_REFERENCE_KEY] = self.stain
-        return histology_features(section).values.astype(np.float64)
+        return histology_features(section, scales_um=FEATURE_SCALES).values.astype(np.float64)
 
     def _standardise(self, x: np.ndarray) -> np.ndarray:
         return np.clip((x - self.feature_mean[:, None, None]) / self.feature_sd[:, None, None], -5.0, 5.0)

@@ -27,7 +27,7 @@ class HistologyClasses:
     @classmethod
     def fit(
         cls, features: np.ndarray, mask: np.ndarray, *, n_classes: int = N_CLASSES, seed: int = 0,
-        max_pixels: int = 20000,
+        max_pixels: int = 10000,
     ) -> HistologyClasses:  # fmt: skip
         """Cluster the ``mask`` pixels of ``features`` ``(F, H, W)`` (standardised) into ``n_classes`` classes."""
         from scipy.cluster.vq import kmeans2

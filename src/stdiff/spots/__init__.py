@@ -11,7 +11,17 @@ everything that relates an HR map to spots, with no knowledge of sections, image
   distribution (:func:`predictive_sd`, :func:`predictive_quantile`, :func:`calibrate_error`).
 """
 
-from ._field import CUTOFF, PRIOR_STRENGTH, SIGMAS, field_deviance, gaussian_kernel, poisson_deviance, ratio_field, ratio_prior
+from ._field import (
+    CUTOFF,
+    PRIOR_STRENGTH,
+    SIGMAS,
+    field_deviance,
+    fold_kernels,
+    gaussian_kernel,
+    poisson_deviance,
+    ratio_field,
+    ratio_prior,
+)
 from ._footprints import RENDER_CUTOFF, RENDER_SIGMA, Footprints, Spots, density_at, footprint_weights, spot_margin
 from ._geometry import (
     PLATFORMS,
@@ -31,6 +41,7 @@ from ._predictive import (
     calibrate_error,
     distance_scale,
     interval_coverage,
+    predictive_cdf,
     predictive_quantile,
     predictive_sample,
     predictive_sd,
@@ -46,10 +57,12 @@ __all__ = [
     "calibrate_error",
     "distance_scale",
     "field_deviance",
+    "fold_kernels",
     "fit_class_rates",
     "gaussian_kernel",
     "interval_coverage",
     "poisson_deviance",
+    "predictive_cdf",
     "predictive_quantile",
     "predictive_sample",
     "predictive_sd",

@@ -71,6 +71,16 @@ def poisson_deviance(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
     return 2.0 * (ylogy - (y - mu))
 
 
+def fold_kernels(xy: np.ndarray, fold: np.ndarray, pitch: float, sigmas: tuple[float, ...] = SIGMAS) -> dict:
+    """``{(fold, i): kernel}`` from each fold's spots to the other folds' spots, for every width ``sigmas[i]``."""
+    out = {}
+    for k in np.unique(fold):
+        tr, te = fold != k, fold == k
+        for i, s in enumerate(sigmas):
+            out[(k, i)] = gaussian_kernel(xy[te], xy[tr], s * pitch)
+    return out
+
+
 def field_deviance(
     xy: np.ndarray,
     counts: np.ndarray,
@@ -78,24 +88,27 @@ def field_deviance(
     fold: np.ndarray,
     pitch: float,
     sigmas: tuple[float, ...] = SIGMAS,
+    kernels: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Held-out deviance ``(S, G)`` of the field for each kernel width, and the held-out predictions.
 
     ``expected[k]`` ``(G, n)`` are the expected counts of every spot under the fit that did not see
     fold ``k``; for each fold, the field of the other spots predicts its spots
     (``r(c_s) · expected_s``). Returns the summed deviance per width and gene and the predictions
-    ``(S, G, n)`` (each spot predicted by the fit that held it out).
+    ``(S, G, n)`` (each spot predicted by the fit that held it out). ``kernels``: :func:`fold_kernels`
+    (computed here when not given).
     """
     counts = np.asarray(counts, np.float64)
+    kernels = fold_kernels(xy, fold, pitch, sigmas) if kernels is None else kernels
     G, n = counts.shape
     dev = np.zeros((len(sigmas), G))
     pred = np.zeros((len(sigmas), G, n))
-    for k in np.unique(fold):
+    for j, k in enumerate(np.unique(fold)):
         tr, te = fold != k, fold == k
-        mu = expected[k]
+        mu = expected[j]
         prior = ratio_prior(counts[:, tr], mu[:, tr])
-        for i, s in enumerate(sigmas):
-            r = ratio_field(gaussian_kernel(xy[te], xy[tr], s * pitch), counts[:, tr], mu[:, tr], prior)
+        for i in range(len(sigmas)):
+            r = ratio_field(kernels[(k, i)], counts[:, tr], mu[:, tr], prior)
             pred[i][:, te] = r * mu[:, te]
             dev[i] += poisson_deviance(pred[i][:, te], counts[:, te]).sum(1)
     return dev, pred

@@ -265,7 +265,7 @@ def _learn(
 
     section = inp.section(name="input")
     if self_supervised == "likelihood":
-        return SpotRate().fit(section, seed=seed)
+        return SpotRate().fit(section, seed=seed, progress=progress)
     if self_supervised == "aggregation":
         return SelfSupervisedEnsemble().fit(section, seed=seed)
     if self_supervised != "coarsen":
