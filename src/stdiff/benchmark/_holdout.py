@@ -12,7 +12,7 @@ seed over all hidden spots (each hidden once per seed), then mean ± sd over see
 - ``cov90``: share of hidden counts inside the central 90% predictive interval (methods with an sd;
   the interval of the negative binomial with the predicted mean and sd);
 - ``zero_px``: share of the hidden discs' pixels (footprint over half the pixel) where the map is 0
-  for every gene (a hole).
+  for every gene (a hole), over the hidden spots that measured counts.
 """
 
 from __future__ import annotations
@@ -69,9 +69,15 @@ def _scores(pred: np.ndarray, y: np.ndarray, std: np.ndarray | None, zero_px: fl
     }
 
 
-def _zero_share(maps: np.ndarray, hidden_fp) -> float:
-    """Share of hidden discs' pixels (covered over half) where ``maps`` is 0 for every gene."""
-    cover = np.asarray(hidden_fp.matrix.max(axis=0).todense()).ravel().reshape(maps.shape[1:]) > 0.5
+def _zero_share(maps: np.ndarray, hidden_fp, tissue: np.ndarray) -> float:
+    """Share of hidden discs' tissue pixels (covered over half) where ``maps`` is 0 for every gene.
+
+    Only the discs of hidden spots that measured counts (their library size above 0) are counted, and
+    only their pixels on ``tissue`` (the section's tissue as its histology and *all* its spots give it).
+    """
+    expressing = hidden_fp.spots.library_size() > 0
+    A = hidden_fp.matrix[np.flatnonzero(expressing)]
+    cover = (np.asarray(A.max(axis=0).todense()).ravel().reshape(maps.shape[1:]) > 0.5) & tissue
     return float((maps[:, cover].max(0) <= 0).mean()) if cover.any() else float("nan")
 
 
@@ -84,6 +90,7 @@ def run_fold(sdata, genes: list[str], table_key: str, keep: np.ndarray, all_spot
     import stdiff as sd
 
     from .._spatial import finest_level
+    from ..pp import spot_tissue_mask
     from ..spots import Footprints
 
     sub = hide(sdata, table_key, keep)
@@ -92,12 +99,14 @@ def run_fold(sdata, genes: list[str], table_key: str, keep: np.ndarray, all_spot
     seconds = time.perf_counter() - t0
     section = sd.tl.section_of(sub, _KEY)
     hidden_fp = Footprints(all_spots.subset(~keep), section.origin, section.hr_um, section.mask_hr.shape)
+    every = Footprints(all_spots, section.origin, section.hr_um, section.mask_hr.shape)
+    tissue = spot_tissue_mask(every, section.he, section.he_scale)
     out = {}
     if "default" in methods:
         measured = sd.tl.measure(sub, _KEY, genes=genes)[[str(i) for i in all_spots.ids[~keep]]]
         mean = finest_level(sub.images[_KEY], np.float64)
         out["default"] = {"pred": measured.X.T, "std": measured.layers["std"].T, "seconds": seconds,
-                          "zero_px": _zero_share(mean, hidden_fp)}  # fmt: skip
+                          "zero_px": _zero_share(mean, hidden_fp, tissue)}  # fmt: skip
     for name in methods:
         if name == "default":
             continue
@@ -105,7 +114,7 @@ def run_fold(sdata, genes: list[str], table_key: str, keep: np.ndarray, all_spot
         res = BASELINES[name](section, seed)
         maps, std = res if isinstance(res, tuple) else (res, None)
         pred = hidden_fp.measure(maps)
-        entry = {"pred": pred, "seconds": time.perf_counter() - t0, "zero_px": _zero_share(maps, hidden_fp)}
+        entry = {"pred": pred, "seconds": time.perf_counter() - t0, "zero_px": _zero_share(maps, hidden_fp, tissue)}
         if std is not None:
             excess = np.sqrt(np.maximum(std.astype(np.float64) ** 2 - maps, 0.0))
             entry["std"] = np.sqrt(pred + hidden_fp.measure(excess) ** 2)

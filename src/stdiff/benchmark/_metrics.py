@@ -204,5 +204,6 @@ def gap_spot_ratio(maps: np.ndarray, section) -> float:
         gx = np.abs(np.diff(x, axis=2))[:, band[:, 1:] & band[:, :-1]]
         gy = np.abs(np.diff(x, axis=1))[:, band[1:, :] & band[:-1, :]]
         out.append(np.concatenate([gx, gy], axis=1).mean(1) if gx.size + gy.size else np.full(x.shape[0], np.nan))
-    ratio = np.where(out[1] > 0, out[0] / np.where(out[1] > 0, out[1], 1.0), np.nan)
-    return float(np.nanmedian(ratio)) if np.isfinite(ratio).any() else float("nan")
+    # flat inside the spots with steps in the gaps is infinitely lattice-like
+    ratio = np.where(out[1] > 0, out[0] / np.where(out[1] > 0, out[1], 1.0), np.where(out[0] > 0, np.inf, np.nan))
+    return float(np.nanmedian(ratio)) if (~np.isnan(ratio)).any() else float("nan")

@@ -15,6 +15,7 @@ from ._input import InputGrid, open_input
 from ._lr_maps import lr_density, lr_per_tissue_pixel
 from ._normalize import Normalizer
 from ._rasterize import image_um, rasterize
+from ._read_histology import spot_tissue_mask
 from ._section import Section, Tiles, aggregate
 from ._simulate import simulate_platform
 from ._stain import STAIN_REFERENCE_KEY
@@ -41,6 +42,7 @@ __all__ = [
     "open_input",
     "rasterize",
     "simulate_platform",
+    "spot_tissue_mask",
     "stain_reference",
     "standardize_features",
     "tile_positions",
