@@ -1,10 +1,10 @@
 """Choosing the default's spread shape on validation data: how the error of the mean grows with distance.
 
-The ``model=None`` default (:class:`stdiff.models.SelfSupervisedEnsemble`) calibrates a per-gene
-log-normal error of its mean on held-out spots, which lie about one pitch from the nearest measured
-spot; HR pixels lie closer to a measurement. Its sd is ``σ_g · sqrt(floor + (1 − floor) · min(1,
-d / pitch))`` with ``d`` the distance to the nearest measurement centre; ``floor = 1`` is a constant
-error. This script fits the default on the *validation* part of each benchmark's training data (the
+The ``model=None`` default (:class:`stdiff.models.SpotRate`) calibrates a per-gene error of its
+rate on held-out spots, which lie about one pitch from the nearest measured spot; HR pixels lie
+closer to a measurement. The error's log-sd is ``σ_g · sqrt(floor + (1 − floor) · d / pitch)`` with
+``d`` the distance to the nearest measurement centre; ``floor = 1`` is a constant error near the
+spots. This script fits the default on the *validation* part of each benchmark's training data (the
 ``--validate`` split; the test data are never read), recalibrates it for each ``floor`` of a grid
 (the fits are shared) and scores its predictive draws against the validation truth in the
 benchmark's space: 90% interval coverage and spread-skill, per dataset and seed. Run::
@@ -27,7 +27,7 @@ from stdiff.benchmark._probabilistic import coverage, spread_skill
 from stdiff.benchmark._profiles import dataset_settings
 from stdiff.benchmark._run import measured_as
 from stdiff.benchmark._splits import validation_split
-from stdiff.models import SelfSupervisedEnsemble
+from stdiff.models import SpotRate
 from stdiff.pp import fit_normalizer
 
 FLOORS = (0.25, 0.5, 0.75, 1.0)
@@ -54,7 +54,7 @@ def main() -> None:
         for seed in seeds:
             norm, val, note = validation_sections(name, platform, seed)
             for s in val:
-                ens = SelfSupervisedEnsemble().fit(replace(s, hr=None, mask_truth=None), seed=seed)
+                ens = SpotRate().fit(replace(s, hr=None, mask_truth=None), seed=seed)
                 mean = ens.predict_section(s)["mean"]
                 nm, m = norm.subset(s.genes), s.truth_mask
                 truth = nm.transform(s.hr)[:, m]

@@ -135,12 +135,12 @@ def _notes(tr: dict[str, Any]) -> list[str]:
 
 def _gap_lines(tr: dict[str, Any]) -> list[str]:
     """Gap/spot index of every point forecast on spot sections: its gap/spot gradient ratio ÷ the truth's."""
-    truth = tr.get("truth_gap_ratio") or []
-    if not truth or not np.isfinite(truth).any():
+    truth = np.array([np.nan if v is None else v for v in tr.get("truth_gap_ratio") or []], dtype=float)
+    if not np.isfinite(truth).any():
         return []
     t = float(np.nanmean(truth))
-    cells = [f"{m} {r['gap_ratio'] / t:.2f}" for m in METHODS if (r := tr.get("methods", {}).get(m))
-             and np.isfinite(r.get("gap_ratio", np.nan))]  # fmt: skip
+    ratios = {m: r.get("gap_ratio") for m in METHODS if (r := tr.get("methods", {}).get(m))}
+    cells = [f"{m} {v / t:.2f}" for m, v in ratios.items() if v is not None and np.isfinite(v)]
     return ["", "Gap/spot index (mean |∇ log1p| 0.35–0.55 pitch from the nearest spot centre ÷ within 0.2 pitch, "
             f"÷ the truth's {t:.2f}; 1 = like the truth): " + ", ".join(cells) + "."]
 
