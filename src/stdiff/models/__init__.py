@@ -26,7 +26,7 @@ from .config import (
 from .diffst import DiffST
 from .nn import *  # noqa: F403 (layer 1 by name: the networks, components and losses)
 from .self_supervised import SelfSupervisedEnsemble
-from .spot_rate import SpotRate
+from .spot_rate import SpotRate, default_learner
 
 __all__ = [
     "AggregationConsistency",
@@ -42,6 +42,7 @@ __all__ = [
     "SpotRate",
     "TrainingConfig",
     "carve_validation",
+    "default_learner",
     "nn",
     "training",
     "upsample_lr",

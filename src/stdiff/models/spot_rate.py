@@ -376,6 +376,17 @@ class _SpotData:
     area: np.ndarray
 
 
+def default_learner(section: Section) -> str:
+    """What ``superresolve(model=None)`` fits: ``"likelihood"`` for spots, ``"aggregation"`` for square LR maps.
+
+    A spot is a sample of the expression under it, taken apart from any other measurement, so the
+    default fits the rate behind the spots (:class:`SpotRate`). An LR pixel of binned transcripts or
+    of a gene image *is* the sum of the HR truth under it (the same molecules), so the default
+    distributes it exactly (:class:`~stdiff.models.SelfSupervisedEnsemble`).
+    """
+    return "aggregation" if section.spots is None else "likelihood"
+
+
 def measured_spots(section: Section):
     """``(spots, footprints)`` of what ``section`` measures: its spots, or its tissue LR pixels as square spots.
 

@@ -46,7 +46,7 @@ def superresolve(
     lr_um: float | None = None,
     hr_um: float | None = None,
     config: DiffSTConfig | str = "cpu",
-    self_supervised: Literal["likelihood", "aggregation", "coarsen"] = "likelihood",
+    self_supervised: Literal["auto", "likelihood", "aggregation", "coarsen"] = "auto",
     train_steps: int | None = None,
     n_samples: int | None = None,
     num_inference_steps: int | None = None,
@@ -72,20 +72,25 @@ def superresolve(
     at training, give the standard deviation. (For 5% / 95% prediction bounds of a section, call
     :meth:`~stdiff.models.DiffST.predict_section`, which returns ``q05`` and ``q95``.)
 
-    With ``model=None`` the section teaches itself, from its own spots and H&E:
+    With ``model=None`` the section teaches itself, from its own measurements and H&E
+    (``self_supervised="auto"``, the default, picks by what the measurements are,
+    :func:`~stdiff.models.default_learner`):
 
-    - ``self_supervised="aggregation"`` (default): cross-fitted
-      :class:`~stdiff.models.AggregationConsistency` fits at the native scale
-      (:class:`~stdiff.models.SelfSupervisedEnsemble`): histology decides where each spot's counts go
-      inside it and between spots, every spot's counts are conserved under its footprint, and the
-      standard deviation is a predictive sd calibrated on held-out spots (each predicted by the fit
-      that did not see it; counting noise plus a per-gene error of the mean); with too few spots to
-      calibrate, no standard deviation is written;
-    - ``self_supervised="coarsen"``: a Diff-ST model trained with the LR map aggregated ``factor×``
-      once more as the input and the LR map as the target, then applied to the real LR map. This
-      assumes the tissue looks alike across scales and needs a section of at least
-      ``tile_lr · factor`` LR pixels per side.
+    - ``"likelihood"`` (spots): :class:`~stdiff.models.SpotRate` fits the expression rate behind the
+      spots — histology classes times smooth local-likelihood fields of the spots' totals and shares,
+      by the Poisson likelihood of each footprint's sum — and writes that rate, never a spot's count
+      painted on its footprint; the mask is the tissue the histology shows, so a missing spot is a gap
+      like any other; the standard deviation is the predictive sd calibrated so 90% intervals hold
+      90% of cross-fitted held-out spots, growing with the distance to the nearest measured spot;
+    - ``"aggregation"`` (square LR maps of binned transcripts or gene images, whose LR pixels are the
+      sums of the HR truth under them): cross-fitted :class:`~stdiff.models.AggregationConsistency`
+      fits (:class:`~stdiff.models.SelfSupervisedEnsemble`) distribute every LR pixel by histology,
+      with a predictive sd calibrated on held-out LR pixels;
+    - ``"coarsen"``: a Diff-ST model trained with the LR map aggregated ``factor×`` once more as the
+      input and the LR map as the target, then applied to the real LR map. This assumes the tissue
+      looks alike across scales and needs a section of at least ``tile_lr · factor`` LR pixels per side.
 
+    With too few measurements to calibrate, no standard deviation is written.
     A model trained on HR references (:func:`stdiff.tl.train`) needs neither.
 
     Parameters
@@ -116,7 +121,7 @@ def superresolve(
     config
         Preset or config for training when ``model=None`` and ``self_supervised="coarsen"``.
     self_supervised
-        How to learn without a model: ``"aggregation"`` or ``"coarsen"`` (above).
+        How to learn without a model: ``"auto"``, ``"likelihood"``, ``"aggregation"`` or ``"coarsen"`` (above).
     train_steps
         Training steps when ``model=None`` (default: the config's).
     n_samples, num_inference_steps
@@ -261,16 +266,18 @@ def _learn(
     progress: bool,
 ) -> DiffST | SelfSupervisedEnsemble | SpotRate:
     """A model learnt from the section itself (its spots and histology), by ``self_supervised``."""
-    from ..models import DiffST, SelfSupervisedEnsemble, SpotRate
+    from ..models import DiffST, SelfSupervisedEnsemble, SpotRate, default_learner
 
     section = inp.section(name="input")
+    if self_supervised == "auto":
+        self_supervised = default_learner(section)
     if self_supervised == "likelihood":
         return SpotRate().fit(section, seed=seed, progress=progress)
     if self_supervised == "aggregation":
         return SelfSupervisedEnsemble().fit(section, seed=seed)
     if self_supervised != "coarsen":
         raise ValueError(
-            f"self_supervised must be 'likelihood', 'aggregation' or 'coarsen', got {self_supervised!r}."
+            f"self_supervised must be 'auto', 'likelihood', 'aggregation' or 'coarsen', got {self_supervised!r}."
         )
     grid = inp.grid
     train_sections = sections_for_training(

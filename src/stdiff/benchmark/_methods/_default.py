@@ -31,7 +31,7 @@ class Default(Method):
     sampler = True
 
     def fit(self, ctx: Context) -> dict[str, Any]:
-        from ...models import SpotRate
+        from ...models import SelfSupervisedEnsemble, SpotRate, default_learner
 
         if not ctx.self_supervised:
             raise Skip("the model=None default learns from the test section itself (self-supervised track only)")
@@ -40,12 +40,15 @@ class Default(Method):
         t0 = time.perf_counter()
         for s in ctx.train:
             try:
-                self.models[s.name] = SpotRate().fit(s, seed=ctx.seed)
+                learner = SpotRate if default_learner(s) == "likelihood" else SelfSupervisedEnsemble
+                self.models[s.name] = learner().fit(s, seed=ctx.seed)
             except ValueError as e:  # too few spots to learn from
                 raise Skip(str(e)) from e
         cal = [m.calibration for m in self.models.values()]
         return {
-            "steps": 0, "best_step": None, "seconds": time.perf_counter() - t0, "stopped": "fixed work budget",
+            "steps": 0, "best_step": None, "seconds": time.perf_counter() - t0,
+            "stopped": "fixed work budget" if all(isinstance(m, SpotRate) for m in self.models.values())
+            else "per-member early stopping",
             "calibration": cal,
             "validation": "cross-fitted: each fold of the test section's own measurements is predicted by fits that "
             "did not see it",
