@@ -66,6 +66,8 @@ class Key:
         CONSERVE_COUNTS = "conserve_counts"
         UNITS = "units"
         STDIFF_VERSION = "stdiff_version"
+        #: the image elements the call wrote (the mean, and the std when there is one)
+        IMAGES = "images"
         #: key of the histology scale inside the ``CONFIG`` record
         HE_SCALE = "he_scale"
 
