@@ -70,7 +70,7 @@ def spot_tissue_mask(fp, he: np.ndarray, he_scale: int) -> np.ndarray:
         return reach
     mask = reach & tissue
     if mask.sum() < 0.05 * max(int(reach.sum()), 1):
-        logger.warning("The histology shows tissue on under 5%% of the spots' reach; the histology mask is ignored.")
+        logger.warning("The histology shows tissue on under 5% of the spots' reach; the histology mask is ignored.")
         return reach
     A = fp.matrix
     on_tissue = np.asarray(A @ mask.ravel().astype(np.float64)).ravel()
