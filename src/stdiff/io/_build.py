@@ -195,7 +195,8 @@ def from_spots(
     hint = scale_hint(units, how)
     if spot_diameter_um is None:
         spot_diameter_um, platform = platform_diameter(centres, platform, hint)
-    pitch = check_scale(centres, platform, declared, spot_diameter_um, hint)
+    fitted = "alignment" in str(how.get("scale"))
+    pitch = check_scale(centres, platform, declared, spot_diameter_um, hint, fitted=fitted)
     if element is None:
         element = image_element(chw, px_to_um, coordinate_system)
     check_inside_image(centres, ids, bounds_um(element, coordinate_system), pitch)

@@ -16,6 +16,10 @@ import pandas as pd
 
 from .._utils import logger
 
+#: nearest-spot distance / pitch from which spots may be a sparse subset of a lattice (√2: a square lattice's
+#: diagonal); between 1.1 and this the spacing fits no lattice of the declared platform and is refused
+SPARSE_RATIO = 1.35
+
 
 def _examples(values, k: int = 3) -> list:
     return [v.item() if hasattr(v, "item") else v for v in list(values)[:k]]
@@ -23,9 +27,11 @@ def _examples(values, k: int = 3) -> list:
 
 def frame_counts(frame: pd.DataFrame) -> np.ndarray:
     """The counts of a spots × genes frame, refusing columns that are not numbers (e.g. a leftover label)."""
-    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool]
-    if bad:
-        kinds = sorted({str(frame[c].dtype) for c in bad})
+    dtypes = list(frame.dtypes)  # by position: column names may repeat
+    bad_at = [i for i, d in enumerate(dtypes) if not pd.api.types.is_numeric_dtype(d) or pd.api.types.is_bool_dtype(d)]
+    if bad_at:
+        bad = [frame.columns[i] for i in bad_at]
+        kinds = sorted({str(dtypes[i]) for i in bad_at})
         raise ValueError(
             f"counts has {len(bad)} column(s) that are not counts, e.g. {_examples(bad)} ({', '.join(kinds)}): a "
             "counts frame holds one numeric column per gene. Drop them (counts.drop(columns=[...])) or pass them as "
@@ -153,23 +159,38 @@ def check_image_array(chw: np.ndarray) -> None:
 
 
 def check_scale(
-    centres_um: np.ndarray, platform: str | None, declared: bool, diameter_um: float | None, scale_hint: str
+    centres_um: np.ndarray,
+    platform: str | None,
+    declared: bool,
+    diameter_um: float | None,
+    scale_hint: str,
+    *,
+    fitted: bool = False,
 ) -> float:
     """The spots' pitch in µm, refused when it is not the declared platform's or the discs would overlap.
 
-    ``scale_hint`` says how the µm positions were obtained (which argument to check).
+    ``scale_hint`` says how the µm positions were obtained (which argument to check). Spots further
+    apart than the platform's pitch may be a lattice with spots missing; they are refused when they
+    still form the platform's whole lattice (the same lattice at another scale), unless the scale was
+    ``fitted`` to the array's own coordinates (an alignment table), and otherwise warned about.
     """
-    from ..spots import PLATFORMS, TOLERANCE, nearest_pitch
+    from ..spots import PLATFORMS, TOLERANCE, detect_geometry, nearest_pitch
 
     pitch = nearest_pitch(centres_um.T)
     if declared and platform in PLATFORMS:
-        expected = PLATFORMS[platform].pitch_um
-        if abs(pitch - expected) > TOLERANCE * expected:
-            raise ValueError(
-                f"platform={platform!r} has spots {expected:g} µm apart (±{TOLERANCE:.0%}), but these are {pitch:.4g} "
-                f"µm apart ({scale_hint}). Check the scale; or, for another array, omit platform= and pass "
-                "spot_diameter_um=."
-            )
+        p = PLATFORMS[platform]
+        ratio = pitch / p.pitch_um
+        what = (
+            f"platform={platform!r} has spots {p.pitch_um:g} µm apart (±{TOLERANCE:.0%}), but these are {pitch:.4g} µm "
+            f"apart ({scale_hint})"
+        )
+        fix = "Check the scale; or, for another array, omit platform= and pass spot_diameter_um=."
+        if ratio < 1 - TOLERANCE or 1 + TOLERANCE < ratio < SPARSE_RATIO:
+            raise ValueError(f"{what}. {fix}")
+        if ratio >= SPARSE_RATIO and not fitted:
+            if detect_geometry(centres_um.T, p.radius_um).lattice == p.lattice:  # the whole lattice, scaled
+                raise ValueError(f"{what}: the {p.lattice} lattice of {platform!r} at {ratio:.3g}× its size. {fix}")
+            logger.warning("%s: a lattice with most spots missing, or a wrong scale? Check the scale.", what)
     if diameter_um is not None and diameter_um > 1.02 * pitch:
         raise ValueError(
             f"Spots of {diameter_um:g} µm would overlap: their centres are {pitch:.4g} µm apart ({scale_hint}). Check "

@@ -109,7 +109,7 @@ def check_spot_centres(xy: np.ndarray, ids, what: str) -> None:
     dup = pd.DataFrame(xy.T).duplicated(keep=False).to_numpy()
     if dup.any():
         where = np.nonzero(dup)[0]
-        scope = "All spots are" if dup.all() else f"{len(where)} spots are"
+        scope = f"All {len(where)} spots" if dup.all() else f"{len(where)} spots"
         raise ValueError(
             f"{scope} of {what} share a centre with another spot (e.g. {ids[where[0]]!r} and {ids[where[1]]!r} at "
             f"{xy[:, where[0]].tolist()}): each spot has its own centre. Drop or sum the repeated spots, or fix "
