@@ -304,3 +304,24 @@ def test_a_section_built_by_from_spots_is_pointed_at_its_own_scale(synthetic_sma
     with pytest.raises(ValueError, match=r"built by stdiff\.io\.from_spots: check its positions' units=") as err:
         sd.tl.superresolve(s, progress=False)
     assert "or build the section with stdiff.io.from_spots" not in str(err.value)
+
+
+def test_the_troubleshooting_page_quotes_messages_stdiff_raises():
+    """Each heading of docs/troubleshooting.md is the start of a message in the code (``…`` for its variable parts)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    source = "\n".join(p.read_text() for p in (root / "src" / "stdiff").rglob("*.py"))
+    page = (root / "docs" / "troubleshooting.md").read_text()
+    headings = [line[4:] for line in page.splitlines() if line.startswith("### ")]
+    assert len(headings) >= 15
+    missing = [
+        piece
+        for heading in headings
+        for message in heading.split(" / ")
+        for piece in (p.strip(" ,.") for p in message.split("…"))
+        if len(piece) >= 6 and piece not in source
+    ]
+    assert not missing, f"quoted on the troubleshooting page but raised nowhere: {missing}"
+    assert "troubleshooting" in (root / "docs" / "index.md").read_text()
+    assert "{doc}`troubleshooting`" in (root / "docs" / "installation.md").read_text()

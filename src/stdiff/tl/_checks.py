@@ -7,7 +7,6 @@ image, coordinate systems) is checked when the section is opened, still before a
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,21 +35,21 @@ def positive_number(value: Any, name: str, *, fix: str = "") -> float | None:
     return float(value)
 
 
-def check_gene_list(genes: Any, name: str = "genes") -> list[str] | None:
-    """``genes`` as a list of unique names (``None`` passes: all genes), refusing a bare string or an empty list."""
+def check_gene_list(genes: Any) -> list[str] | None:
+    """``genes=`` as a list of unique names (``None`` passes: all genes), refusing a bare string or an empty list."""
     if genes is None:
         return None
     if isinstance(genes, str | bytes):
-        raise TypeError(f"{name} must be a list of gene names, got the string {genes!r}; pass {name}=[{genes!r}].")
-    if not isinstance(genes, Sequence | np.ndarray) and not hasattr(genes, "__iter__"):
-        raise TypeError(f"{name} must be a list of gene names, got {type(genes).__name__}.")
+        raise TypeError(f"genes must be a list of gene names, got the string {genes!r}; pass genes=[{genes!r}].")
+    if not hasattr(genes, "__iter__"):
+        raise TypeError(f"genes must be a list of gene names, got {type(genes).__name__}.")
     genes = [str(g) for g in genes]
     if not genes:
-        raise ValueError(f"{name}=[] names no gene: pass the genes to super-resolve, or omit {name}= for all of them.")
+        raise ValueError("genes=[] names no gene: pass the genes to super-resolve, or omit genes= for all of them.")
     seen: set[str] = set()
     dup = sorted({g for g in genes if g in seen or seen.add(g)})
     if dup:
-        raise ValueError(f"{name} names {dup[:10]} more than once; pass each gene once.")
+        raise ValueError(f"genes names {dup[:10]} more than once; pass each gene once.")
     return genes
 
 
