@@ -216,7 +216,8 @@ def read_spots_table(
         names = counts.index
     else:
         names = _unique_ids(counts.obs_names, counts_what)
-    found = barcodes.isin(names)  # hashed: linear in the barcodes
+    rows = names.get_indexer(barcodes)  # hashed: linear in the barcodes (-1: no counts)
+    found = rows >= 0
     if not found.any():
         raise ValueError(
             f"No barcode of the positions table is in the counts: positions have {list(barcodes[:3])}, counts "
@@ -225,10 +226,7 @@ def read_spots_table(
     keep = barcodes[found]
     report_dropped(what, len(keep), int((~found).sum()), len(barcodes), counts_what)
     report_dropped(counts_what, len(keep), len(names) - len(keep), len(names), what)
-    if isinstance(counts, pd.DataFrame):
-        counts = counts.loc[keep]
-    else:
-        counts = counts[names.get_indexer(keep)]
+    counts = counts.iloc[rows[found]] if isinstance(counts, pd.DataFrame) else counts[rows[found]]
     xy = pos.loc[found, [x_column, y_column]]
     bad = [c for c in (x_column, y_column) if not pd.api.types.is_numeric_dtype(xy[c])]
     if bad:
