@@ -88,7 +88,8 @@ def test_a_conserved_result_on_disk_outlives_the_call_and_its_folder_goes_with_i
 
 
 def test_superresolve_conserved_on_disk_reads_back_after_the_call(spots, tiny_model, monkeypatch, tmp_path, caplog):
-    kw = dict(model=tiny_model, hr_um=20, conserve_counts=True, chunk_lr=4, n_samples=2, progress=False)
+    # the mean only (no sampling: fast); the stand-in model above checks the std alike
+    kw = dict(model=tiny_model, hr_um=20, conserve_counts=True, chunk_lr=4, n_samples=0, progress=False)
     ref = sd.tl.superresolve(spots, copy=True, **kw)
     monkeypatch.setattr(stream, "IN_MEMORY_MB", 0)
     with caplog.at_level("INFO", logger="stdiff"):
@@ -99,7 +100,6 @@ def test_superresolve_conserved_on_disk_reads_back_after_the_call(spots, tiny_mo
     mean = _img(spots, "stdiff")
     assert mean.max() > 0
     np.testing.assert_allclose(mean, _img(ref, "stdiff"), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(_img(spots, "stdiff_std"), _img(ref, "stdiff_std"), rtol=1e-5, atol=1e-6)
     spots.write(tmp_path / "out.zarr")
     back = spatialdata.read_zarr(tmp_path / "out.zarr")
     np.testing.assert_allclose(_img(back, "stdiff"), mean, rtol=1e-6)
