@@ -325,3 +325,16 @@ def test_the_troubleshooting_page_quotes_messages_stdiff_raises():
     assert not missing, f"quoted on the troubleshooting page but raised nowhere: {missing}"
     assert "troubleshooting" in (root / "docs" / "index.md").read_text()
     assert "{doc}`troubleshooting`" in (root / "docs" / "installation.md").read_text()
+
+
+def test_a_result_written_before_the_images_record_is_still_stdiffs(spots, tiny_model, tmp_path):
+    """A store written before provenance listed its images: its mean, and a std with its genes, are stdiff's."""
+    sd.tl.superresolve(spots, model=tiny_model, hr_um=20, n_samples=2, progress=False)
+    del spots.attrs["stdiff"]["stdiff"]["images"]
+    spots.write(tmp_path / "old.zarr")
+    old = spatialdata.read_zarr(tmp_path / "old.zarr")
+    assert written_by_stdiff(old, "stdiff") and written_by_stdiff(old, "stdiff_std")
+    from spatialdata.models import Image2DModel
+
+    old.images["stdiff_std"] = Image2DModel.parse(np.ones((1, 8, 8), np.float32), dims=("c", "y", "x"))
+    assert not written_by_stdiff(old, "stdiff_std")  # another image under that name: not ours

@@ -107,16 +107,24 @@ def written_by_stdiff(sdata: sd_mod.SpatialData, name: str) -> bool:
     """Whether image ``name`` is one :func:`~stdiff.tl.superresolve` wrote, as its provenance says.
 
     The element's own ``attrs`` (in memory) or ``sdata.attrs["stdiff"]``, which survives a zarr round
-    trip: a record lists the images it wrote (records older than that field vouch for their mean only).
+    trip: a record lists the images it wrote (a record older than that field vouches for its mean, and
+    for a std image with the result's genes).
     """
     if name not in sdata.images:
         return False
     own = (sdata.images[name].attrs or {}).get(Key.attrs.STDIFF)
     if isinstance(own, dict) and own.get(Key.attrs.KIND) in ("mean", "std"):
         return True
+    from .._spatial import channel_names
+
     for key, record in ((sdata.attrs or {}).get(Key.attrs.STDIFF, {}) or {}).items():
-        written = (record or {}).get(P.IMAGES) if isinstance(record, dict) else None
-        if name in (written if written is not None else [key]):
+        record = record if isinstance(record, dict) else {}
+        if record.get(P.IMAGES) is not None:
+            if name in record[P.IMAGES]:
+                return True
+        elif name == key or (  # an older record: its mean, and a std with the result's genes
+            name == Key.img.std(key) and channel_names(sdata.images[name]) == list(record.get(P.GENES) or [None])
+        ):
             return True
     return False
 
