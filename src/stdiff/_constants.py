@@ -66,6 +66,8 @@ class Key:
         CONSERVE_COUNTS = "conserve_counts"
         UNITS = "units"
         STDIFF_VERSION = "stdiff_version"
+        #: the image elements the call wrote (the mean, and the std when there is one)
+        IMAGES = "images"
         #: key of the histology scale inside the ``CONFIG`` record
         HE_SCALE = "he_scale"
 
@@ -77,6 +79,12 @@ class Key:
         #: 5% and 95% prediction bounds
         Q05 = "q05"
         Q95 = "q95"
+
+        @staticmethod
+        def quantile(q: float) -> str:
+            """Name of the ``q`` quantile (``0.05`` → ``"q05"``, ``0.975`` → ``"q97.5"``)."""
+            p = round(float(q) * 100, 6)
+            return f"q{int(p):02d}" if p == int(p) else f"q{p:g}"
 
 
 class Checkpoint:

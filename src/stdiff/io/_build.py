@@ -13,124 +13,98 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .._utils import logger
+from ._checks import (
+    align_positions,
+    check_counts_matrix,
+    check_gene_names,
+    check_inside_image,
+    check_positions,
+    check_scale,
+    frame_counts,
+    has_ids,
+    scale_hint,
+)
+from ._scale import (
+    SPOT_DIAMETER_UM,
+    bounds_um,
+    image_array,
+    image_element,
+    own_element,
+    pixel_scale,
+    platform_diameter,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata as ad
     from spatialdata import SpatialData
 
-#: µm between neighbouring array positions: legacy ST (x, y), Visium (array_col, array_row).
-ARRAY_STEP_UM = {"st": (200.0, 200.0), "visium": (50.0, 100.0 * np.sqrt(3) / 2)}
-#: Physical spot diameter of the platforms (µm).
-SPOT_DIAMETER_UM = {"st": 100.0, "visium": 55.0}
-
-
-def image_array(image: Any) -> np.ndarray:
-    """``(c, y, x)`` uint8 (or as given) from an array in ``(H, W, C)`` / ``(C, H, W)`` order or a file path.
-
-    The order is told from the channel axis (3 or 4 channels: RGB or RGBA, alpha dropped); a shape where
-    both ends or neither could be channels is refused with the order expected.
-    """
-    if isinstance(image, str | os.PathLike):
-        from PIL import Image
-
-        old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None  # whole-slide JPEGs exceed PIL's decompression-bomb limit
-        try:
-            with Image.open(Path(image)) as im:
-                arr = np.asarray(im.convert("RGB") if im.mode not in ("RGB", "L", "I;16", "F") else im)
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
-        return arr[None] if arr.ndim == 2 else np.ascontiguousarray(np.moveaxis(arr, -1, 0))
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        return arr[None]
-    if arr.ndim != 3:
-        raise ValueError(f"image must be 2-D or 3-D (H, W, C or C, H, W), got shape {arr.shape}.")
-    first, last = arr.shape[0] in (1, 3, 4), arr.shape[-1] in (1, 3, 4)
-    if first == last:
-        raise ValueError(
-            f"Cannot tell the channel axis of an image of shape {arr.shape}: expected (H, W, 3) or (3, H, W) for "
-            "RGB (or 4 channels with alpha). Pass it in one of those orders."
-        )
-    chw = arr if first else np.moveaxis(arr, -1, 0)
-    return np.ascontiguousarray(chw[:3] if chw.shape[0] == 4 else chw)
-
-
-def fit_alignment(
-    alignment: pd.DataFrame,
-    platform: str,
-    *,
-    array_columns: Sequence[str] = ("x", "y"),
-    pixel_columns: Sequence[str] = ("pixel_x", "pixel_y"),
-) -> tuple[np.ndarray, dict[str, float]]:
-    """The ``(3, 3)`` affine image pixel → µm from an alignment table (array coordinates ↔ pixels).
-
-    Fits ``pixel = M · (array, 1)`` by least squares (any scale per axis, rotation and shear), then
-    composes its inverse with the platform's array step in µm (legacy ST: 200 µm per step; Visium:
-    ``array_col`` 50 µm, ``array_row`` 86.6 µm), anchored so that the image's pixel (0, 0) is at 0 µm.
-    Returns the affine and the fit's residual (RMS, in pixels and µm).
-    """
-    if platform not in ARRAY_STEP_UM:
-        raise ValueError(f"An alignment table needs platform='st' or 'visium' (its array step), got {platform!r}.")
-    missing = [c for c in (*array_columns, *pixel_columns) if c not in alignment.columns]
-    if missing:
-        raise KeyError(
-            f"The alignment table lacks columns {missing}; it has {list(alignment.columns)} (pass array_columns= and "
-            "pixel_columns=)."
-        )
-    a = np.column_stack([alignment[list(array_columns)].to_numpy(float), np.ones(len(alignment))])
-    p = alignment[list(pixel_columns)].to_numpy(float)
-    if len(a) < 3 or np.linalg.matrix_rank(a) < 3:
-        raise ValueError("The alignment table needs at least 3 spots that are not on one line.")
-    m, *_ = np.linalg.lstsq(a, p, rcond=None)
-    resid = p - a @ m
-    rms_px = float(np.sqrt((resid**2).sum(1).mean()))
-    array_to_px = np.eye(3)
-    array_to_px[:2, :2], array_to_px[:2, 2] = m[:2].T, m[2]
-    step = np.diag([*ARRAY_STEP_UM[platform], 1.0])
-    px_to_um = step @ np.linalg.inv(array_to_px)
-    px_to_um[:2, 2] = 0.0  # anchored at the image: pixel (0, 0) is at 0 µm
-    lin = px_to_um[:2, :2]
-    lin[np.abs(lin) < 1e-9 * np.abs(lin).max()] = 0.0  # round-off, not shear
-    um_per_px = float(np.sqrt(abs(np.linalg.det(px_to_um[:2, :2]))))
-    return px_to_um, {"rms_px": rms_px, "rms_um": rms_px * um_per_px}
-
 
 def _counts(counts: Any, genes: Sequence[str] | None, spot_ids: Sequence[str] | None):
-    """``(X (n, G), genes, spot ids, obs frame, var frame)`` from an AnnData, a DataFrame or a matrix."""
+    """``(X (n, G), genes, spot ids, obs frame, var frame, whether the ids are the user's)``, checked.
+
+    From an AnnData, a DataFrame or a matrix (numpy or scipy sparse) with ``genes=``.
+    """
     import anndata as ad
 
     if isinstance(counts, ad.AnnData):
-        return counts.X, list(counts.var_names), list(counts.obs_names), counts.obs.copy(), counts.var.copy()
-    if isinstance(counts, pd.DataFrame):
-        return counts.to_numpy(), [str(c) for c in counts.columns], [str(i) for i in counts.index], None, None
-    X = counts
-    if genes is None:
-        raise ValueError("counts is a matrix: pass genes= (one name per column).")
-    if X.shape[1] != len(genes):
-        raise ValueError(f"counts has {X.shape[1]} columns but genes= has {len(genes)} names.")
-    ids = [str(i) for i in spot_ids] if spot_ids is not None else [f"spot{i}" for i in range(X.shape[0])]
-    return X, [str(g) for g in genes], ids, None, None
+        X, genes, ids, obs, var = counts.X, list(counts.var_names), list(counts.obs_names), counts.obs, counts.var
+        obs, var, real_ids = obs.copy(), var.copy(), True
+    elif isinstance(counts, pd.DataFrame):
+        X, genes, ids = frame_counts(counts), [str(c) for c in counts.columns], [str(i) for i in counts.index]
+        obs, var, real_ids = None, None, has_ids(counts.index)
+    elif isinstance(counts, pd.Series):
+        raise ValueError("counts is a Series (one gene?): pass a spots × genes frame, e.g. counts.to_frame().")
+    elif counts is None:
+        raise ValueError("counts is None: pass the spots × genes counts (an AnnData, a DataFrame or a matrix).")
+    else:
+        X = check_counts_matrix(counts)
+        if genes is None:
+            raise ValueError("counts is a matrix: pass genes= (one name per column).")
+        if isinstance(genes, str):
+            raise ValueError(f"genes= must be a list of names, got the string {genes!r}.")
+        if X.shape[1] != len(genes):
+            raise ValueError(f"counts has {X.shape[1]} columns but genes= has {len(genes)} names.")
+        real_ids = spot_ids is not None
+        ids = [str(i) for i in spot_ids] if spot_ids is not None else [f"spot{i}" for i in range(X.shape[0])]
+        if len(ids) != X.shape[0]:
+            raise ValueError(f"counts has {X.shape[0]} rows (spots) but spot_ids= has {len(ids)} ids.")
+        obs = var = None
+    X = check_counts_matrix(X)
+    check_gene_names(genes)
+    return X, [str(g) for g in genes], ids, obs, var, real_ids
 
 
-def _positions(positions: Any, n: int) -> np.ndarray:
-    """``(n, 2)`` x, y from an array or a frame with ``x`` and ``y`` columns."""
+def _positions(positions: Any, n: int, ids: list[str], real_ids: bool) -> np.ndarray:
+    """``(n, 2)`` x, y from an array or a frame with ``x`` and ``y`` columns (paired by spot id when both have ids)."""
+    if positions is None:
+        raise ValueError("positions is None: pass the spots' centres, (n, 2) x, y or a frame with columns x and y.")
     if isinstance(positions, pd.DataFrame):
         cols = [c for c in ("x", "y") if c in positions.columns]
         if len(cols) != 2:
             raise KeyError(f"positions needs columns 'x' and 'y'; it has {list(positions.columns)}.")
+        if real_ids and has_ids(positions.index):
+            positions = align_positions(positions, ids)
+        bad = [c for c in ("x", "y") if not pd.api.types.is_numeric_dtype(positions[c])]
+        if bad:
+            raise ValueError(f"positions column(s) {bad} are not numbers ({positions[bad[0]].dtype}).")
         xy = positions[["x", "y"]].to_numpy(float)
     else:
-        xy = np.asarray(positions, dtype=float)
+        try:
+            xy = np.asarray(positions, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError("positions must be numbers: (n, 2) x, y per spot.") from None
     if xy.shape != (n, 2):
-        raise ValueError(f"positions must be ({n}, 2) (x, y per spot, in the counts' order), got {xy.shape}.")
+        hint = " (transposed? pass positions.T)" if xy.shape == (2, n) else ""
+        raise ValueError(
+            f"positions must be ({n}, 2): x, y for each of the {n} spots of counts, in their order; got {xy.shape}"
+            f"{hint}."
+        )
     return xy
 
 
@@ -196,25 +170,36 @@ def from_spots(
     circles ``shapes_key`` in µm, table ``table_key`` annotating them; ``attrs["stdiff_section"]``
     records how the scale was found.
     """
-    X, genes, ids, obs0, var0 = _counts(counts, genes, spot_ids)
+    if platform is not None and platform not in SPOT_DIAMETER_UM:
+        raise ValueError(f"platform must be 'visium' or 'st' (or None: told by the pitch), got {platform!r}.")
+    X, genes, ids, obs0, var0, real_ids = _counts(counts, genes, spot_ids)
     n = X.shape[0]
-    xy = _positions(positions, n)
+    xy = _positions(positions, n, ids, real_ids)
     if units not in ("px", "um"):
         raise ValueError(f"units must be 'px' or 'um', got {units!r}.")
-    element = None
+    if image is None:
+        raise ValueError("image is None: pass the histology (an array, a file path or a spatialdata image element).")
+    check_positions(xy, ids, "µm" if units == "um" else "px")
+    declared = platform is not None
+    element = chw = None
     if not isinstance(image, np.ndarray | str | os.PathLike):  # a spatialdata image element
-        element, px_to_um = _own_element(image, coordinate_system)
+        element, px_to_um = own_element(image, coordinate_system)
         how: dict[str, Any] = {"scale": f"the image element's transformation to {coordinate_system!r}"}
     else:
-        px_to_um, how, platform = _pixel_scale(
+        chw = image_array(image)  # read and checked before the scale is worked out
+        px_to_um, how, platform = pixel_scale(
             xy, units, platform, um_per_px=um_per_px, affine=affine, alignment=alignment, array_columns=array_columns,
             pixel_columns=pixel_columns,
         )  # fmt: skip
     centres = xy if units == "um" else (px_to_um[:2, :2] @ xy.T + px_to_um[:2, 2:3]).T
+    hint = scale_hint(units, how)
     if spot_diameter_um is None:
-        spot_diameter_um, platform = _platform_diameter(centres, platform)
+        spot_diameter_um, platform = platform_diameter(centres, platform, hint)
+    fitted = "alignment" in str(how.get("scale"))
+    pitch = check_scale(centres, platform, declared, spot_diameter_um, hint, fitted=fitted)
     if element is None:
-        element = _image_element(image, px_to_um, coordinate_system)
+        element = image_element(chw, px_to_um, coordinate_system)
+    check_inside_image(centres, ids, bounds_um(element, coordinate_system), pitch)
     how.update(units=units, platform=platform, spot_diameter_um=float(spot_diameter_um))
     sdata = assemble(
         element, X, genes, ids, centres, spot_diameter_um / 2, obs0=obs0, var=var0, obs=obs or {},
@@ -224,106 +209,6 @@ def from_spots(
     logger.info("Built a spot section: %d spots, %d genes, spots of %g µm (%s).", n, len(genes), spot_diameter_um,
                 how["scale"])  # fmt: skip
     return sdata
-
-
-def _own_element(image: Any, coordinate_system: str) -> tuple[Any, np.ndarray]:
-    """A shallow copy of an image element with its own transformations, and its affine pixel → µm."""
-    import copy
-
-    from spatialdata.transformations import get_transformation, set_transformation
-
-    element = image.copy(deep=False)  # the section's own element: the same pixels, its own transformations
-    set_transformation(element, copy.deepcopy(get_transformation(image, get_all=True)), set_all=True)
-    px_to_um = np.asarray(
-        get_transformation(element, to_coordinate_system=coordinate_system).to_affine_matrix(
-            input_axes=("x", "y"), output_axes=("x", "y")
-        ),
-        dtype=float,
-    )
-    return element, px_to_um
-
-
-def _pixel_scale(
-    xy: np.ndarray,
-    units: str,
-    platform: str | None,
-    *,
-    um_per_px: float | tuple[float, float] | None,
-    affine: np.ndarray | None,
-    alignment: pd.DataFrame | None,
-    array_columns: Sequence[str],
-    pixel_columns: Sequence[str],
-) -> tuple[np.ndarray, dict[str, Any], str | None]:
-    """``(affine pixel → µm, how it was found, platform)`` of an image array from what the user gave."""
-    if sum(v is not None for v in (um_per_px, affine, alignment)) > 1:
-        raise ValueError("Give one of um_per_px=, affine= and alignment=.")
-    if affine is not None:
-        a = np.asarray(affine, dtype=float)
-        px_to_um = np.vstack([a[:2], [0.0, 0.0, 1.0]]) if a.shape == (2, 3) else a
-        if px_to_um.shape != (3, 3):
-            raise ValueError(f"affine must be (2, 3) or (3, 3), got {a.shape}.")
-        return px_to_um, {"scale": "given (affine=)"}, platform
-    if um_per_px is not None:
-        sx, sy = (um_per_px, um_per_px) if np.isscalar(um_per_px) else tuple(um_per_px)
-        if not (np.isfinite(sx) and np.isfinite(sy) and sx > 0 and sy > 0):
-            raise ValueError(f"um_per_px must be positive, got {um_per_px!r}.")
-        return np.diag([float(sx), float(sy), 1.0]), {"scale": "given (um_per_px=)"}, platform
-    if alignment is not None:
-        platform = platform or "st"
-        px_to_um, fit = fit_alignment(alignment, platform, array_columns=array_columns, pixel_columns=pixel_columns)
-        logger.info("Alignment: %d spots, residual %.2f px (%.2f µm).", len(alignment), fit["rms_px"], fit["rms_um"])
-        return px_to_um, {"scale": f"fitted from the alignment table ({platform} array step)", **fit}, platform
-    if units == "px":
-        if platform not in SPOT_DIAMETER_UM:
-            raise ValueError(
-                "The spots are in image pixels and nothing says how large a pixel is: pass um_per_px= (from the "
-                "microscope), affine=, alignment= (array ↔ pixel table), or platform='visium' / 'st' to take the scale "
-                "from the spots' pitch."
-            )
-        from ..spots import PLATFORMS, nearest_pitch
-
-        s = PLATFORMS[platform].pitch_um / nearest_pitch(xy.T)
-        return (
-            np.diag([s, s, 1.0]),
-            {"scale": f"from the spots' pitch ({platform}: {PLATFORMS[platform].pitch_um:g} µm)"},
-            platform,
-        )
-    raise ValueError(
-        "The spots are in µm but the image's pixel size is unknown: pass um_per_px=, affine= or alignment=, "
-        "or an image element with its transformation."
-    )
-
-
-def _platform_diameter(centres_um: np.ndarray, platform: str | None) -> tuple[float, str | None]:
-    """``(spot diameter µm, platform)``: the platform's spot size, the platform detected from the pitch if not given."""
-    if platform is None:
-        from ..spots import detect_geometry
-
-        g = detect_geometry(centres_um.T, 27.5)
-        platform = g.platform if g.platform in SPOT_DIAMETER_UM else None
-    if platform not in SPOT_DIAMETER_UM:
-        raise ValueError(
-            "Cannot tell the spot diameter: pass spot_diameter_um= (e.g. 55 for Visium, 100 for legacy ST) or "
-            "platform='visium' / 'st'."
-        )
-    return SPOT_DIAMETER_UM[platform], platform
-
-
-def _image_element(image: np.ndarray | str | os.PathLike, px_to_um: np.ndarray, coordinate_system: str) -> Any:
-    """The image (array or file) as a multiscale image element with the affine pixel → µm."""
-    from spatialdata.models import Image2DModel
-    from spatialdata.transformations import Affine
-
-    from .._spatial import pyramid_scale_factors
-
-    chw = image_array(image)
-    c = ["r", "g", "b"] if chw.shape[0] == 3 else [f"c{i}" for i in range(chw.shape[0])]
-    transform = Affine(px_to_um, input_axes=("x", "y"), output_axes=("x", "y"))
-    return Image2DModel.parse(
-        chw, dims=("c", "y", "x"), c_coords=c, transformations={coordinate_system: transform},
-        scale_factors=pyramid_scale_factors(chw.shape[1:], max_factor=8),
-        chunks=(chw.shape[0], 1024, 1024),
-    )  # fmt: skip
 
 
 def assemble(
@@ -366,11 +251,13 @@ def assemble(
     table_obs["region"] = pd.Categorical([shapes_key] * len(index))
     table_obs["spot_id"] = index.to_numpy()
     X = counts.tocsr() if sp.issparse(counts) else sp.csr_matrix(np.asarray(counts))
-    if np.issubdtype(X.dtype, np.floating) and np.array_equal(X.data, np.round(X.data)):
-        X = X.astype(np.int32)
+    whole = np.issubdtype(X.dtype, np.floating) and np.array_equal(X.data, np.round(X.data))
+    if whole and (X.data.size == 0 or np.abs(X.data).max() <= np.iinfo(np.int32).max):
+        X = X.astype(np.int32)  # whole numbers that int32 holds exactly (larger ones stay floats)
     var = pd.DataFrame(index=pd.Index([str(g) for g in genes])) if var is None else var.copy()
+    var.index = pd.Index([str(g) for g in genes])
+    check_gene_names(var.index)
     adata = ad.AnnData(X=X, obs=table_obs, var=var)
-    adata.var_names_make_unique()
     adata.obsm["spatial"] = np.asarray(centres_um, dtype=float)
     table = TableModel.parse(adata, region=shapes_key, region_key="region", instance_key="spot_id")
     return SpatialData(

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ._build import from_spots
+from ._checks import report_dropped
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata as ad
@@ -32,13 +33,54 @@ _ST_KEY = re.compile(r"^\d+(\.\d+)?x\d+(\.\d+)?$")
 
 
 def _read_frame(path: str | os.PathLike, **kw: Any) -> pd.DataFrame:
-    """A CSV / TSV (gzipped or not) or Parquet file as a frame."""
+    """A CSV / TSV (gzipped or not) or Parquet file as a frame; a file that cannot be read is named."""
     p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"No file {str(path)!r}.")
     suffixes = [s.lower() for s in p.suffixes]
-    if ".parquet" in suffixes or ".pq" in suffixes:
-        return pd.read_parquet(p)
-    sep = "\t" if any(s in (".tsv", ".txt") for s in suffixes) else ","
-    return pd.read_csv(p, sep=sep, **kw)
+    try:
+        if ".parquet" in suffixes or ".pq" in suffixes:
+            frame = pd.read_parquet(p)
+        else:
+            sep = "\t" if any(s in (".tsv", ".txt") for s in suffixes) else ","
+            frame = pd.read_csv(p, sep=sep, **kw)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{str(path)!r} is empty: expected a table with a header and one row per spot.") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
+        raise ValueError(
+            f"Could not read {str(path)!r} as a {'Parquet' if 'parquet' in str(suffixes) else 'CSV / TSV'} table "
+            f"({type(err).__name__}: {str(err).strip()[:200]}). Check that the file is that format (a .tsv / .txt is "
+            "read tab-separated, other names comma-separated)."
+        ) from None
+    if len(frame) == 0:
+        raise ValueError(f"{str(path)!r} has a header ({list(frame.columns)[:5]}) but no rows.")
+    return frame
+
+
+def _read_counts_file(path: str | os.PathLike):
+    """An ``.h5ad`` (AnnData) or a barcodes × genes CSV / TSV (first column: barcodes) as counts."""
+    if not str(path).endswith(".h5ad"):
+        return _read_frame(path, index_col=0)
+    import anndata as ad
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"No file {str(path)!r}.")
+    try:
+        return ad.read_h5ad(path)
+    except Exception as err:  # h5py / anndata raise many kinds for a file that is not an AnnData
+        raise ValueError(f"Could not read {str(path)!r} as an AnnData (.h5ad): {type(err).__name__}: {err}") from None
+
+
+def _unique_ids(ids: pd.Index, what: str) -> pd.Index:
+    """``ids`` (as strings), refused when a spot id repeats."""
+    ids = pd.Index(ids.astype(str))
+    if ids.has_duplicates:
+        dup = ids[ids.duplicated()].unique()
+        raise ValueError(
+            f"{what} names {len(dup)} spot(s) more than once, e.g. {list(dup[:3])}: each spot must be one row. Drop "
+            "or sum the repeated rows."
+        )
+    return ids
 
 
 def _st_key(x, y) -> str:
@@ -103,18 +145,21 @@ def read_st(
     if selected_only and "selected" in table.columns:
         table = table[table["selected"] == 1]
     table = table.copy()
-    table.index = pd.Index([_st_key(x, y) for x, y in table[list(array_columns)].to_numpy()])
+    table.index = _unique_ids(pd.Index([_st_key(x, y) for x, y in table[list(array_columns)].to_numpy()]), str(spots))
     mat = _read_frame(counts, index_col=0)
     mat.index = mat.index.astype(str)
     mat.columns = mat.columns.astype(str)
     if not mat.index.str.match(_ST_KEY.pattern).mean() > 0.5 and mat.columns.str.match(_ST_KEY.pattern).mean() > 0.5:
         mat = mat.T  # genes × spots
-    keep = [k for k in table.index if k in mat.index]
-    if not keep:
+    mat.index = _unique_ids(mat.index, str(counts))
+    found = table.index.isin(mat.index)
+    if not found.any():
         raise ValueError(
             f"No spot of {spots} is in {counts}: the counts' spots should be named '{{x}}x{{y}}' by their array "
             f"position (e.g. {table.index[0]!r}); they are named like {list(mat.index[:3])}."
         )
+    keep = table.index[found]
+    report_dropped(str(spots), len(keep), int((~found).sum()), len(table), str(counts))
     table, mat = table.loc[keep], mat.loc[keep]
     obs = {"array_x": table[array_columns[0]].to_numpy(), "array_y": table[array_columns[1]].to_numpy()}
     if fit_columns is None:
@@ -156,26 +201,34 @@ def read_spots_table(
         Passed to :func:`stdiff.io.from_spots`: the image's scale (``um_per_px=``, ``affine=``,
         ``alignment=``), ``platform=``, ``spot_diameter_um=``, element names.
     """
-    import anndata as ad
-
     pos = positions if isinstance(positions, pd.DataFrame) else _read_frame(positions)
     missing = [c for c in (barcode_column, x_column, y_column) if c not in pos.columns]
     if missing:
         raise KeyError(f"The positions table lacks columns {missing}; it has {list(pos.columns)}.")
-    pos = pos.set_index(pos[barcode_column].astype(str))
+    what = "the positions table" if isinstance(positions, pd.DataFrame) else str(positions)
+    barcodes = _unique_ids(pd.Index(pos[barcode_column]), what)
     if isinstance(counts, str | os.PathLike):
-        counts = ad.read_h5ad(counts) if str(counts).endswith(".h5ad") else _read_frame(counts, index_col=0)
+        counts_what, counts = str(counts), _read_counts_file(counts)
+    else:
+        counts_what = "the counts"
     if isinstance(counts, pd.DataFrame):
-        counts = counts.set_axis(counts.index.astype(str), axis=0)
+        counts = counts.set_axis(_unique_ids(counts.index, counts_what), axis=0)
         names = counts.index
     else:
-        names = counts.obs_names.astype(str)
-    keep = [b for b in pos.index if b in set(names)]
-    if not keep:
+        names = _unique_ids(counts.obs_names, counts_what)
+    rows = names.get_indexer(barcodes)  # hashed: linear in the barcodes (-1: no counts)
+    found = rows >= 0
+    if not found.any():
         raise ValueError(
-            f"No barcode of the positions table is in the counts: positions have {list(pos.index[:3])}, counts "
+            f"No barcode of the positions table is in the counts: positions have {list(barcodes[:3])}, counts "
             f"{list(names[:3])}."
         )
-    counts = counts.loc[keep] if isinstance(counts, pd.DataFrame) else counts[keep]
-    xy = pos.loc[keep, [x_column, y_column]].to_numpy(float)
-    return from_spots(counts, xy, image, units=units, **kwargs)
+    keep = barcodes[found]
+    report_dropped(what, len(keep), int((~found).sum()), len(barcodes), counts_what)
+    report_dropped(counts_what, len(keep), len(names) - len(keep), len(names), what)
+    counts = counts.iloc[rows[found]] if isinstance(counts, pd.DataFrame) else counts[rows[found]]
+    xy = pos.loc[found, [x_column, y_column]]
+    bad = [c for c in (x_column, y_column) if not pd.api.types.is_numeric_dtype(xy[c])]
+    if bad:
+        raise ValueError(f"Columns {bad} of {what} are not numbers ({xy[bad[0]].dtype}): they should be positions.")
+    return from_spots(counts, xy.to_numpy(float), image, units=units, **kwargs)

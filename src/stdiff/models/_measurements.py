@@ -169,3 +169,20 @@ def held_out_maps(section: Section, abundance: np.ndarray, keep: np.ndarray) -> 
 def nearest_map(section: Section) -> np.ndarray:
     """The flat distribution of the measurements (:func:`stdiff.pp.lr_per_tissue_pixel`)."""
     return lr_per_tissue_pixel(section)
+
+
+def measured_spots(section: Section):
+    """``(spots, footprints)`` of what ``section`` measures: its spots, or its tissue LR pixels as square spots.
+
+    A square LR map (binned transcripts, a gene image) measures every LR pixel's ``factor × factor``
+    block: each becomes a square footprint on the HR grid, and its library size is the panel's sum.
+    """
+    from ..spots import SpotGeometry, Spots
+
+    if section.spots is not None:
+        return section.spots, section.footprints()
+    ii, jj = np.nonzero(section.mask_lr)
+    xy = np.stack([section.origin[0] + (jj + 0.5) * section.lr_um, section.origin[1] + (ii + 0.5) * section.lr_um])
+    geometry = SpotGeometry("square", section.lr_um, section.lr_um, "square", "square", len(ii))
+    spots = Spots(xy, np.full(len(ii), section.lr_um / 2), np.asarray(section.lr[:, ii, jj], np.float64), geometry)
+    return spots, Footprints(spots, section.origin, section.hr_um, section.mask_hr.shape)

@@ -39,6 +39,7 @@ from ..pp import STAIN_REFERENCE_KEY, HistologyClasses, Section, histology_featu
 from ..spots import FLOOR, LEVEL, calibrate_error, distance_scale, gaussian_kernel, ratio_field
 from ..spots import predictive_quantile, predictive_sample, predictive_sd
 from . import _spot_rate_fit as fitting
+from ._measurements import measured_spots
 from .base import BaseModel
 
 #: Fewest measured spots a section needs to teach itself.
@@ -125,8 +126,9 @@ class SpotRate(BaseModel):
         usable = fp.inside & (on_tissue > 0)
         if usable.sum() < MIN_SPOTS:
             raise ValueError(
-                f"Section {section.name!r} is too small to learn from itself: {int(usable.sum())} measured spots on "
-                f"tissue, at least {MIN_SPOTS} needed; pass a trained model= (stdiff.tl.train on a reference) instead."
+                f"Section {section.name!r} is too small for self-supervised learning: {int(usable.sum())} measured spots "
+                f"on tissue, at least {MIN_SPOTS} needed to learn from its own spots; pass a trained model= "
+                "(stdiff.tl.train on a reference) instead."
             )
         self.genes, self.factor, self.lr_um = list(section.genes), section.factor, section.lr_um
         self.pitch = float(measured.geometry.pitch_um)
@@ -310,7 +312,7 @@ class SpotRate(BaseModel):
         if s2 is not None:
             out[Key.pred.STD] = predictive_sd(mean, s2).astype(np.float32)
             for q in quantiles:
-                out[quantile_key(q)] = predictive_quantile(q, mean, s2).astype(np.float32)
+                out[Key.pred.quantile(q)] = predictive_quantile(q, mean, s2).astype(np.float32)
         return out
 
     def sample(self, mean: np.ndarray, section: Section, n: int, *, seed: int = 0) -> np.ndarray | None:
@@ -385,29 +387,6 @@ def default_learner(section: Section) -> str:
     distributes it exactly (:class:`~stdiff.models.SelfSupervisedEnsemble`).
     """
     return "aggregation" if section.spots is None else "likelihood"
-
-
-def measured_spots(section: Section):
-    """``(spots, footprints)`` of what ``section`` measures: its spots, or its tissue LR pixels as square spots.
-
-    A square LR map (binned transcripts, a gene image) measures every LR pixel's ``factor × factor``
-    block: each becomes a square footprint on the HR grid, and its library size is the panel's sum.
-    """
-    from ..spots import Footprints, SpotGeometry, Spots
-
-    if section.spots is not None:
-        return section.spots, section.footprints()
-    ii, jj = np.nonzero(section.mask_lr)
-    xy = np.stack([section.origin[0] + (jj + 0.5) * section.lr_um, section.origin[1] + (ii + 0.5) * section.lr_um])
-    geometry = SpotGeometry("square", section.lr_um, section.lr_um, "square", "square", len(ii))
-    spots = Spots(xy, np.full(len(ii), section.lr_um / 2), np.asarray(section.lr[:, ii, jj], np.float64), geometry)
-    return spots, Footprints(spots, section.origin, section.hr_um, section.mask_hr.shape)
-
-
-def quantile_key(q: float) -> str:
-    """Name of the ``q`` quantile in a prediction (``0.05`` → ``"q05"``, ``0.975`` → ``"q97.5"``)."""
-    p = round(float(q) * 100, 6)
-    return f"q{int(p):02d}" if p == int(p) else f"q{p:g}"
 
 
 def _pixel_centres(section: Section, idx: np.ndarray) -> np.ndarray:

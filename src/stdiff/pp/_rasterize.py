@@ -23,15 +23,15 @@ from .._spatial import (
     table_region,
 )
 from .._utils import logger
+from ..spots import TOLERANCE
 from ._grid import Grid, Raster
 from ._read_histology import read_histology, tissue_masks
 from ._read_image import GeneImageSource
 from ._read_points import PointsSource
 from ._read_spots import SpotsSource, spot_section_maps
 from ._section import Section
-from ..spots import TOLERANCE
 from ._units import check_micrometres, micrometre_systems
-from ._validate import check_expression
+from ._validate import check_expression, check_image_values, check_spots_on_image
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
@@ -200,6 +200,9 @@ def source_grid(sdata: sd_mod.SpatialData, source, image_key: str, cs: str, lr_u
             f"registered in {cs!r}: fix the image's transformation (spatialdata.transformations.set_transformation) "
             "or pick the coordinate_system where both are aligned."
         )
+    if getattr(source, "kind", None) == "spots":
+        check_spots_on_image(source.xy, source.ids, source.geometry.pitch_um, bounds, f"table {source.key!r}",
+                             f"image {image_key!r} in {cs!r}")  # fmt: skip
     return grid
 
 
@@ -358,6 +361,7 @@ def read_on_grid(
     :func:`~stdiff.pp.open_input` share before the histology is read.
     """
     source, image_key, cs = open_source(sdata, genes, **reading)
+    check_image_values(sdata[image_key], image_key)
     lr_um, factor = resolve_scale(source, lr_um, factor, hr_um)
     factor, he_scale = check_geometry(lr_um, factor, he_scale, he_um)
     grid = source_grid(sdata, source, image_key, cs, lr_um, factor)

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._spatial import affine_to_cs, table_region
-from ..spots import Footprints, Spots, density_at
+from ..spots import Footprints, Spots, density_at, detect_geometry
 from ._grid import Grid, Raster
 from ._lr_maps import spread_over_spots
 from ._section import aggregate
-from ..spots import detect_geometry
 from ._units import spot_radius_um
-from ._validate import check_counts, check_integer, table_genes
+from ._validate import check_counts, check_integer, check_spot_centres, table_genes
 
 if TYPE_CHECKING:  # pragma: no cover
     import spatialdata as sd_mod
@@ -67,6 +66,13 @@ class SpotsSource:
         if X.shape[0] == 0:
             raise ValueError(f"Table {table_key!r} has no spot: there is no expression to rasterise.")
         instance = table.obs[attrs["instance_key"]].to_numpy()
+        absent = shapes.index.get_indexer(instance) < 0
+        if absent.any():
+            raise ValueError(
+                f"{int(absent.sum())} spot(s) of table {table_key!r} are not in shapes {region!r} (e.g. "
+                f"{instance[absent][0]!r}): the table's {attrs['instance_key']!r} must name the shapes' index. Drop "
+                "those rows or rebuild the section (stdiff.io.from_spots)."
+            )
         geom = shapes.loc[instance]
         centres = np.stack([geom.geometry.centroid.x.to_numpy(), geom.geometry.centroid.y.to_numpy()])
         if "radius" in geom.columns:
@@ -80,6 +86,7 @@ class SpotsSource:
         A = affine_to_cs(shapes, cs)
         self.key, self.region, self.spots_as = table_key, region, spots_as
         self.xy = A[:2, :2] @ centres + A[:2, 2:3]
+        check_spot_centres(self.xy, instance, f"table {table_key!r}")
         self.values = X.T
         self.radius = radius * float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
         physical = spot_radius_um(sdata, cs, region)

@@ -380,9 +380,12 @@ def check_micrometres(sdata: sd_mod.SpatialData, cs: str, spots: tuple[np.ndarra
         else f"Add a µm coordinate system with sd.pp.to_micrometres(sdata, {cs!r}) (or um_per_unit= if it cannot "
         f"find the pixel size) and pass coordinate_system={cs + '_um'!r}"
     )
+    last = ", or build the section with stdiff.io.from_spots"
+    if "stdiff_section" in (sdata.attrs or {}):  # built by from_spots: its scale arguments are what to check
+        last = "; it was built by stdiff.io.from_spots: check its positions' units= and um_per_px= / affine="
     raise ValueError(
         f"Coordinate system {cs!r} is not in micrometres: {reason}. stdiff works in µm. {hint} (um_per_unit= takes "
-        "one scale or (x, y) scales, affine= a full affine), or build the section with stdiff.io.from_spots."
+        f"one scale or (x, y) scales, affine= a full affine){last}."
     )
 
 

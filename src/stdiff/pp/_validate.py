@@ -48,6 +48,7 @@ def table_genes(genes: Sequence[str] | None, table, what: str, gene_symbols: str
             names = check_genes(genes, ids, what)
         except KeyError as err:
             raise KeyError(str(err.args[0]) + _symbols_hint(genes, table)) from None
+        _check_unique_names(names, ids, what)
         return names, names
     if gene_symbols not in table.var.columns:
         raise KeyError(
@@ -70,6 +71,82 @@ def table_genes(genes: Sequence[str] | None, table, what: str, gene_symbols: str
 
         return list(ad.utils.make_index_unique(pd.Index(symbols))), ids
     return names, [first[g] for g in names]
+
+
+def _check_unique_names(names: Sequence[str], ids: Sequence[str], what: str) -> None:
+    """Refuse genes to read whose name is given to several columns of the table (which one would be read?)."""
+    import pandas as pd
+
+    index = pd.Index(ids)
+    if not index.has_duplicates:
+        return
+    repeated = set(index[index.duplicated()])
+    dup = [g for g in dict.fromkeys(names) if g in repeated]
+    if dup:
+        raise ValueError(
+            f"Genes {dup[:5]} name several columns of {what} (its var_names repeat), so which to read is ambiguous. "
+            "Sum the repeated columns of the table into one, or make the names unique (table.var_names_make_unique() "
+            "renames the second 'X' to 'X-1') and pass the one you mean in genes=."
+        )
+
+
+def check_spot_centres(xy: np.ndarray, ids, what: str) -> None:
+    """Refuse spot centres ``(2, n)`` that are NaN / infinite, fewer than 2, or shared by several spots."""
+    import pandas as pd
+
+    bad = ~np.isfinite(xy).all(axis=0)
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        raise ValueError(
+            f"{int(bad.sum())} spot(s) of {what} have no finite centre (e.g. {ids[i]!r} at {xy[:, i].tolist()}); "
+            "drop them from the shapes and the table, or fix their geometry."
+        )
+    if xy.shape[1] < 2:
+        raise ValueError(
+            f"{what} has {xy.shape[1]} spot: the spots' spacing (pitch) gives the platform and the grid, so stdiff "
+            "needs at least 2 spots (in practice dozens)."
+        )
+    dup = pd.DataFrame(xy.T).duplicated(keep=False).to_numpy()
+    if dup.any():
+        where = np.nonzero(dup)[0]
+        scope = f"All {len(where)} spots" if dup.all() else f"{len(where)} spots"
+        raise ValueError(
+            f"{scope} of {what} share a centre with another spot (e.g. {ids[where[0]]!r} and {ids[where[1]]!r} at "
+            f"{xy[:, where[0]].tolist()}): each spot has its own centre. Drop or sum the repeated spots, or fix "
+            "their positions."
+        )
+
+
+def check_spots_on_image(xy: np.ndarray, ids, pitch: float, bounds: tuple, what: str, image: str) -> None:
+    """Refuse spots far off the image (beyond a pitch and 5% of its size): they would stretch the grid over nothing."""
+    x0, y0, x1, y1 = bounds
+    margin = max(pitch if np.isfinite(pitch) else 0.0, 0.05 * max(x1 - x0, y1 - y0))
+    x, y = xy
+    off = (x < x0 - margin) | (x > x1 + margin) | (y < y0 - margin) | (y > y1 + margin)
+    if off.any():
+        i = int(np.nonzero(off)[0][0])
+        raise ValueError(
+            f"{int(off.sum())} of {len(x)} spots of {what} lie far outside {image} (x∈[{x0:.0f}, {x1:.0f}], "
+            f"y∈[{y0:.0f}, {y1:.0f}]), e.g. spot {ids[i]!r} at ({x[i]:.0f}, {y[i]:.0f}); the grid would stretch over "
+            "them. Drop those spots (e.g. sdata.query.bounding_box(..., filter_table=True)) or fix their positions."
+        )
+
+
+def check_image_values(element, key: str) -> None:
+    """Refuse a floating-point histology image with NaN / infinite pixels (read at its coarsest level: cheap)."""
+    from .._spatial import image_levels
+
+    level = image_levels(element)[-1]
+    if not np.issubdtype(np.dtype(level.dtype), np.floating):
+        return
+    data = level.data
+    values = np.asarray(data.compute() if hasattr(data, "compute") else data)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(
+            f"Image {key!r} has NaN or infinite pixels ({bad.mean():.0%} of its coarsest level): the histology must "
+            "be finite. Fill them (e.g. np.nan_to_num) or pass the original image."
+        )
 
 
 def _symbols_hint(genes: Sequence[str] | None, table) -> str:

@@ -9,7 +9,9 @@ so count conservation per LR block still holds), so chunks blend without seams. 
 chunks, all share one stain reference taken from tissue chunks across the slide, and spot counts
 are conserved (``conserve_counts``) on the blended result, since a spot's footprint can cross a
 seam. The weighted sums live in a zarr store (in memory for small results, else in a temporary
-folder); the result is their lazy ratio, which ``SpatialData.write`` streams to disk.
+folder); the result is their lazy ratio, which ``SpatialData.write`` streams to disk. A temporary
+folder lives as long as any array read from it: every returned dask graph holds its
+:class:`_TemporaryFolder`, which removes the folder only when the last of them is gone.
 """
 
 from __future__ import annotations
@@ -132,16 +134,61 @@ def _ramp(core: slice, padded: slice) -> np.ndarray:
     return w
 
 
-class _Store:
-    """Weighted sums of the mean and std and the sum of weights, in a zarr store."""
+class _TemporaryFolder:
+    """A temporary folder removed when this object is garbage-collected (or at interpreter exit).
 
-    def __init__(self, n_genes: int, shape_hr: tuple[int, int], chunk_hr: int) -> None:
+    Every dask array read from the folder holds this object in its graph (:func:`_held`), so the folder
+    outlives the last array that reads it, whichever arrays (mean, std, conserved copies, pyramid
+    levels) the caller keeps. Copies (``copy.deepcopy`` of a graph) share the one folder.
+    """
+
+    def __init__(self) -> None:
+        self.path = tempfile.mkdtemp(prefix="stdiff-result-")
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.path, True)
+
+    def __deepcopy__(self, memo: dict) -> _TemporaryFolder:
+        return self
+
+    def __copy__(self) -> _TemporaryFolder:
+        return self
+
+    @property
+    def alive(self) -> bool:
+        """Whether the folder still exists (it is removed once this object is collected)."""
+        return self._finalizer.alive
+
+
+def _keep(block: np.ndarray, holder: Any = None) -> np.ndarray:
+    """A block unchanged: a task that makes the graph hold ``holder`` (the store's folder)."""
+    return block
+
+
+def _held(array, holder: _TemporaryFolder | None):
+    """``array`` with ``holder`` in its graph (unchanged when there is none)."""
+    if holder is None:
+        return array
+    return array.map_blocks(_keep, holder=holder, dtype=array.dtype, meta=np.empty((0,) * array.ndim, array.dtype))
+
+
+class _Store:
+    """Weighted sums of the mean and std and the sum of weights, in a zarr store.
+
+    ``in_memory_mb`` (default :data:`IN_MEMORY_MB`): larger results go to a temporary folder that lives as
+    long as the arrays :meth:`result` returns.
+    """
+
+    def __init__(
+        self, n_genes: int, shape_hr: tuple[int, int], chunk_hr: int, in_memory_mb: float | None = None
+    ) -> None:
         import zarr
 
         H, W = shape_hr
         nbytes = 2 * 4 * n_genes * H * W
-        if nbytes > IN_MEMORY_MB * 2**20:
-            self.path = tempfile.mkdtemp(prefix="stdiff-result-")
+        limit = IN_MEMORY_MB if in_memory_mb is None else in_memory_mb
+        self.folder = None
+        if nbytes > limit * 2**20:
+            self.folder = _TemporaryFolder()
+            self.path = self.folder.path
             store: Any = zarr.storage.LocalStore(self.path)
             logger.info("Keeping the %.0f MB result in %s until it is written.", nbytes / 2**20, self.path)
         else:
@@ -158,8 +205,6 @@ class _Store:
         self.has_std = False
         self.root = root
         self.final = None  # (mean, std) after a pass over the blended result (per-spot conservation)
-        if self.path is not None:  # remove the folder once nothing refers to the arrays any more
-            weakref.finalize(self.mean, shutil.rmtree, self.path, True)
 
     def add(self, rows: slice, cols: slice, mean: np.ndarray, std: np.ndarray | None, weight: np.ndarray) -> None:
         self.mean[:, rows, cols] = self.mean[:, rows, cols] + mean * weight
@@ -199,6 +244,8 @@ class _Store:
             # handle a MemoryStore
             chunks = self.mean.chunks
             mean, std = (da.from_array(np.asarray(a.compute()), chunks=chunks) for a in (mean, std))
+        else:  # the folder lives as long as either array (or anything computed from them)
+            mean, std = _held(mean, self.folder), _held(std, self.folder)
         return mean, (std if self.has_std else None)
 
 
@@ -233,6 +280,7 @@ def predict_streamed(
     conserve_counts: bool = False,
     seed: int = 0,
     progress: bool = True,
+    in_memory_mb: float | None = None,
     **predict_kwargs: Any,
 ):
     """Super-resolve ``inp`` chunk by chunk with ``model.predict_section``; lazy ``(mean, std)`` of ``out_genes``.
@@ -240,7 +288,8 @@ def predict_streamed(
     ``predict_kwargs`` go to the model's ``predict_section`` (for a :class:`~stdiff.models.DiffST`:
     ``n_samples``, ``num_inference_steps``, ``device``, ``batch_size``). Chunk ``k`` is sampled with seed
     ``seed + k`` (the same seed gives the same result; a section in one chunk is sampled exactly as
-    by a single ``predict_section`` call).
+    by a single ``predict_section`` call). Results over ``in_memory_mb`` (default :data:`IN_MEMORY_MB`)
+    are kept in a temporary folder until written, which lives as long as the returned arrays.
     """
     cfg = model.config
     f = model.factor
@@ -259,7 +308,7 @@ def predict_streamed(
     chunks = plan_chunks(inp.shape_lr, chunk_lr, halo)
     idx = [model.genes.index(g) for g in out_genes]
     h, w = inp.shape_lr
-    store = _Store(len(out_genes), (h * f, w * f), chunk_lr * f)
+    store = _Store(len(out_genes), (h * f, w * f), chunk_lr * f, in_memory_mb=in_memory_mb)
     logger.info(
         "Super-resolving %d×%d LR pixels in %d chunk(s) of ≤%d×%d (+%d halo).",
         h,

@@ -16,9 +16,10 @@ from .._constants import Key
 from .._docs import fill_doc
 from .._utils import logger
 from ..pp import open_input
+from ._checks import check_gene_list, check_options
 from ._stream import predict_streamed
 from ._train import _config, sections_for_training
-from ._write import provenance, result_images, store_result
+from ._write import check_key_added, provenance, result_images, store_result
 
 __all__ = ["superresolve"]
 
@@ -52,6 +53,7 @@ def superresolve(
     num_inference_steps: int | None = None,
     conserve_counts: bool = False,
     key_added: str = Key.img.DEFAULT,
+    overwrite: bool = False,
     scale_factors: Sequence[int] | None = None,
     chunk_lr: int | None = None,
     device: str = "auto",
@@ -125,13 +127,17 @@ def superresolve(
     train_steps
         Training steps when ``model=None`` (default: the config's).
     n_samples, num_inference_steps
-        Posterior samples (default: the config's) and the sampler's steps (default: chosen by CRPS on
-        validation data at training).
+        Posterior samples (default: the config's; ``0``: the mean only, no std image) and the sampler's
+        steps (default: chosen by CRPS on validation data at training). A trained model's samples only.
     conserve_counts
         Rescale the map so every measurement sums back to its count: each spot's footprint (pixels
         between spots take a smoothly tapered scaling) or each LR pixel's block.
     key_added
-        Name of the output image; the standard deviation goes to ``f"{key_added}_std"``.
+        Name of the output image; the standard deviation goes to ``f"{key_added}_std"``. Names of
+        elements stdiff did not write are refused (before any work): stdiff never replaces them.
+    overwrite
+        Replace an earlier stdiff result of the same ``key_added`` in ``sdata`` (refused without it; with
+        ``copy=True`` only the copy's is replaced).
     scale_factors
         Pyramid of the output images (default: halvings while the image stays ≥ 64 px).
     chunk_lr
@@ -163,9 +169,17 @@ def superresolve(
     import spatialdata as sd_mod
 
     t0 = time.perf_counter()
-    _check_call(sdata, key_added)
+    _check_call(sdata, key_added, overwrite or copy)  # a copy's earlier result is not the user's object
+    genes = check_gene_list(genes)
+    check_options(
+        chunk_lr=chunk_lr, n_samples=n_samples, num_inference_steps=num_inference_steps, train_steps=train_steps,
+        factor=factor, lr_um=lr_um, hr_um=hr_um, self_supervised=self_supervised, scale_factors=scale_factors,
+        seed=seed,
+    )  # fmt: skip
     model = _load_model(model, genes)
-    factor, lr_um, he_scale, panel = _model_grid(model, genes, config=config, factor=factor, lr_um=lr_um, hr_um=hr_um)
+    factor, lr_um, hr_um, he_scale, panel = _model_grid(
+        model, genes, config=config, factor=factor, lr_um=lr_um, hr_um=hr_um
+    )
     inp = open_input(
         sdata, panel, image_key=image_key, table_key=table_key, counts_key=counts_key,
         coordinate_system=coordinate_system, lr_um=lr_um, factor=factor, hr_um=hr_um, he_scale=he_scale, layer=layer,
@@ -181,6 +195,8 @@ def superresolve(
         model, inp, out_genes=out_genes, chunk_lr=chunk_lr, conserve_counts=conserve_counts, seed=seed,
         progress=progress, n_samples=n_samples, num_inference_steps=num_inference_steps, device=device,
     )  # fmt: skip
+    if n_samples == 0 and _samples_std(model):
+        std = None  # no samples: a std of zeros would read as certainty
     prov = provenance(
         model, inp, genes=out_genes, trained_here=trained_here, layer=layer,
         allow_non_integer=allow_non_integer, gene_symbols=gene_symbols, n_samples=n_samples,
@@ -200,14 +216,20 @@ def superresolve(
     return target if copy else None
 
 
-def _check_call(sdata: Any, key_added: Any) -> None:
-    """Refuse what is not a SpatialData and an empty or non-string ``key_added``."""
+def _check_call(sdata: Any, key_added: Any, overwrite: bool) -> None:
+    """Refuse what is not a SpatialData and a ``key_added`` that is invalid or names the user's element."""
     import spatialdata as sd_mod
 
     if not isinstance(sdata, sd_mod.SpatialData):
         raise TypeError(f"sdata must be a spatialdata.SpatialData, not {type(sdata).__name__}.")
-    if not key_added or not isinstance(key_added, str):
-        raise ValueError("key_added must be a non-empty string.")
+    check_key_added(sdata, key_added, overwrite=bool(overwrite))
+
+
+def _samples_std(model: Any) -> bool:
+    """Whether the model's std is one of posterior samples (a Diff-ST model), so ``n_samples=0`` gives none."""
+    from ..models import DiffST
+
+    return isinstance(model, DiffST)
 
 
 def _load_model(model: DiffST | str | os.PathLike | None, genes: Sequence[str] | None) -> DiffST | None:
@@ -227,21 +249,29 @@ def _model_grid(
     factor: int | None,
     lr_um: float | None,
     hr_um: float | None,
-) -> tuple[int | None, float | None, int, list[str] | None]:
-    """``(factor, lr_um, he_scale, genes to read)``: the model's (checked against the call's), else the call's."""
+) -> tuple[int | None, float | None, float | None, int, list[str] | None]:
+    """``(factor, lr_um, hr_um, he_scale, genes to read)``: the model's (checked against the call's), else the call's.
+
+    A spot model's LR grid is left to the spots (``lr_um=None`` unless given, its HR pixel fixed): a
+    section of another platform is then refused for its platform (:func:`check_platform`), not for an
+    ``lr_um`` the user never passed.
+    """
     if model is None:
-        return factor, lr_um, _config(config).he_scale, (list(genes) if genes is not None else None)
+        return factor, lr_um, hr_um, _config(config).he_scale, (list(genes) if genes is not None else None)
+    model_hr = model.lr_um / model.factor
+    if hr_um is not None and abs(hr_um - model_hr) > 1e-6:
+        raise ValueError(f"hr_um={hr_um:g} but the model predicts {model_hr:g} µm pixels; omit hr_um.")
     factor = int(factor if factor is not None else model.factor)
-    lr_um = float(lr_um if lr_um is not None else model.lr_um)
-    if hr_um is not None and abs(hr_um - model.lr_um / model.factor) > 1e-6:
-        raise ValueError(f"hr_um={hr_um:g} but the model predicts {model.lr_um / model.factor:g} µm pixels.")
     if factor != model.factor:
-        raise ValueError(f"factor={factor} but the model was trained for factor={model.factor}.")
+        raise ValueError(f"factor={factor} but the model was trained for factor={model.factor}; omit factor.")
     if genes is not None:
         missing = [g for g in genes if g not in model.genes]
         if missing:
             raise KeyError(f"Genes {missing[:10]} are not in the model's panel ({len(model.genes)} genes).")
-    return factor, lr_um, model.config.he_scale, model.genes
+    if lr_um is None and getattr(model, "platform", "square") != "square":
+        return factor, None, model_hr, model.config.he_scale, model.genes
+    lr_um = float(lr_um if lr_um is not None else model.lr_um)
+    return factor, lr_um, hr_um, model.config.he_scale, model.genes
 
 
 def _check_section(inp: InputGrid, model: DiffST | None, genes: Sequence[str] | None) -> None:

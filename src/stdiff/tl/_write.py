@@ -1,4 +1,10 @@
-"""The result of :func:`~stdiff.tl.superresolve` as SpatialData elements: its provenance and its images."""
+"""The result of :func:`~stdiff.tl.superresolve` as SpatialData elements: its provenance and its images.
+
+Names that belong to the user are never overwritten: :func:`check_key_added` refuses (before any work)
+a ``key_added`` whose mean or std image would replace an element stdiff did not write, and replaces an
+earlier stdiff result only with ``overwrite=True``; :func:`store_result` removes a std left from an
+earlier call only when that call's provenance says stdiff wrote it.
+"""
 
 from __future__ import annotations
 
@@ -97,20 +103,96 @@ def result_images(
     return images
 
 
+def written_by_stdiff(sdata: sd_mod.SpatialData, name: str) -> bool:
+    """Whether image ``name`` is one :func:`~stdiff.tl.superresolve` wrote, as its provenance says.
+
+    The element's own ``attrs`` (in memory) or ``sdata.attrs["stdiff"]``, which survives a zarr round
+    trip: a record lists the images it wrote (a record older than that field vouches for its mean, and
+    for a std image with the result's genes).
+    """
+    if name not in sdata.images:
+        return False
+    own = (sdata.images[name].attrs or {}).get(Key.attrs.STDIFF)
+    if isinstance(own, dict) and own.get(Key.attrs.KIND) in ("mean", "std"):
+        return True
+    from .._spatial import channel_names
+
+    for key, record in ((sdata.attrs or {}).get(Key.attrs.STDIFF, {}) or {}).items():
+        record = record if isinstance(record, dict) else {}
+        if record.get(P.IMAGES) is not None:
+            if name in record[P.IMAGES]:
+                return True
+        elif name == key or (  # an older record: its mean, and a std with the result's genes
+            name == Key.img.std(key) and channel_names(sdata.images[name]) == list(record.get(P.GENES) or [None])
+        ):
+            return True
+    return False
+
+
+def _free_name(sdata: sd_mod.SpatialData, base: str) -> str:
+    """A ``key_added`` whose mean and std names are both free in ``sdata`` (to suggest one)."""
+    taken = {name.lower() for _, name, _ in sdata.gen_elements()}
+    for candidate in (base, f"{base}_stdiff", *(f"{base}_stdiff{i}" for i in range(2, 100))):
+        if candidate.lower() not in taken and Key.img.std(candidate).lower() not in taken:
+            return candidate
+    return f"{base}_{int(time.time())}"
+
+
+def check_key_added(sdata: sd_mod.SpatialData, key_added: Any, *, overwrite: bool) -> None:
+    """Refuse a ``key_added`` that is not a valid element name or would replace an element the user owns.
+
+    Its images ``key_added`` and ``key_added + "_std"`` may only replace images stdiff wrote, and those
+    only with ``overwrite=True``; spatialdata also forbids names that differ only in case across elements.
+    """
+    from spatialdata._core.validation import check_valid_name
+
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"key_added must be a non-empty string (the name of the output image), got {key_added!r}.")
+    for name in (key_added, Key.img.std(key_added)):
+        try:
+            check_valid_name(name)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"key_added={key_added!r} cannot name a SpatialData element ({name!r}: {err}) Use letters, digits, "
+                f"'_', '-' and '.', e.g. key_added={_free_name(sdata, 'stdiff')!r}."
+            ) from None
+    existing = {name: kind for kind, name, _ in sdata.gen_elements()}
+    for name in (key_added, Key.img.std(key_added)):
+        for other in (n for n in existing if n.lower() == name.lower()):
+            kind = existing[other]
+            if other == name and kind == "images" and written_by_stdiff(sdata, name):
+                if not overwrite:
+                    raise ValueError(
+                        f"sdata already holds image {name!r} from an earlier stdiff.tl.superresolve call. Pass "
+                        f"overwrite=True to replace that result, or key_added={_free_name(sdata, key_added)!r} to keep "
+                        "both."
+                    )
+                continue
+            raise ValueError(
+                f"key_added={key_added!r} would write image {name!r}, but sdata already has a {kind[:-1]} element "
+                f"{other!r} that stdiff did not write; stdiff never replaces your elements (overwrite=True only "
+                f"replaces its own results). Pass another name, e.g. key_added={_free_name(sdata, key_added)!r}."
+            )
+
+
 def store_result(
     target: sd_mod.SpatialData, images: dict[str, Any], *, key_added: str, prov: dict[str, Any], t0: float
 ) -> None:
-    """Write ``images`` and the provenance into ``target``; a std image left from an earlier call is removed."""
+    """Write ``images`` and the provenance into ``target``.
+
+    A std image left from an earlier call (and not written now) is removed only when stdiff wrote it.
+    """
     for key in images:
         if key in target.images:
-            logger.info("Overwriting image element %r.", key)
+            logger.info("Replacing image %r of an earlier stdiff result (overwrite=True).", key)
     stale = Key.img.std(key_added)
-    if stale not in images and stale in target.images:  # a spread of an earlier call would not belong to this mean
+    if stale not in images and written_by_stdiff(target, stale):  # an earlier spread does not belong to this mean
+        logger.info("Removing image %r: the earlier result's std; this call wrote no std.", stale)
         del target.images[stale]
     for key, el in images.items():
         target.images[key] = el
     attrs = dict(target.attrs or {})
     store = dict(attrs.get(Key.attrs.STDIFF, {}) or {})
-    store[key_added] = dict(prov, **{Key.attrs.SECONDS: round(time.perf_counter() - t0, 3)})
+    store[key_added] = dict(prov, **{Key.attrs.SECONDS: round(time.perf_counter() - t0, 3), P.IMAGES: list(images)})
     attrs[Key.attrs.STDIFF] = store
     target.attrs = attrs
