@@ -11,11 +11,13 @@ Importing this subpackage imports torch.
 
 from . import nn, training
 from ._diffst_training import carve_validation
+from ._setup import section_gene_graph
 from ._windows import upsample_lr
 from .aggregation_consistency import AggregationConsistency
 from .base import BaseModel
 from .canvas import Canvas
 from .config import (
+    GRAPH_CONVS,
     CalibrationConfig,
     ComponentsConfig,
     DiffSTConfig,
@@ -28,6 +30,7 @@ from .nn import *  # noqa: F403 (layer 1 by name: the networks, components and l
 from .self_supervised import SelfSupervisedEnsemble
 
 __all__ = [
+    "GRAPH_CONVS",
     "AggregationConsistency",
     "BaseModel",
     "CalibrationConfig",
@@ -41,6 +44,7 @@ __all__ = [
     "TrainingConfig",
     "carve_validation",
     "nn",
+    "section_gene_graph",
     "training",
     "upsample_lr",
     *nn.__all__,
