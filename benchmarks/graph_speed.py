@@ -8,9 +8,12 @@
      the same weights),
    - ``pyg_dense``: PyG's ``DenseGCNConv`` (what panels below ``components.graph_sparse_from`` get),
    - ``pyg_sparse``: PyG's ``GCNConv`` over ``edge_index`` (``graph_sparse_from=0``),
-   - ``no_graph``: the ablation's independent per-gene heads (the ``cpu`` default), for scale.
+   - ``no_graph``: the ablation's independent per-gene heads (the ``cpu`` default), for scale, and
+     ``plain_no_graph``: the same in the plain head's layout (before torch-geometric).
 
-   The variants run in turn within each repetition, so a load change on a shared machine hits all.
+   The variants run in turn within each repetition, so a load change on a shared machine hits all;
+   besides the median time of each, the median over repetitions of each variant's time over
+   ``plain``'s in the same repetition is reported (``ratio_to_plain``).
 2. **Where sparse overtakes dense**: the head alone (forward + backward, 2 layers, 16 features,
    200 pixels) from 100 to 3000 genes; the graph has 8 neighbours per gene at most, as in the model.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -35,7 +39,7 @@ from _plain_gene_graph import PlainGeneGraphHead, dense_adjacency
 
 from stdiff.models import DiffSTConfig, DiffSTUNet, GeneGraphHead, coexpression_graph
 
-VARIANTS = ("plain", "pyg_dense", "pyg_sparse", "no_graph")
+VARIANTS = ("plain", "pyg_dense", "pyg_sparse", "no_graph", "plain_no_graph")
 
 
 def random_graph(n_genes: int, seed: int = 0):
@@ -47,14 +51,15 @@ def random_graph(n_genes: int, seed: int = 0):
 
 def build_net(variant: str, n_genes: int, graph, cond: int) -> DiffSTUNet:
     """Stage A's network of the ``cpu`` preset with the head of ``variant`` (same seed, same weights)."""
-    comp = {"use_gene_graph": variant != "no_graph", "graph_sparse_from": 0 if variant == "pyg_sparse" else 10**9}
+    on = not variant.endswith("no_graph")
+    comp = {"use_gene_graph": on, "graph_sparse_from": 0 if variant == "pyg_sparse" else 10**9}
     config = DiffSTConfig.preset("cpu", components=comp)
     torch.manual_seed(0)
-    net = DiffSTUNet(config, n_genes, cond_channels=cond, graph=graph if variant != "no_graph" else None, patch_px=4)
-    if variant == "plain":
+    net = DiffSTUNet(config, n_genes, cond_channels=cond, graph=graph if on else None, patch_px=4)
+    if variant.startswith("plain"):
         head = net.head
         plain = PlainGeneGraphHead(head.to_genes.in_channels, n_genes, head.gene_dim, len(head.convs),
-                                   dense_adjacency(graph))  # fmt: skip
+                                   dense_adjacency(graph) if on else None)  # fmt: skip
         plain.load_state_dict(head.state_dict())
         net.head = plain
     return net
@@ -88,11 +93,11 @@ def time_training_steps(genes: list[int], reps: int, steps: int) -> dict:
                 for _ in range(steps):
                     step(v)
                 times[v].append((time.perf_counter() - t0) / steps)
-        out[g] = {v: statistics.median(t) for v, t in times.items()}
-        out[g]["edges"] = int(graph.num_edges)
-        print(f"{g} genes ({graph.num_edges} edges): "
-              + ", ".join(f"{v} {out[g][v]:.3f} s" for v in VARIANTS)
-              + f"; pyg_dense / plain {out[g]['pyg_dense'] / out[g]['plain']:.2f}", flush=True)  # fmt: skip
+        ratio = {v: statistics.median(a / b for a, b in zip(t, times["plain"])) for v, t in times.items()}
+        out[g] = {"edges": int(graph.num_edges), "median_s": {v: statistics.median(t) for v, t in times.items()},
+                  "min_s": {v: min(t) for v, t in times.items()}, "ratio_to_plain": ratio}  # fmt: skip
+        cells = ", ".join(f"{v} {out[g]['median_s'][v]:.3f} ({ratio[v]:.2f})" for v in VARIANTS)
+        print(f"{g} genes ({graph.num_edges} edges), s per step (× plain): {cells}", flush=True)
     return out
 
 
@@ -120,6 +125,17 @@ def time_heads(genes: list[int], reps: int) -> dict:
     return out
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--genes", default="50,300", help="panel sizes of the training-step timing")
@@ -131,8 +147,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s)",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s)",
         "date": time.strftime("%Y-%m-%d"),
+        "load_average_at_start": os.getloadavg()[0],
         "train_step_s": time_training_steps([int(g) for g in args.genes.split(",")], args.reps, args.steps),
         "head_fwd_bwd_s": time_heads([int(g) for g in args.head_genes.split(",")], args.reps),
     }

@@ -159,6 +159,12 @@ def test_pyg_head_matches_the_plain_head_within_1e4(tiny_model, synthetic_small)
             head.enabled = plain.enabled = enabled
             ref, out = plain(feats), head(feats)
             assert ref.abs().max() > 1 and (out - ref).abs().max() < 1e-4
+    # the independent heads of the ablation (the `cpu` default), in the new layout: the same
+    alone, plain_alone = GeneGraphHead(32, 300, 16, 2, None), PlainGeneGraphHead(32, 300, 16, 2, None)
+    torch.nn.init.normal_(alone.out.weight)
+    plain_alone.load_state_dict(alone.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(alone(feats), plain_alone(feats), rtol=1e-5, atol=1e-5)
 
 
 def _sparse_state(conv: str, dense_state: dict) -> dict:
@@ -309,3 +315,15 @@ def test_section_gene_graph_of_spots_is_their_coexpression(synthetic_small):
     assert graph.genes == genes and graph.num_edges > 0
     np.testing.assert_allclose(adj[adj > 0], r[adj > 0], atol=1e-5)
     assert (r[adj > 0] >= 0.2).all() and ((adj > 0).sum(1) >= np.minimum(3, (r >= 0.2).sum(1))).all()
+
+
+def test_the_graph_extra_is_declared_pinned_and_installed_for_tests():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.startswith("torch-geometric") for r in extras["graph"])
+    assert any(r.startswith("torch-geometric") for r in extras["test"])  # CI installs [test]
+    pins = (root / "constraints.txt").read_text().splitlines()
+    assert any(p.startswith("torch-geometric==") for p in pins)
