@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _plain_gene_graph import dense_adjacency, graph_from_adjacency
 
 from stdiff.models import (
     Canvas,
@@ -74,94 +75,6 @@ def test_canvas_sampling_keeps_the_spread_of_overlapping_tiles():
     assert 0.95 < sd_canvas < 1.07 and sd_blend / sd_canvas < 0.9
 
 
-def test_gene_graph_from_known_coexpression():
-    rng = np.random.default_rng(0)
-    n = 2000
-    a, b = rng.normal(size=n), rng.normal(size=n)
-    genes = ["A1", "A2", "A3", "B1", "B2", "C"]
-    expr = np.stack([a + 0.3 * rng.normal(size=n) for _ in range(3)] + [b + 0.3 * rng.normal(size=n) for _ in range(2)]
-                    + [rng.normal(size=n)])  # fmt: skip
-    g = coexpression_graph(expr, genes, threshold=0.5, top_k=None)
-    assert g.edges() == {("A1", "A2"), ("A1", "A3"), ("A2", "A3"), ("B1", "B2")}
-    adj = g.adjacency()
-    np.testing.assert_allclose(adj, adj.T)
-    assert 0.85 < adj[0, 1] < 1.0 and adj[0, 3] == 0
-    g1 = coexpression_graph(expr, genes, threshold=0.5, top_k=1)
-    assert g1.edges() <= g.edges() and ("B1", "B2") in g1.edges()
-    assert type(g).from_dict(g.to_dict()).edges() == g.edges()
-
-
-def test_gene_graph_head_is_a_gcn_over_genes_pixel_by_pixel():
-    """The head's one-product-per-image graph step is the GCN rule applied to every pixel on its own."""
-    from stdiff.models import GeneGraphHead
-
-    torch.manual_seed(0)
-    g, d = 7, 3
-    adj = np.zeros((g, g), dtype=np.float32)
-    adj[0, 1] = adj[1, 0] = 0.9
-    adj[2, 3] = adj[3, 2] = 0.6
-    head = GeneGraphHead(5, g, d, 2, adj)
-    bound = (6 / (2 * d)) ** 0.5  # Glorot-uniform weights, zero biases
-    assert all(c.lin.weight.abs().max() <= bound and not c.bias.any() for c in head.convs)
-    torch.nn.init.normal_(head.out.weight)
-    for conv in head.convs:
-        torch.nn.init.normal_(conv.bias)
-    x = torch.randn(2, 5, 4, 3)
-
-    def reference() -> torch.Tensor:  # (pixels, genes, features), D^-1/2 (A + I) D^-1/2 written out
-        z = head.to_genes(x).view(2, g, d, 4, 3).permute(0, 3, 4, 1, 2).reshape(-1, g, d) + head.gene_embedding
-        a = torch.as_tensor(adj if head.enabled else np.zeros_like(adj)) + torch.eye(g)
-        scale = a.sum(1).rsqrt()
-        prop = scale[:, None] * a * scale[None, :]
-        for conv in head.convs:
-            z = z + torch.nn.functional.silu(prop @ z @ conv.lin.weight.T + conv.bias)
-        return head.out(z).view(2, 4, 3, g).permute(0, 3, 1, 2)
-
-    with torch.no_grad():
-        for enabled in (True, False):
-            head.enabled = enabled
-            torch.testing.assert_close(head(x), reference(), rtol=1e-5, atol=1e-5)
-        head.enabled = True
-        on = head(x)
-        head.enabled = False
-        assert (on - head(x))[:, :4].abs().max() > 1e-3  # genes with edges change when the graph is off
-        torch.testing.assert_close(on[:, 4:], head(x)[:, 4:])  # isolated genes do not
-    head.enabled = True
-    # training mode (no in-place activation): the same values, and gradients reach the graph layers
-    y = head(x)
-    torch.testing.assert_close(y, reference(), rtol=1e-5, atol=1e-5)
-    y.square().sum().backward()
-    assert all(c.lin.weight.grad is not None and c.lin.weight.grad.abs().sum() > 0 for c in head.convs)
-    # the ablation (no graph): a per-gene linear layer, the same for every gene
-    plain = GeneGraphHead(5, g, d, 1, None)
-    torch.nn.init.normal_(plain.out.weight)
-    with torch.no_grad():
-        z = plain.to_genes(x).view(2, g, d, 4, 3).permute(0, 3, 4, 1, 2) + plain.gene_embedding[:, None, None]
-        z = z + torch.nn.functional.silu(plain.convs[0](z))
-        torch.testing.assert_close(plain(x), plain.out(z)[..., 0].permute(0, 3, 1, 2), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("layers", [1, 2])
-def test_gene_graph_head_mixes_neighbours_only(layers):
-    """A gene's output depends on its neighbours within ``layers`` hops and on no other gene."""
-    from stdiff.models import GeneGraphHead
-
-    g, d = 6, 3
-    adj = np.zeros((g, g), dtype=np.float32)
-    for i, j in [(0, 1), (1, 2), (4, 5)]:  # a chain 0-1-2, gene 3 isolated, a pair 4-5
-        adj[i, j] = adj[j, i] = 0.8
-    torch.manual_seed(1)
-    x = torch.randn(1, 5, 4, 4)
-    for graph, touched in [(adj, {0, 1} if layers == 1 else {0, 1, 2}), (None, {0})]:
-        head = GeneGraphHead(5, g, d, layers, graph)
-        torch.nn.init.normal_(head.out.weight)
-        with torch.no_grad():
-            before = head(x)
-            head.to_genes.weight[:d] += 1.0  # changes gene 0's features only
-            changed = (head(x) - before).abs().amax(dim=(0, 2, 3)) > 1e-6
-        assert set(np.flatnonzero(changed.numpy())) == touched
-
-
 def test_entropy_ranking_and_curriculum():
     img = torch.full((1, 3, 64, 64), 0.5)
     img[:, :, :16, :16] = torch.rand(1, 3, 16, 16)  # the only textured patch (top-left of a 4×4 grid)
@@ -177,8 +90,8 @@ def test_entropy_ranking_and_curriculum():
 def _net(sample_channels=0, **cfg):
     torch.manual_seed(0)
     config = DiffSTConfig.preset("tiny", he_scale=4, **cfg)
-    adj = np.ones((5, 5), np.float32) - np.eye(5, dtype=np.float32)
-    return DiffSTUNet(config, 5, cond_channels=11, adjacency=adj, sample_channels=sample_channels, patch_px=4).eval()
+    graph = graph_from_adjacency(np.ones((5, 5), np.float32) - np.eye(5, dtype=np.float32))
+    return DiffSTUNet(config, 5, cond_channels=11, graph=graph, sample_channels=sample_channels, patch_px=4).eval()
 
 
 def _inputs(b=2, size=12):
@@ -208,7 +121,7 @@ def test_unet_shapes_odd_sizes_and_cached_conditioning():
 
 
 def test_each_component_is_active():
-    """Swapping patch tokens, zeroing the modulation gates, zeroing the adjacency: each changes the output."""
+    """Swapping patch tokens, zeroing the modulation gates, dropping the graph's edges: each changes the output."""
     net = _net()
     for p in net.parameters():  # a non-degenerate network (zero-initialised convs would hide effects)
         if p.ndim > 1 and p.abs().sum() == 0:
@@ -260,7 +173,7 @@ def test_each_component_can_be_switched_off(synthetic_small, switch):
     if switch in ("use_cross_attention", "all_off"):
         assert net.cross_attention is None
     if switch in ("use_gene_graph", "all_off"):
-        assert net.head.adjacency is None
+        assert not net.head.has_graph and model.graph is None
     before = [p.detach().clone() for p in net.parameters()]
     model.train(sec, steps=3, residual_steps=2, progress=False)
     assert model.train_info["stage_a"]["steps"] == 3 and model.train_info["stage_b"]["steps"] == 2
@@ -272,7 +185,7 @@ def test_each_component_can_be_switched_off(synthetic_small, switch):
 def test_trained_model_components_and_calibration(tiny_model):
     net = tiny_model.mean_net
     assert all(type(f).__name__ == "CrossModalModulation" for f in net.fusion) and net.cross_attention is not None
-    np.testing.assert_allclose(net.head.adjacency.numpy(), tiny_model.graph.adjacency())
+    np.testing.assert_allclose(net.head.adjacency.numpy(), dense_adjacency(tiny_model.graph))
     info = tiny_model.train_info
     assert info["validation_sections"] and "calibration" in info
     assert tiny_model.sampling_steps in tiny_model.config.calibration.step_candidates

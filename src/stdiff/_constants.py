@@ -61,6 +61,8 @@ class Key:
         SAMPLER = "sampler"
         CALIBRATION = "calibration"
         NUM_INFERENCE_STEPS = "num_inference_steps"
+        #: the model's co-expression gene graph (genes, edge_index, edge_weight), when it has one
+        GENE_GRAPH = "gene_graph"
         N_SAMPLES = "n_samples"
         SEED = "seed"
         CONSERVE_COUNTS = "conserve_counts"

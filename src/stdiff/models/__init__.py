@@ -11,11 +11,13 @@ Importing this subpackage imports torch.
 
 from . import nn, training
 from ._diffst_training import carve_validation
+from ._setup import section_gene_graph
 from ._windows import upsample_lr
 from .aggregation_consistency import AggregationConsistency
 from .base import BaseModel
 from .canvas import Canvas
 from .config import (
+    GRAPH_CONVS,
     CalibrationConfig,
     ComponentsConfig,
     DiffSTConfig,
@@ -29,6 +31,7 @@ from .self_supervised import SelfSupervisedEnsemble
 from .spot_rate import SpotRate, default_learner
 
 __all__ = [
+    "GRAPH_CONVS",
     "AggregationConsistency",
     "BaseModel",
     "CalibrationConfig",
@@ -44,6 +47,7 @@ __all__ = [
     "carve_validation",
     "default_learner",
     "nn",
+    "section_gene_graph",
     "training",
     "upsample_lr",
     *nn.__all__,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,8 +19,11 @@ from ..pp import Normalizer, Section, fit_normalizer
 from ._diffst_training import carve_validation
 from ._windows import Prepared
 from .aggregation_consistency import AggregationConsistency
-from .config import DiffSTConfig
-from .nn.gene_graph import GeneGraph, coexpression_graph
+from .config import ComponentsConfig, DiffSTConfig
+from .nn.gene_graph import coexpression_graph
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_geometric.data import Data
 
 
 @dataclass
@@ -27,7 +31,7 @@ class Setup:
     """The fitted pieces of an untrained model, and the base of each training section."""
 
     normalizer: Normalizer
-    graph: GeneGraph | None
+    graph: Data | None
     residual_scale: float
     feature_stats: dict[str, list[float]] | None
     base_model: AggregationConsistency | None
@@ -64,7 +68,7 @@ def fit_setup(
             base_model.choose_blend_on_truth(val, normalizer)
     bases = [None if base_model is None else base_model.predict(s)["mean"] for s in sections]
     prepared = [Prepared(s, normalizer, with_truth=True, base_counts=b) for s, b in zip(sections, bases)]
-    graph = _gene_graph(prepared, sections[0].genes, config) if config.components.use_gene_graph else None
+    graph = section_gene_graph(sections, config.components, normalizer) if config.components.use_gene_graph else None
     resid = np.concatenate([(p.z_hr - p.base)[:, p.mask_truth > 0].ravel() for p in prepared])
     feature_stats = None
     if config.components.use_histology_features:
@@ -75,14 +79,51 @@ def fit_setup(
     return Setup(normalizer, graph, float(max(resid.std(), 1e-3)), feature_stats, base_model, bases)
 
 
-def _gene_graph(prepared: Sequence[Prepared], genes: Sequence[str], config: DiffSTConfig) -> GeneGraph:
-    """The co-expression graph of the training truth (at most 200 000 pixels, drawn with a fixed seed)."""
-    expr = np.concatenate([p.z_hr[:, p.mask_truth > 0] for p in prepared], axis=1)
+def section_gene_graph(
+    sections: Section | Sequence[Section],
+    components: ComponentsConfig | None = None,
+    normalizer: Normalizer | None = None,
+) -> Data:
+    """The co-expression gene graph of sections, as :meth:`DiffST.setup <stdiff.models.DiffST.setup>` builds it.
+
+    The correlation is taken in the normalised space, over the HR pixels where the truth is
+    measured (at most 200 000, drawn with a fixed seed). A section without HR truth contributes its
+    measurements instead, as counts per HR pixel: each spot (its count over its area in HR pixels),
+    or each LR pixel on tissue.
+
+    Parameters
+    ----------
+    sections
+        One section or several, with the same genes.
+    components
+        ``graph_threshold`` and ``graph_top_k`` come from here (default: :class:`ComponentsConfig`'s).
+    normalizer
+        The normaliser (default: fitted on the sections, :func:`stdiff.pp.fit_normalizer`).
+
+    Returns
+    -------
+    A :class:`torch_geometric.data.Data` (:func:`~stdiff.models.nn.gene_graph.coexpression_graph`).
+    """
+    sections = [sections] if isinstance(sections, Section) else list(sections)
+    comp = components if components is not None else ComponentsConfig()
+    norm = normalizer if normalizer is not None else fit_normalizer(sections)
+    genes = list(sections[0].genes)
+    norm = norm.subset(genes) if norm.genes != genes else norm
+    expr = np.concatenate([_observations(s, norm) for s in sections], axis=1)
     if expr.shape[1] > 200_000:
         idx = np.random.default_rng(0).choice(expr.shape[1], 200_000, replace=False)
         expr = expr[:, idx]
-    comp = config.components
     return coexpression_graph(expr, genes, threshold=comp.graph_threshold, top_k=comp.graph_top_k)
+
+
+def _observations(section: Section, norm: Normalizer) -> np.ndarray:
+    """``(G, n)`` normalised expression: the truth's measured HR pixels, else the spots or the tissue LR pixels."""
+    if section.hr is not None:
+        return norm.transform(section.hr)[:, section.truth_mask > 0]
+    if section.spots is not None:
+        area_px = np.pi * (section.spots.radius / section.hr_um) ** 2
+        return norm.transform(section.spots.counts / np.maximum(area_px, 1e-6), axis=-2)
+    return norm.transform(section.lr, factor=section.factor)[:, section.mask_lr > 0]
 
 
 def section_platform(sections: Sequence[Section]) -> str:

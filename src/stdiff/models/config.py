@@ -15,6 +15,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = [
+    "GRAPH_CONVS",
     "CalibrationConfig",
     "ComponentsConfig",
     "DiffSTConfig",
@@ -22,6 +23,9 @@ __all__ = [
     "SamplerConfig",
     "TrainingConfig",
 ]
+
+#: The torch-geometric graph convolutions ``components.graph_conv`` can name.
+GRAPH_CONVS = ("gcn", "sage", "gat")
 
 _CURRICULUM = ((0.0, 0.1), (0.2, 0.3), (0.3, 0.5), (0.4, 0.7), (0.5, 0.9), (0.6, 1.0))
 
@@ -65,6 +69,13 @@ class ComponentsConfig:
     use_gene_graph, graph_layers, graph_threshold, graph_top_k
         Co-expression gene graph (off: the same per-gene head with genes independent): graph
         convolution layers, minimum co-expression (Pearson r) for an edge, most neighbours per gene.
+        On, it needs torch-geometric (``pip install 'stdiff[graph]'``).
+    graph_conv, graph_sparse_from
+        The torch-geometric convolution of every graph layer: ``"gcn"`` (``DenseGCNConv`` /
+        ``GCNConv``), ``"sage"`` (GraphSAGE) or ``"gat"`` (GAT, one head); and the panel size from
+        which PyG's message-passing layer over ``edge_index`` replaces its dense layer over the
+        ``(G, G)`` adjacency (2000: where the sparse GCN layer became the faster on a CPU,
+        ``benchmarks/graph_speed.py``).
     use_histology_features
         The hand-made histology features (stain optical densities, nuclei, texture at cell and
         tissue scale; :func:`stdiff.pp.histology_features`) as conditioning channels.
@@ -82,7 +93,13 @@ class ComponentsConfig:
     graph_layers: int = 2
     graph_threshold: float = 0.2
     graph_top_k: int = 8
+    graph_conv: str = "gcn"
+    graph_sparse_from: int = 2000
     use_histology_features: bool = True
+
+    def __post_init__(self) -> None:
+        if self.graph_conv not in GRAPH_CONVS:
+            raise ValueError(f"components.graph_conv must be one of {list(GRAPH_CONVS)}, got {self.graph_conv!r}.")
 
     def admitted_fraction(self, progress: float) -> float:
         """Fraction of cell-level patches admitted at training ``progress`` ∈ [0, 1] (curriculum)."""
@@ -324,7 +341,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "mean": {"base_channels": 128, "gene_dim": 32, **_PAPER_NET},
         "residual": {"base_channels": 64, "gene_dim": 8, **_PAPER_NET},
         "components": {"use_modulation": True, "use_cross_attention": True, "use_gene_graph": True,
-                       "cross_attention_level": 2, "patch_dim": 256},  # fmt: skip
+                       "graph_conv": "gcn", "cross_attention_level": 2, "patch_dim": 256},  # fmt: skip
         "training": {"steps": 100_000, "residual_steps": 50_000, "max_time_s": 24 * 3600.0, "val_every": 500,
                      "patience": 10, "batch_size": 4, "learning_rate": 1e-4, "ema_decay": 0.9999},  # fmt: skip
         "sampler": {"num_inference_steps": 32, "n_samples": 8},

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,8 +34,11 @@ from ._windows import Prepared, as_sections, base_cache_key, prepare_section
 from .aggregation_consistency import AggregationConsistency
 from .base import BaseModel
 from .config import DiffSTConfig
-from .nn.gene_graph import GeneGraph
+from .nn.gene_graph import gene_graph_from_dict, gene_graph_to_dict
 from .nn.unet import DiffSTUNet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_geometric.data import Data
 
 __all__ = ["DiffST"]
 
@@ -65,7 +68,10 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
     normalizer
         Count normalisation.
     graph
-        Co-expression gene graph (``None`` when ``config.components.use_gene_graph`` is off).
+        Co-expression gene graph, a :class:`torch_geometric.data.Data` with the gene names in
+        ``genes`` (``None`` when ``config.components.use_gene_graph`` is off); built once by
+        :meth:`setup`, saved with the model, recorded in the provenance of its results
+        (:func:`stdiff.tl.gene_graph` reads it back).
     image_channels
         Channels of the histology image (3 for H&E).
     residual_scale
@@ -90,7 +96,7 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
         factor: int,
         lr_um: float,
         normalizer: Normalizer,
-        graph: GeneGraph | None,
+        graph: Data | None,
         image_channels: int = 3,
         residual_scale: float = 1.0,
         feature_stats: dict[str, list[float]] | None = None,
@@ -116,15 +122,14 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
         G = len(self.genes)
         n_feat = len(feature_stats["mean"]) if feature_stats else 0
         cond = 2 * G + 1 + n_feat + (2 if self.platform != "square" else 0)
-        adj = graph.adjacency() if graph is not None else None
         px = patch_px(config, self.lr_um / self.factor)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # repeatable initial weights
             self.mean_net = DiffSTUNet(
-                config, G, cond_channels=cond, image_channels=self.image_channels, adjacency=adj, patch_px=px
+                config, G, cond_channels=cond, image_channels=self.image_channels, graph=graph, patch_px=px
             )
             self.residual_net = DiffSTUNet(
-                config, G, cond_channels=cond + G, image_channels=self.image_channels, adjacency=adj,
+                config, G, cond_channels=cond + G, image_channels=self.image_channels, graph=graph,
                 sample_channels=G, patch_px=px, network=config.residual,
             )  # fmt: skip
         self.gene_sigma = np.ones(G, np.float32)
@@ -166,7 +171,7 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
                 s.meta[base_cache_key(model._base_digest(), s)] = b
         logger.info(
             "Diff-ST set up: %d genes, %d graph edges, residual scale %.3g, %d + %d parameters.",
-            len(model.genes), 0 if graph is None else graph.edge_index.shape[1], residual_scale,
+            len(model.genes), 0 if graph is None else graph.num_edges, residual_scale,
             *(sum(p.numel() for p in n.parameters()) for n in (model.mean_net, model.residual_net)),
         )  # fmt: skip
         return model
@@ -230,7 +235,7 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
             "lr_um": self.lr_um,
             "platform": self.platform,
             "normalizer": self.normalizer.to_dict(),
-            "graph": None if self.graph is None else self.graph.to_dict(),
+            "graph": None if self.graph is None else gene_graph_to_dict(self.graph),
             "image_channels": self.image_channels,
             "residual_scale": self.residual_scale,
             "feature_stats": self.feature_stats,
@@ -273,7 +278,7 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
         model = cls(
             state["genes"], config=saved_cfg, factor=state["factor"], lr_um=state["lr_um"],
             normalizer=Normalizer.from_dict(state["normalizer"]),
-            graph=None if graph is None else GeneGraph.from_dict(graph), image_channels=state["image_channels"],
+            graph=None if graph is None else gene_graph_from_dict(graph), image_channels=state["image_channels"],
             residual_scale=state["residual_scale"], feature_stats=state.get("feature_stats"),
             base_model=None if base is None else AggregationConsistency.from_state(base), platform=state["platform"],
         )  # fmt: skip
@@ -288,13 +293,19 @@ class DiffST(DiffSTTraining, DiffSTPrediction, BaseModel):
         return model
 
     def provenance(self, *, num_inference_steps: int | None = None) -> dict[str, Any]:
-        """Class and hash, how the mean is made, and the sampler (with ``num_inference_steps``, or the calibrated)."""
-        return {
+        """Class and hash, how the mean is made, the sampler (with ``num_inference_steps``, or the calibrated).
+
+        A model with the gene graph records it too (:func:`~stdiff.models.nn.gene_graph.gene_graph_to_dict`).
+        """
+        prov = {
             **super().provenance(),
             Key.prov.MEAN: "stage A regression (posterior mean in the normalised space, mapped to counts)",
             Key.prov.SAMPLER: f"edm-{self.config.sampler.solver}, whole-section canvas, per-gene calibrated spread",
             Key.prov.NUM_INFERENCE_STEPS: int(num_inference_steps or self.sampling_steps),
         }
+        if self.graph is not None:
+            prov[Key.prov.GENE_GRAPH] = gene_graph_to_dict(self.graph)
+        return prov
 
     def __repr__(self) -> str:
         comp = self.config.components

@@ -12,7 +12,14 @@ from . import edm, losses
 from .abundance import AbundanceNet
 from .cross_modal_modulation import CrossModalModulation, PlainFusion, disentangling_loss
 from .dynamic_cross_attention import DynamicCrossAttention, PatchEncoder, admitted_mask, patch_entropy
-from .gene_graph import GeneGraph, GeneGraphConv, GeneGraphHead, coexpression_graph
+from .gene_graph import (
+    GeneGraphHead,
+    coexpression_graph,
+    gene_graph_data,
+    gene_graph_edges,
+    gene_graph_from_dict,
+    gene_graph_to_dict,
+)
 from .losses import MeanLoss, ResidualEDMLoss
 from .unet import DiffSTUNet, HistologyStem
 
@@ -21,8 +28,6 @@ __all__ = [
     "CrossModalModulation",
     "DiffSTUNet",
     "DynamicCrossAttention",
-    "GeneGraph",
-    "GeneGraphConv",
     "GeneGraphHead",
     "HistologyStem",
     "MeanLoss",
@@ -33,6 +38,10 @@ __all__ = [
     "coexpression_graph",
     "disentangling_loss",
     "edm",
+    "gene_graph_data",
+    "gene_graph_edges",
+    "gene_graph_from_dict",
+    "gene_graph_to_dict",
     "losses",
     "patch_entropy",
 ]

@@ -1,74 +1,79 @@
-"""Co-expression gene-correlation graph and graph convolution over genes (Diff-ST §2.4).
+"""Co-expression gene-correlation graph and graph convolution over genes (Diff-ST §2.4), in torch-geometric.
 
 Nodes are genes; an edge joins two genes whose co-expression (Pearson correlation over the
 training data's tissue pixels) is at least ``threshold``, keeping at most ``top_k`` neighbours per
-gene; the edge weight is the correlation. Inside the denoiser every HR pixel carries a small
-feature vector per gene. Each graph-convolution layer (:class:`GeneGraphConv`, plain PyTorch: the
-GCN rule of Kipf & Welling) replaces a gene's features by the degree-normalised, correlation-weighted
-sum of its own and its neighbours' features, then applies a learned linear map of the features,
-shared by all genes and pixels; so a gene's output depends on its graph neighbours (and, through
-stacked layers, on theirs), and all genes are reconstructed jointly by one model.
+gene; the edge weight is the correlation. The graph is a :class:`torch_geometric.data.Data`
+(``edge_index``, ``edge_weight``, ``num_nodes`` and the gene names in ``genes``), so it can be
+inspected, plotted (``torch_geometric.utils.to_networkx``) or reused in other PyG models.
+
+Inside the denoiser every HR pixel carries a small feature vector per gene, and each layer of
+:class:`GeneGraphHead` is a torch-geometric graph convolution over the genes of every pixel, the
+same for all pixels: ``components.graph_conv`` picks GCN (``"gcn"``: the degree-normalised,
+correlation-weighted sum of a gene's own and its neighbours' features, then a learned linear map),
+GraphSAGE (``"sage"``: its own features and the mean of its neighbours', unweighted) or GAT
+(``"gat"``: attention over the neighbours, the edges as a mask). A gene's output therefore depends
+on its graph neighbours (through stacked layers, on theirs), and all genes are reconstructed
+jointly. Panels below ``components.graph_sparse_from`` genes use PyG's dense layer (one
+``(G, G)`` adjacency shared by the pixels: the fastest for tens to hundreds of genes), larger ones
+its message-passing layer over ``edge_index`` (see :doc:`/model` for the measured cross-over).
+
+torch-geometric is the ``graph`` extra (``pip install 'stdiff[graph]'``) and is imported only when
+a graph is built or a graph layer is made: with ``components.use_gene_graph=False`` it never is.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from ..config import GRAPH_CONVS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_geometric.data import Data
+
+#: How to install torch-geometric with stdiff (named in the error when it is missing).
+GRAPH_EXTRA = "pip install 'stdiff[graph]'"
+
+_DENSE = {"gcn": "DenseGCNConv", "sage": "DenseSAGEConv", "gat": "DenseGATConv"}
+_SPARSE = {"gcn": "GCNConv", "sage": "SAGEConv", "gat": "GATConv"}
 
 
-@dataclass
-class GeneGraph:
-    """A weighted, undirected gene graph as an edge list.
+def import_pyg() -> Any:
+    """``torch_geometric``, or an ``ImportError`` that names the ``graph`` extra."""
+    try:
+        import torch_geometric
+    except ImportError as err:
+        raise ImportError(
+            "The co-expression gene graph (components.use_gene_graph=True) is built in torch-geometric, which is "
+            f"not installed: {GRAPH_EXTRA} (or pip install torch_geometric); or switch the component off with "
+            "components.use_gene_graph=False."
+        ) from err
+    return torch_geometric
 
-    ``edge_index`` holds one column ``(source, target)`` per directed edge (both directions of
-    every undirected edge, in row-major order of the adjacency), ``edge_weight`` its correlation.
-    """
 
-    genes: list[str]
-    edge_index: np.ndarray  # (2, E) int
-    edge_weight: np.ndarray  # (E,) float
+def gene_graph_data(genes: list[str], edge_index: Any, edge_weight: Any) -> Data:
+    """The ``Data`` of a gene graph: ``edge_index`` ``(2, E)``, ``edge_weight`` ``(E,)``, ``genes`` as node names."""
+    import_pyg()
+    from torch_geometric.data import Data
 
-    @property
-    def num_nodes(self) -> int:
-        """Number of genes."""
-        return len(self.genes)
-
-    def adjacency(self) -> np.ndarray:
-        """Dense ``(G, G)`` weighted adjacency (no self-loops)."""
-        a = np.zeros((self.num_nodes, self.num_nodes), dtype=np.float32)
-        a[self.edge_index[0], self.edge_index[1]] = self.edge_weight
-        return a
-
-    def edges(self) -> set[tuple[str, str]]:
-        """Edges as unordered gene-name pairs."""
-        return {
-            tuple(sorted((self.genes[i], self.genes[j])))  # type: ignore[misc]
-            for i, j in self.edge_index.T
-            if i != j
-        }
-
-    def to_dict(self) -> dict:
-        """Plain-Python representation (for checkpoints)."""
-        return {
-            "genes": list(self.genes),
-            "edge_index": self.edge_index.tolist(),
-            "edge_weight": self.edge_weight.tolist(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GeneGraph:
-        """Inverse of :meth:`to_dict`."""
-        ei = np.asarray(d["edge_index"], dtype=np.int64).reshape(2, -1)
-        return cls(genes=list(d["genes"]), edge_index=ei, edge_weight=np.asarray(d["edge_weight"], dtype=np.float32))
+    ei = torch.as_tensor(np.asarray(edge_index, dtype=np.int64)).reshape(2, -1)
+    ew = torch.as_tensor(np.asarray(edge_weight, dtype=np.float32)).reshape(-1)
+    if ew.numel() != ei.shape[1]:
+        raise ValueError(f"edge_weight has {ew.numel()} values for {ei.shape[1]} edges.")
+    if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= len(genes)):
+        raise ValueError(f"edge_index refers to nodes outside the {len(genes)} genes.")
+    graph = Data(edge_index=ei, edge_weight=ew, num_nodes=len(genes))
+    graph.genes = list(genes)
+    return graph
 
 
 def coexpression_graph(
     expression: np.ndarray, genes: list[str], *, threshold: float = 0.2, top_k: int | None = 8
-) -> GeneGraph:
+) -> Data:
     """Build the co-expression graph from ``expression`` of shape ``(G, n_observations)``.
 
     Parameters
@@ -84,7 +89,9 @@ def coexpression_graph(
 
     Returns
     -------
-    The :class:`GeneGraph`; edge weights are the correlations.
+    A :class:`torch_geometric.data.Data` with one column of ``edge_index`` per directed edge (both
+    directions of every undirected edge, in row-major order of the adjacency), ``edge_weight`` the
+    correlations, ``num_nodes`` and ``genes``.
     """
     x = np.asarray(expression, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != len(genes):
@@ -103,50 +110,47 @@ def coexpression_graph(
         adj = np.where(keep | keep.T, adj, 0.0)
     adj = adj.astype(np.float32)
     rows, cols = np.nonzero(adj)
-    return GeneGraph(genes=list(genes), edge_index=np.stack([rows, cols]).astype(np.int64), edge_weight=adj[rows, cols])
+    return gene_graph_data(list(genes), np.stack([rows, cols]), adj[rows, cols])
 
 
-def _feature_map(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``weight @ x + bias`` for ``x`` of shape ``(K, D, N)``: one batched multiply-add over the features."""
-    return torch.baddbmm(bias.view(1, -1, 1), weight.expand(x.shape[0], -1, -1), x)
+def gene_graph_to_dict(graph: Data) -> dict[str, list]:
+    """Plain-Python form of a gene graph (checkpoints, provenance): genes, edge_index, edge_weight as lists."""
+    return {
+        "genes": list(graph.genes),
+        "edge_index": graph.edge_index.tolist(),
+        "edge_weight": graph.edge_weight.tolist(),
+    }
 
 
-class GeneGraphConv(nn.Module):
-    """One graph-convolution layer over genes, in the head's channel-first layout.
+def gene_graph_from_dict(d: dict[str, list]) -> Data:
+    """Inverse of :func:`gene_graph_to_dict` (also reads the checkpoints of stdiff's plain-PyTorch graph)."""
+    return gene_graph_data(list(d["genes"]), d["edge_index"], d["edge_weight"])
 
-    ``out = W (P z) + b`` for each pixel: ``P`` (from :meth:`GeneGraphHead.propagation`) mixes each
-    gene's features with its neighbours', ``W`` (``lin.weight``, ``(D, D)``) maps the features and
-    ``b`` (``bias``) is added; the same for every gene and pixel.
 
-    ``lin.weight`` is Glorot-uniform, drawn after ``nn.Linear``'s own initialisation, which it replaces
-    (two draws of ``D²`` values from the seeded generator); ``bias`` starts at zero.
+def gene_graph_edges(graph: Data) -> set[tuple[str, str]]:
+    """The edges as unordered gene-name pairs."""
+    genes = graph.genes
+    return {tuple(sorted((genes[i], genes[j]))) for i, j in graph.edge_index.t().tolist() if i != j}  # type: ignore[misc]
 
-    Parameters
-    ----------
-    dim
-        Feature size per gene and pixel (input and output).
+
+def make_graph_conv(kind: str, dim: int, *, sparse: bool) -> nn.Module:
+    """A torch-geometric graph convolution ``dim → dim``: ``kind`` in ``GRAPH_CONVS``, dense or message-passing.
+
+    GCN's weight is Glorot-uniform and its bias zero (PyG's initialisation); GAT has one head.
     """
+    if kind not in GRAPH_CONVS:
+        raise ValueError(f"Unknown graph convolution {kind!r}; use one of {list(GRAPH_CONVS)}.")
+    import_pyg()
+    import torch_geometric.nn as pyg_nn
 
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.lin = nn.Linear(dim, dim, bias=False)
-        self.bias = nn.Parameter(torch.zeros(dim))
-        bound = math.sqrt(6.0 / (dim + dim))
-        nn.init.uniform_(self.lin.weight, -bound, bound)
-
-    def forward(self, z: torch.Tensor, propagation: torch.Tensor) -> torch.Tensor:
-        """``(B, G, D, N)`` features and the ``(G, G)`` propagation → ``(B·G, D, N)`` update.
-
-        Propagation over genes is one ``(G, G)`` product per image over all pixels and features at
-        once; the linear map over features then commutes with it.
-        """
-        b, g, d, n = z.shape
-        x = torch.matmul(propagation, z.reshape(b, g, d * n))
-        return _feature_map(x.reshape(b * g, d, n), self.lin.weight, self.bias)
+    cls = getattr(pyg_nn, (_SPARSE if sparse else _DENSE)[kind])
+    if kind == "gat":
+        return cls(dim, dim, heads=1)
+    return cls(dim, dim)
 
 
 class GeneGraphHead(nn.Module):
-    """Output head: pixel features → per-gene features → GCN over the gene graph → one value per gene.
+    """Output head: pixel features → per-gene features → graph convolutions over genes → one value per gene.
 
     Parameters
     ----------
@@ -158,68 +162,99 @@ class GeneGraphHead(nn.Module):
         Feature size per gene and pixel.
     layers
         Graph-convolution layers.
-    adjacency
-        ``(G, G)`` weighted adjacency; ``None`` (ablation) makes genes independent in the head.
+    graph
+        The gene graph (:func:`coexpression_graph`); ``None`` (ablation) makes genes independent in
+        the head (a per-gene ``nn.Linear`` per layer) and imports no torch-geometric.
+    conv
+        The PyG convolution: ``"gcn"``, ``"sage"`` or ``"gat"``.
+    sparse_from
+        Panels of at least this many genes use the message-passing layer over ``edge_index``, smaller
+        ones the dense layer over a shared ``(G, G)`` adjacency.
     """
 
     def __init__(
-        self, in_channels: int, n_genes: int, gene_dim: int, layers: int, adjacency: np.ndarray | None
+        self,
+        in_channels: int,
+        n_genes: int,
+        gene_dim: int,
+        layers: int,
+        graph: Data | None,
+        *,
+        conv: str = "gcn",
+        sparse_from: int = 2000,
     ) -> None:
         super().__init__()
-        self.n_genes, self.gene_dim = n_genes, gene_dim
+        self.n_genes, self.gene_dim, self.conv = n_genes, gene_dim, conv
         self.to_genes = nn.Conv2d(in_channels, n_genes * gene_dim, 1)
         self.gene_embedding = nn.Parameter(torch.zeros(1, n_genes, gene_dim))
         nn.init.normal_(self.gene_embedding, std=0.02)
-        if adjacency is not None:
-            self.register_buffer("adjacency", torch.as_tensor(adjacency, dtype=torch.float32))
-            self.convs = nn.ModuleList([GeneGraphConv(gene_dim) for _ in range(layers)])
-        else:
-            self.adjacency = None
+        self.sparse = graph is not None and n_genes >= sparse_from
+        for name in ("adjacency", "edge_index", "edge_weight"):  # the graph: dense or as edges (buffers)
+            self.register_buffer(name, None)
+        if graph is None:
             self.convs = nn.ModuleList([nn.Linear(gene_dim, gene_dim) for _ in range(layers)])
+        else:
+            if graph.num_nodes != n_genes:
+                raise ValueError(f"The gene graph has {graph.num_nodes} nodes for {n_genes} genes.")
+            if self.sparse:
+                self.edge_index, self.edge_weight = graph.edge_index.clone(), graph.edge_weight.clone()
+            else:
+                from torch_geometric.utils import to_dense_adj
+
+                adj = to_dense_adj(graph.edge_index, edge_attr=graph.edge_weight, max_num_nodes=n_genes)[0]
+                self.adjacency = adj
+            self.convs = nn.ModuleList([make_graph_conv(conv, gene_dim, sparse=self.sparse) for _ in range(layers)])
         self.out = nn.Linear(gene_dim, 1)
         # zero-initialised output: an untrained network predicts a zero residual, i.e. exactly the
         # base (stage A) or the input's clean part (stage B), and training can only move away from it
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.enabled = True  # False: the adjacency is zeroed (inference-time knock-out)
+        self.enabled = True  # False: no edges (inference-time knock-out)
 
-    def propagation(self) -> torch.Tensor | None:
-        """The normalised ``(G, G)`` propagation matrix of every graph layer, or ``None`` (no graph).
+    @property
+    def has_graph(self) -> bool:
+        """Whether the head convolves over a gene graph (``False``: the ablation, genes independent)."""
+        return self.adjacency is not None or self.edge_index is not None
 
-        ``P = S^-1/2 (A + I) S^-1/2``: the adjacency ``A`` with every self-loop set to 1, each row and
-        column divided by the square root of its weighted degree ``S`` (clamped at 1). Knocked out
-        (:attr:`enabled` False) the adjacency is zeroed, which leaves the identity (each gene only
-        its own features).
+    def _graph_conv(self, conv: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """One PyG layer on ``z`` ``(B, N, G, D)`` (genes as nodes, the same graph for every pixel).
+
+        Knocked out (:attr:`enabled` False) the graph has no edges: each gene sees only its own features.
         """
-        if self.adjacency is None:
-            return None
-        g = self.n_genes
-        adj = self.adjacency if self.enabled else torch.zeros_like(self.adjacency)
-        adj = adj.clone()
-        idx = torch.arange(g, device=adj.device)
-        adj[idx, idx] = 1.0
-        d = adj.sum(-1).clamp(min=1).pow(-0.5)
-        return d[:, None] * adj * d[None, :]
+        b, n, g, d = z.shape
+        if not self.sparse:
+            adj = self.adjacency if self.enabled else torch.zeros_like(self.adjacency)
+            if self.conv == "sage":
+                adj = (adj > 0).to(z.dtype)  # GraphSAGE's mean over the neighbours, unweighted
+            if self.conv == "gat":  # DenseGATConv takes one batch dimension
+                return conv(z.reshape(b * n, g, d), adj).view(b, n, g, d)
+            return conv(z, adj)
+        ei, ew = self.edge_index, self.edge_weight
+        if not self.enabled:
+            ei, ew = ei[:, :0], ew[:0]
+        if self.conv == "gat":  # GATConv takes no batched node features: the pixels as disjoint copies
+            offsets = torch.arange(b * n, device=z.device).repeat_interleave(ei.shape[1]) * g
+            return conv(z.reshape(-1, d), ei.repeat(1, b * n) + offsets).view(b, n, g, d)
+        x = z.reshape(b * n, g, d)  # static graph: the pixels as a batch dimension of the node features
+        out = conv(x, ei, ew) if self.conv == "gcn" else conv(x, ei)
+        return out.view(b, n, g, d)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` → ``(B, G, H, W)``.
 
-        Works in the channel-first layout ``(B, G, D, H·W)``. Each layer adds
-        ``SiLU(conv(z))`` to the features ``z`` (a residual connection): a :class:`GeneGraphConv`
-        with the graph, a per-gene ``nn.Linear`` without it (genes independent).
+        Works in the node-feature layout ``(B, H·W, G, D)``. Each layer adds ``SiLU(conv(z))`` to the
+        features ``z`` (a residual connection): a PyG graph convolution with the graph, a per-gene
+        ``nn.Linear`` without it (genes independent).
         """
         b, _, h, w = feats.shape
         g, d, n = self.n_genes, self.gene_dim, h * w
-        # the gene embedding is constant over pixels: added through the 1×1 convolution's bias
+        # the 1×1 convolution as a linear map of each pixel's features; the gene embedding is constant
+        # over pixels and added through its bias
         bias = self.gene_embedding.reshape(-1) + self.to_genes.bias
-        z = nn.functional.conv2d(feats, self.to_genes.weight, bias).view(b, g, d, n)
-        prop = self.propagation()
+        z = F.linear(feats.flatten(2).transpose(1, 2), self.to_genes.weight.flatten(1), bias).view(b, n, g, d)
         inplace = not torch.is_grad_enabled()  # the activation may overwrite its input only at inference
         for conv in self.convs:
-            if prop is None:
-                upd = _feature_map(z.reshape(b * g, d, n), conv.weight, conv.bias)
-            else:
-                upd = conv(z, prop)
-            z = z + nn.functional.silu(upd, inplace=inplace).view(b, g, d, n)
-        out = torch.matmul(self.out.weight, z).view(b, g, n) + self.out.bias
-        return out.view(b, g, h, w)
+            upd = self._graph_conv(conv, z) if self.has_graph else conv(z)
+            z = z + F.silu(upd, inplace=inplace)
+        out = F.linear(z, self.out.weight, self.out.bias)  # (B, N, G, 1)
+        return out.view(b, h, w, g).permute(0, 3, 1, 2).contiguous()

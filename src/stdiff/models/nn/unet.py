@@ -13,8 +13,8 @@ conditioning does not depend on the noisy sample, so a sampler encodes each tile
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +23,9 @@ from ..config import DiffSTConfig, NetworkConfig
 from .cross_modal_modulation import CrossModalModulation, PlainFusion
 from .dynamic_cross_attention import DynamicCrossAttention
 from .gene_graph import GeneGraphHead
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch_geometric.data import Data
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -141,8 +144,9 @@ class DiffSTUNet(nn.Module):
         Channels of the conditioning maps on the HR grid.
     image_channels
         Channels of the histology image (3 for H&E).
-    adjacency
-        Gene co-expression adjacency (used when ``config.components.use_gene_graph``).
+    graph
+        The gene co-expression graph (:func:`~stdiff.models.nn.gene_graph.coexpression_graph`; used
+        when ``config.components.use_gene_graph``).
     sample_channels
         Channels of the noisy sample (stage B: the genes); 0 for a regression network (stage A).
     patch_px
@@ -158,7 +162,7 @@ class DiffSTUNet(nn.Module):
         *,
         cond_channels: int,
         image_channels: int = 3,
-        adjacency: np.ndarray | None = None,
+        graph: Data | None = None,
         sample_channels: int = 0,
         patch_px: int | None = None,
         network: NetworkConfig | None = None,
@@ -217,16 +221,19 @@ class DiffSTUNet(nn.Module):
             self.up_blocks.append(nn.ModuleList([ResBlock(nxt + c, c, temb)]))
             self.up_attn.append(SelfAttention(c, net.num_heads) if i in net.attention_levels else nn.Identity())
         self.out_norm = nn.GroupNorm(_groups(chans[0]), chans[0])
+        if comp.use_gene_graph and graph is None:
+            raise ValueError("config.components.use_gene_graph is on but no gene graph was given.")
         self.head = GeneGraphHead(
-            chans[0], n_genes, net.gene_dim, comp.graph_layers, adjacency if comp.use_gene_graph else None
-        )
+            chans[0], n_genes, net.gene_dim, comp.graph_layers, graph if comp.use_gene_graph else None,
+            conv=comp.graph_conv, sparse_from=comp.graph_sparse_from,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ knock-outs
     def set_knockout(self, component: str | None) -> None:
         """Switch one component off at inference (``"modulation"``, ``"cross_attention"``, ``"gene_graph"``).
 
         ``None`` switches every component back on. The modulation gates are zeroed, the cross-attention
-        output is dropped, and the gene graph's adjacency is zeroed; weights are unchanged.
+        output is dropped, and the gene graph loses its edges; weights are unchanged.
         """
         valid = {None, "modulation", "cross_attention", "gene_graph"}
         if component not in valid:
