@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,38 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
 ARRAY_STEP_UM = {"st": (200.0, 200.0), "visium": (50.0, 100.0 * np.sqrt(3) / 2)}
 #: Physical spot diameter of the platforms (µm).
 SPOT_DIAMETER_UM = {"st": 100.0, "visium": 55.0}
-
-
-def image_array(image: Any) -> np.ndarray:
-    """``(c, y, x)`` uint8 (or as given) from an array in ``(H, W, C)`` / ``(C, H, W)`` order or a file path.
-
-    The order is told from the channel axis (3 or 4 channels: RGB or RGBA, alpha dropped); a shape where
-    both ends or neither could be channels is refused with the order expected.
-    """
-    if isinstance(image, str | os.PathLike):
-        from PIL import Image
-
-        old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None  # whole-slide JPEGs exceed PIL's decompression-bomb limit
-        try:
-            with Image.open(Path(image)) as im:
-                arr = np.asarray(im.convert("RGB") if im.mode not in ("RGB", "L", "I;16", "F") else im)
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
-        return arr[None] if arr.ndim == 2 else np.ascontiguousarray(np.moveaxis(arr, -1, 0))
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        return arr[None]
-    if arr.ndim != 3:
-        raise ValueError(f"image must be 2-D or 3-D (H, W, C or C, H, W), got shape {arr.shape}.")
-    first, last = arr.shape[0] in (1, 3, 4), arr.shape[-1] in (1, 3, 4)
-    if first == last:
-        raise ValueError(
-            f"Cannot tell the channel axis of an image of shape {arr.shape}: expected (H, W, 3) or (3, H, W) for "
-            "RGB (or 4 channels with alpha). Pass it in one of those orders."
-        )
-    chw = arr if first else np.moveaxis(arr, -1, 0)
-    return np.ascontiguousarray(chw[:3] if chw.shape[0] == 4 else chw)
 
 
 def fit_alignment(
@@ -167,9 +134,11 @@ def from_spots(
         Spot centres ``(n, 2)`` as x, y (or a frame with ``x``, ``y``), in the counts' order: image pixels
         (``units="px"``, the default) or µm (``units="um"``).
     image
-        The histology: an array ``(H, W, 3)`` or ``(3, H, W)`` (the order is detected; 4 channels drop
-        alpha; 2-D is one stain channel), a file path, or a spatialdata image element whose
-        transformation to ``coordinate_system`` already maps its pixels to µm.
+        The histology: an array ``(H, W, 3)`` or ``(3, H, W)`` (numpy or dask; the order is detected; 4
+        channels drop alpha; 2-D is one stain channel), a file path, or a spatialdata image element
+        whose transformation to ``coordinate_system`` already maps its pixels to µm. The image is never
+        loaded whole: an array is wrapped (not copied), a TIFF or zarr file stays on disk and is read
+        window by window when the section is super-resolved (a PNG or JPEG file is decoded once).
     genes, spot_ids
         Gene names and spot ids when ``counts`` is a matrix.
     units
@@ -202,7 +171,7 @@ def from_spots(
     if units not in ("px", "um"):
         raise ValueError(f"units must be 'px' or 'um', got {units!r}.")
     element = None
-    if not isinstance(image, np.ndarray | str | os.PathLike):  # a spatialdata image element
+    if _is_element(image):  # a spatialdata image element
         element, px_to_um = _own_element(image, coordinate_system)
         how: dict[str, Any] = {"scale": f"the image element's transformation to {coordinate_system!r}"}
     else:
@@ -309,20 +278,32 @@ def _platform_diameter(centres_um: np.ndarray, platform: str | None) -> tuple[fl
     return SPOT_DIAMETER_UM[platform], platform
 
 
-def _image_element(image: np.ndarray | str | os.PathLike, px_to_um: np.ndarray, coordinate_system: str) -> Any:
-    """The image (array or file) as a multiscale image element with the affine pixel → µm."""
+def _is_element(image: Any) -> bool:
+    """Whether ``image`` is a spatialdata image element (an ``xarray`` DataArray or a multiscale DataTree)."""
+    import xarray as xr
+
+    return isinstance(image, xr.DataArray | xr.DataTree)
+
+
+def _image_element(image: Any, px_to_um: np.ndarray, coordinate_system: str) -> Any:
+    """The image (array or file) as a lazy multiscale image element with the affine pixel → µm.
+
+    The image is never copied whole (:func:`~stdiff.io._image.lazy_image`): the element's levels are
+    computed window by window from the array or the file when they are read.
+    """
     from spatialdata.models import Image2DModel
     from spatialdata.transformations import Affine
 
     from .._spatial import pyramid_scale_factors
+    from ._image import CHUNK_PX, lazy_image
 
-    chw = image_array(image)
+    chw = lazy_image(image)
     c = ["r", "g", "b"] if chw.shape[0] == 3 else [f"c{i}" for i in range(chw.shape[0])]
     transform = Affine(px_to_um, input_axes=("x", "y"), output_axes=("x", "y"))
     return Image2DModel.parse(
         chw, dims=("c", "y", "x"), c_coords=c, transformations={coordinate_system: transform},
         scale_factors=pyramid_scale_factors(chw.shape[1:], max_factor=8),
-        chunks=(chw.shape[0], 1024, 1024),
+        chunks=(chw.shape[0], CHUNK_PX, CHUNK_PX),
     )  # fmt: skip
 
 
