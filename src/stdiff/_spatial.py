@@ -49,6 +49,16 @@ def result_provenance(sdata: sd_mod.SpatialData, key: str, *, required: bool = T
     return prov
 
 
+def valid_element_name(name: Any) -> bool:
+    """Whether spatialdata accepts ``name`` for an element: letters, digits, ``_``, ``-``, ``.``; not ``__…``."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not name.startswith("__")
+        and all(c.isalnum() or c in "_-." for c in name)
+    )
+
+
 def resolve_coordinate_system(
     sdata: sd_mod.SpatialData, coordinate_system: str | None, elements: Sequence[str] = ()
 ) -> str:

@@ -16,6 +16,6 @@ on disk and is read window by window.
 from ._build import from_spots
 from ._image import lazy_image
 from ._readers import read_spots_table, read_st
-from ._visium import read_visium
+from ._visium import is_visium_folder, read_visium
 
 __all__ = ["from_spots", "lazy_image", "read_spots_table", "read_st", "read_visium"]

@@ -100,9 +100,9 @@ def is_visium_folder(path: str | os.PathLike) -> bool:
 
 def check_name(name: Any, what: str) -> None:
     """Refuse a name spatialdata cannot give an element (its rules: letters, digits, ``_``, ``-``, ``.``)."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{what} must be a non-empty string, got {name!r}.")
-    if name in (".", "..") or name.startswith("__") or not all(c.isalnum() or c in "_-." for c in name):
+    from .._spatial import valid_element_name
+
+    if not valid_element_name(name):
         raise ValueError(
             f"{what}={name!r} is not a valid element name: use letters, digits, '_', '-' and '.' only (not starting "
             "with '__')."
