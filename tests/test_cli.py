@@ -1,4 +1,4 @@
-"""``stdiff superresolve`` on the command line: inputs (zarr, Space Ranger outs/), the default, and refusals before the work."""
+"""``stdiff superresolve``: its inputs (zarr, Space Ranger outs/), the default, and refusals before the work."""
 
 from __future__ import annotations
 
@@ -74,9 +74,13 @@ def test_cli_out_is_refused_before_the_work(store, tmp_path, no_work, caplog):
         with caplog.at_level(logging.ERROR, logger="stdiff"):
             assert _run(*base, "--out", out, "--overwrite") == 2
         assert message in caplog.text
-    for args, message in (([tmp_path / "nope.zarr"], "does not exist"), ([tmp_path / "folder"], "neither a SpatialData"),
-                          ([inp, "--visium", inp], "once"), ([], "pass the input"),
-                          ([inp, "--model", tmp_path / "nope.pt"], "--model")):  # fmt: skip
+    for args, message in (
+        ([tmp_path / "nope.zarr"], "does not exist"),
+        ([tmp_path / "folder"], "neither a SpatialData"),
+        ([inp, "--visium", inp], "once"),
+        ([], "pass the input"),
+        ([inp, "--model", tmp_path / "nope.pt"], "--model"),
+    ):
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="stdiff"):
             assert _run(*args, "--out", tmp_path / "n.zarr") == 2
