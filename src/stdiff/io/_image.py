@@ -57,10 +57,27 @@ def lazy_image(image: Any) -> Any:
             "RGB (or 4 channels with alpha). Pass it in one of those orders."
         )
     if not isinstance(arr, da.Array):
-        chunks = (-1, CHUNK_PX, CHUNK_PX) if first else (CHUNK_PX, CHUNK_PX, -1)
-        arr = da.from_array(arr, chunks=chunks, asarray=False)
+        arr = wrap(arr, (-1, CHUNK_PX, CHUNK_PX) if first else (CHUNK_PX, CHUNK_PX, -1))
     chw = arr if first else arr.transpose(2, 0, 1)
     return chw[:3] if chw.shape[0] == 4 else chw
+
+
+class _Unowned:
+    """An array that dask slices chunk by chunk (``dask.array.from_array`` first copies anything with ``.copy``)."""
+
+    def __init__(self, arr: np.ndarray) -> None:
+        self.arr, self.shape, self.dtype, self.ndim = arr, arr.shape, arr.dtype, arr.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.arr[key])
+
+
+def wrap(arr: np.ndarray, chunks: tuple[int, ...]) -> Any:
+    """A dask array over ``arr`` (in memory or memory-mapped) that neither copies nor hashes it."""
+    import dask.array as da
+
+    meta = np.empty((0,) * arr.ndim, dtype=arr.dtype)
+    return da.from_array(_Unowned(arr), chunks=chunks, name=False, meta=meta)
 
 
 def _open_file(path: Path) -> Any:
@@ -109,11 +126,16 @@ def _open_tiff(path: Path) -> Any:
             node = node[sorted(node.array_keys())[0]]
         data = node
     shape = tuple(n for i, n in enumerate(data.shape) if n != 1 or i >= data.ndim - 3)  # no leading 1s
-    chunks: tuple[int, ...] = (CHUNK_PX, CHUNK_PX) + (() if len(shape) == 2 else (-1,))
-    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
-        chunks = (-1, CHUNK_PX, CHUNK_PX)
+    planar = len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4)
+    yx = (1, 2) if planar else (0, 1)
+    rows, cols = CHUNK_PX, CHUNK_PX
+    stored = getattr(data, "chunks", None)
+    if stored is not None and stored[-len(shape) :][yx[1]] >= shape[yx[1]]:  # strips spanning the width
+        strip = stored[-len(shape) :][yx[0]]
+        rows, cols = max(strip, (CHUNK_PX**2 // shape[yx[1]]) // strip * strip), -1
+    chunks: tuple[int, ...] = (rows, cols) if len(shape) == 2 else ((-1, rows, cols) if planar else (rows, cols, -1))
     full = (1,) * (data.ndim - len(shape)) + chunks
-    arr = da.from_array(data, chunks=full) if isinstance(data, np.ndarray) else da.from_zarr(data, chunks=full)
+    arr = wrap(data, full) if isinstance(data, np.ndarray) else da.from_zarr(data, chunks=full)
     return arr.reshape(shape) if arr.ndim != len(shape) else arr
 
 
