@@ -109,3 +109,42 @@ def test_coarse_histology_is_warned_about_once_naming_hr_um(caplog):
     with caplog.at_level(logging.WARNING, logger="stdiff"):  # another HR pixel: warned about again
         sd.pp.rasterize(s, counts_key="hr_counts", lr_um=60, factor=10, he_scale=1)
     assert "hr_um=10" in caplog.text
+
+
+def test_readers_keep_a_tiff_on_disk(tmp_path):
+    """read_spots_table (and read_st, through from_spots) build the section without reading the TIFF's pixels."""
+    import pandas as pd
+    import tifffile
+
+    side = 4000  # 48 MB
+    tifffile.imwrite(tmp_path / "he.tif", np.full((side, side, 3), 200, np.uint8), tile=(512, 512))
+    xy = np.array([(x, y) for y in range(500, 3500, 173) for x in range(500 + (y // 173 % 2) * 100, 3500, 200)], float)
+    ids = [f"s{i}" for i in range(len(xy))]
+    pd.DataFrame({"barcode": ids, "x": xy[:, 0], "y": xy[:, 1]}).to_csv(tmp_path / "pos.csv", index=False)
+    counts = pd.DataFrame(np.ones((len(xy), 2), int), index=ids, columns=["A", "B"])
+    counts.to_csv(tmp_path / "counts.csv")
+    run = lambda: sd.io.read_spots_table(tmp_path / "pos.csv", tmp_path / "counts.csv", tmp_path / "he.tif",
+                                         um_per_px=0.5, platform="visium")  # fmt: skip
+    run()  # the first call imports the readers' modules
+    sdata, peak = _peak(run)
+    assert peak < 8 * MB, f"read_spots_table traced {peak / MB:.1f} MB for a 48 MB TIFF"
+    level0 = image_levels(sdata.images["he"])[0]
+    assert level0.shape == (3, side, side) and int(level0.data[1, 10, 10].compute()) == 200
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_windows_of_derived_levels_equal_spatialdata_levels(dtype):
+    """Windows recomputed from scale0 hold exactly the values of spatialdata's lazily computed levels."""
+    from spatialdata.models import Image2DModel
+
+    from stdiff._image_windows import read_level_window
+
+    rgb = (np.random.default_rng(0).random((3, 903, 705)) * 250).astype(dtype)  # odd sides: trimmed at the start
+    el = Image2DModel.parse(rgb, dims=("c", "y", "x"), c_coords=["r", "g", "b"], scale_factors=[2, 2, 2],
+                            chunks=(3, 128, 128))  # fmt: skip
+    levels = image_levels(el)
+    for i, level in enumerate(levels):
+        h, w = level.shape[-2:]
+        for r0, r1, c0, c1 in ((0, h, 0, w), (h // 3, h // 2 + 1, 1, w - 1), (h - 1, h, w - 3, w)):
+            expected = np.asarray(level.data[:, r0:r1, c0:c1])
+            np.testing.assert_array_equal(read_level_window(levels, i, (r0, r1), (c0, c1)), expected)
