@@ -92,7 +92,8 @@ def test_cli_out_is_refused_before_the_work(store, tmp_path, no_work, caplog):
 def test_cli_superresolve_overwrite_and_key_added(store, tmp_path, caplog):
     inp, model = store
     out = tmp_path / "out.zarr"
-    base = [inp, "--model", model, "--counts-key", "hr_counts", "--genes", "EPCAM,PTPRC", "--chunk-lr", "4"]
+    fast = ["--model", model, "--counts-key", "hr_counts", "--n-samples", "2"]
+    base = [inp, *fast, "--genes", "EPCAM,PTPRC", "--chunk-lr", "4"]
     assert _run(*base, "--out", out) == 0
     first = spatialdata.read_zarr(out)
     assert list(first.images["stdiff"].coords["c"].values) == ["EPCAM", "PTPRC"] and "stdiff_std" in first.images
@@ -103,10 +104,14 @@ def test_cli_superresolve_overwrite_and_key_added(store, tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="stdiff"):
         assert _run(out, "--model", model, "--counts-key", "hr_counts", "--out", out2) == 2
     assert "already holds the stdiff result 'stdiff'" in caplog.text and not out2.exists()
-    assert _run(out, "--model", model, "--counts-key", "hr_counts", "--genes", "EPCAM", "--out", out2,
-                "--overwrite") == 0  # fmt: skip
+    assert _run(out, *fast, "--genes", "EPCAM", "--out", out2, "--overwrite") == 0
     second = spatialdata.read_zarr(out2)
     assert list(second.images["stdiff"].coords["c"].values) == ["EPCAM"]
+    # stdiff's own refusals during the work: a clear message, exit code 1, nothing written
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="stdiff"):
+        assert _run(inp, "--model", model, "--genes", "NOPE", "--out", tmp_path / "x.zarr") == 1
+    assert "NOPE" in caplog.text and "Traceback" not in caplog.text and not (tmp_path / "x.zarr").exists()
     # --overwrite replaces an existing store, with a result under another name
     assert _run(*base, "--out", out2, "--overwrite", "--key-added", "sr") == 0
     third = spatialdata.read_zarr(out2)
@@ -135,3 +140,6 @@ def test_cli_default_and_visium_folder(tmp_path, monkeypatch):
     assert "sample_um" in back.coordinate_systems
     assert _run("--visium", outs.parent, "--out", tmp_path / "r2.zarr", "--dataset-id", "s1") == 0
     assert "s1_um" in spatialdata.read_zarr(tmp_path / "r2.zarr").coordinate_systems
+    for args in (["--fullres-image", "nope.tif"], ["--dataset-id", "a b"], ["--visium", tmp_path]):
+        assert _run(outs, *args, "--out", tmp_path / "r3.zarr") == 2
+    assert len(calls) == 2 and not (tmp_path / "r3.zarr").exists()

@@ -28,9 +28,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run(args)
-    except CliError as err:
+    except CliError as err:  # refused before the work
         logger.error("%s: error: %s", args.command, err)
         return 2
+    except (ValueError, KeyError, FileNotFoundError) as err:  # stdiff's own refusals, raised while it works
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        logger.error("%s: error: %s%s", args.command, message, "" if args.verbose else " (-v shows the traceback)",
+                     exc_info=args.verbose)  # fmt: skip
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -210,6 +215,12 @@ def _source(args: argparse.Namespace) -> str:
         raise CliError(f"the input {path} is neither a SpatialData zarr store nor a Space Ranger outs/ folder.")
     if (args.fullres_image or args.dataset_id) and not is_visium_folder(path):
         raise CliError("--fullres-image and --dataset-id apply to a Space Ranger outs/ folder only.")
+    if args.fullres_image is not None:
+        outs = path if (path / "spatial").is_dir() else path / "outs"
+        here, there = Path(args.fullres_image), outs / args.fullres_image
+        if not here.exists() and not there.exists():
+            raise CliError(f"--fullres-image {args.fullres_image} does not exist (here or in {outs}).")
+        args.fullres_image = str(here.resolve()) if here.exists() else args.fullres_image
     return str(path)
 
 

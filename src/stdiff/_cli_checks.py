@@ -63,6 +63,8 @@ def check_out(out: str, *, overwrite: bool, inputs: list[str]) -> Path:
 def check_options(args: Any) -> None:
     """Refuse numbers and names the run would refuse only later (after the fit)."""
     check_element_name(args.key_added, "--key-added")
+    if getattr(args, "dataset_id", None) is not None:
+        check_element_name(args.dataset_id, "--dataset-id")
     check_element_name(Key.img.std(args.key_added), "--key-added (its standard deviation image)")
     for option, value in (("--chunk-lr", args.chunk_lr), ("--n-samples", args.n_samples), ("--steps", args.steps)):
         if value is not None and value < 1:
