@@ -12,7 +12,10 @@ does before its model runs:
   :func:`stdiff.tl.superresolve` streams them (16 chunks of 1.6 mm, the slide-wide stain reference);
 - ``store``: the same from ``spatialdata.read_zarr(store)`` (the pyramid stored on disk);
 - ``array``: the same from ``from_spots`` given the H&E as an in-memory ``(H, W, 3)`` numpy array
-  (its own size is in the RSS: the question is how many copies are made).
+  (its own size is in the RSS: the question is how many copies are made);
+- ``visium`` / ``visium-mtx``: the same from ``sd.io.read_visium`` of a Space Ranger ``outs/`` folder of the
+  capture area (counts as ``.h5`` / as the ``filtered_feature_bc_matrix/`` folder), the TIFF as its
+  full-resolution image (only with a stdiff that has ``read_visium``).
 
 Usage::
 
@@ -44,15 +47,47 @@ CHUNK_LR = 16  # 1.6 mm chunks: 16 of them over the capture area
 TILE = 512
 
 
-def spots(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Visium spots (hexagonal, 100 µm) over the capture area and smooth Poisson counts, ``(xy µm, counts, genes)``."""
-    rng = np.random.default_rng(seed)
+def lattice() -> np.ndarray:
+    """``(array_row, array_col)`` of the Visium spots (hexagonal, 100 µm) over the capture area."""
     dy = PITCH_UM * np.sqrt(3) / 2
-    xy = np.array([(150 + c * PITCH_UM / 2, 150 + r * dy) for r in range(int((AREA_UM - 300) // dy) + 1)
-                   for c in range(r % 2, int((AREA_UM - 300) // (PITCH_UM / 2)) + 1, 2)])  # fmt: skip
+    return np.array([(r, c) for r in range(int((AREA_UM - 300) // dy) + 1)
+                     for c in range(r % 2, int((AREA_UM - 300) // (PITCH_UM / 2)) + 1, 2)])  # fmt: skip
+
+
+def spots(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The spots' centres (µm) and smooth Poisson counts, ``(xy µm, counts, genes)``."""
+    rng = np.random.default_rng(seed)
+    rc = lattice()
+    xy = np.column_stack([150 + rc[:, 1] * PITCH_UM / 2, 150 + rc[:, 0] * PITCH_UM * np.sqrt(3) / 2])
     freq = rng.uniform(1, 4, size=(N_GENES, 2)) * 2 * np.pi / AREA_UM
     rate = 5 * (1.2 + np.sin(xy[:, :1] * freq[:, 0] + xy[:, 1:] * freq[:, 1]).T)
     return xy, rng.poisson(rate.T).astype(np.int32), [f"g{i}" for i in range(N_GENES)]
+
+
+def write_outs(folder: Path, side: int) -> None:
+    """A Space Ranger ``outs/`` folder of the capture area: counts as ``.h5`` and as the mtx folder, positions in
+    full-resolution pixels of the ``side``² H&E, scalefactors, a 2000 px hires PNG."""
+    import json
+
+    import pandas as pd
+    from PIL import Image
+
+    from stdiff.datasets._space_ranger import _write_10x_h5, _write_10x_mtx, _write_positions
+
+    xy, counts, genes = spots()
+    um, rc = AREA_UM / side, lattice()
+    barcodes = [f"AAAC{i:06d}-1" for i in range(len(xy))]
+    (folder / "spatial").mkdir(parents=True, exist_ok=True)
+    _write_10x_h5(folder / "filtered_feature_bc_matrix.h5", counts, barcodes, genes)
+    _write_10x_mtx(folder / "filtered_feature_bc_matrix", counts, barcodes, genes)
+    pos = pd.DataFrame({"barcode": barcodes, "in_tissue": 1, "array_row": rc[:, 0], "array_col": rc[:, 1],
+                        "pxl_row_in_fullres": xy[:, 1] / um, "pxl_col_in_fullres": xy[:, 0] / um})  # fmt: skip
+    _write_positions(folder / "spatial", pos, "csv")
+    scalef = {"spot_diameter_fullres": 65 / um, "tissue_hires_scalef": 2000 / side,
+              "fiducial_diameter_fullres": 105 / um, "tissue_lowres_scalef": 600 / side}  # fmt: skip
+    (folder / "spatial" / "scalefactors_json.json").write_text(json.dumps(scalef))
+    for name, n in (("tissue_hires_image.png", 2000), ("tissue_lowres_image.png", 600)):
+        Image.fromarray(texture(0, 0, n, n, AREA_UM / n)).save(folder / "spatial" / name)
 
 
 def texture(y0: int, x0: int, h: int, w: int, um_per_px: float) -> np.ndarray:
@@ -87,6 +122,8 @@ def prepare(work: Path, side: int) -> None:
     tif, store = work / f"he_{side}.tif", work / f"section_{side}.zarr"
     if not tif.exists():
         write_tiff(tif, side)
+    if not (work / f"outs_{side}").exists():
+        write_outs(work / f"outs_{side}", side)
     if not store.exists():
         xy, counts, genes = spots()
         s = sd.io.from_spots(counts, xy, tif, genes=genes, units="um", um_per_px=AREA_UM / side, platform="visium")
@@ -100,6 +137,10 @@ def _open(mode: str, work: Path, side: int):
 
     if mode == "store":
         return spatialdata.read_zarr(work / f"section_{side}.zarr")
+    if mode.startswith("visium"):
+        counts_file = "filtered_feature_bc_matrix" if mode == "visium-mtx" else None
+        tif = work / f"he_{side}.tif"
+        return sd.io.read_visium(work / f"outs_{side}", counts_file=counts_file, fullres_image_file=tif)
     xy, counts, genes = spots()
     image: object = work / f"he_{side}.tif"
     if mode == "array":
@@ -161,7 +202,7 @@ def table(rows: list[dict], label: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000, 25000])
-    p.add_argument("--modes", nargs="+", default=["tiff", "store", "array"])
+    p.add_argument("--modes", nargs="+", default=["tiff", "store", "array", "visium", "visium-mtx"])
     p.add_argument("--work", type=Path, required=True, help="folder for the TIFFs and stores")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/lazy_image"))
     p.add_argument("--label", default="after")
