@@ -13,8 +13,7 @@ from ._histology import (
 from ._input import InputGrid, open_input
 from ._lr_maps import lr_density, lr_per_tissue_pixel
 from ._normalize import Normalizer
-from ._rasterize import rasterize
-from ._read_histology import image_um
+from ._rasterize import image_um, rasterize
 from ._section import Section, Tiles, aggregate
 from ._simulate import simulate_platform
 from ._stain import STAIN_REFERENCE_KEY

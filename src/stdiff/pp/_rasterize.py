@@ -165,6 +165,14 @@ def resolve_scale(source, lr_um: float | None, factor: int | None, hr_um: float 
     return float(hr_um) * int(factor), int(factor)
 
 
+def image_um(sdata: sd_mod.SpatialData, image_key: str, cs: str) -> float:
+    """The finest pixel of image ``image_key`` in µm of coordinate system ``cs``."""
+    from .._spatial import affine_to_cs
+
+    A = affine_to_cs(sdata[image_key], cs)
+    return float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
+
+
 def source_grid(sdata: sd_mod.SpatialData, source, image_key: str, cs: str, lr_um: float, factor: int) -> Grid:
     """The grid over the source's expression, after checking the image covers it."""
     origin, far = source.extent(lr_um, lr_um / factor)

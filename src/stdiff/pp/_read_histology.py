@@ -102,12 +102,6 @@ def tissue_masks(raster: Raster, he: np.ndarray, factor: int, he_scale: int) -> 
     return mask_hr, mask_truth
 
 
-def image_um(sdata: sd_mod.SpatialData, image_key: str, cs: str) -> float:
-    """The finest pixel of image ``image_key`` in µm of coordinate system ``cs``."""
-    A = affine_to_cs(sdata[image_key], cs)
-    return float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
-
-
 #: sections already warned about a coarse histology: ``{sdata: {(image_key, cs, hr_um)}}`` (once per section)
 _COARSE_WARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -117,7 +111,8 @@ def check_histology_resolution(sdata: sd_mod.SpatialData, image_key: str, cs: st
 
     The warning names the ``hr_um`` that would suit the image (twice its pixel, rounded up).
     """
-    um = image_um(sdata, image_key, cs)
+    A = affine_to_cs(sdata[image_key], cs)
+    um = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))  # the image's finest pixel in µm
     if um <= hr_um / 2:
         return
     key = (image_key, cs, round(float(hr_um), 9))
