@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from ._constants import Key
 from ._utils import logger
@@ -23,7 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     run = {"demo": _demo, "superresolve": _superresolve, "train": _train}[args.command]
-    return run(args)
+    from ._cli_checks import CliError
+
+    try:
+        return run(args)
+    except CliError as err:  # refused before the work
+        logger.error("%s: error: %s", args.command, err)
+        return 2
+    except (ValueError, KeyError, FileNotFoundError) as err:  # stdiff's own refusals, raised while it works
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        logger.error("%s: error: %s%s", args.command, message, "" if args.verbose else " (-v shows the traceback)",
+                     exc_info=args.verbose)  # fmt: skip
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,14 +57,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("superresolve", help="super-resolve a SpatialData zarr with a trained model")
-    p.add_argument("input", help="input SpatialData .zarr")
-    p.add_argument("--model", required=True, help="model file written by DiffST.save / stdiff train")
+    p = sub.add_parser(
+        "superresolve",
+        help="super-resolve a SpatialData zarr or a Space Ranger outs/ folder (default: learn from its own spots)",
+    )
+    p.add_argument("input", nargs="?", help="input SpatialData .zarr, or a Space Ranger (Visium) outs/ folder")
+    p.add_argument(
+        "--visium", metavar="OUTS", default=None, help="read a Space Ranger outs/ folder (sd.io.read_visium)"
+    )
+    p.add_argument(
+        "--fullres-image",
+        default=None,
+        help="with a Space Ranger folder: the full-resolution H&E given to Space Ranger (kept on disk)",
+    )
+    p.add_argument("--dataset-id", default=None, help="with a Space Ranger folder: the name of its elements")
+    p.add_argument("--model", default=None,
+                   help="model file written by DiffST.save / stdiff train (default: none, the section teaches itself "
+                        "from its own spots and H&E)")  # fmt: skip
     p.add_argument("--genes", default=None, help="comma-separated genes (default: the model's)")
-    p.add_argument("--out", required=True, help="output .zarr")
+    p.add_argument("--out", required=True, help="output .zarr (refused if it exists, unless --overwrite)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out zarr store, and an earlier stdiff result named --key-added",
+    )
     _add_reading(p)
+    p.add_argument(
+        "--hr-um",
+        type=float,
+        default=None,
+        help="HR pixel in µm (default: 10 for Visium, 20 for legacy ST; a model fixes its own)",
+    )
     p.add_argument("--n-samples", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: chosen at training)")
+    p.add_argument("--chunk-lr", type=int, default=None, help="LR pixels per chunk side (default: by memory)")
     p.add_argument("--conserve-counts", action="store_true")
     p.add_argument("--key-added", default=Key.img.DEFAULT)
     _add_run(p)
@@ -130,27 +168,72 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _superresolve(args: argparse.Namespace) -> int:
-    """``stdiff superresolve``: read the zarr, super-resolve it, write it to ``--out``."""
-    import spatialdata as sd_mod
-
+    """``stdiff superresolve``: check everything, read the input, super-resolve it, write it to ``--out``."""
     import stdiff as sd
 
-    sdata = sd_mod.read_zarr(args.input)
+    from ._cli_checks import check_options, check_out, claim_key_added
+
+    source = _source(args)
+    check_options(args)
+    out = check_out(args.out, overwrite=args.overwrite, inputs=[source])
+    sdata = _read_input(args, source)
+    replaced = claim_key_added(sdata, args.key_added, overwrite=args.overwrite)
+    if replaced:
+        logger.info("Replacing the earlier stdiff result %s (--overwrite).", replaced)
     sd.tl.superresolve(
         sdata,
         _genes(args),
         model=args.model,
         **_reading(args),
+        hr_um=args.hr_um,
         n_samples=args.n_samples,
         num_inference_steps=args.steps,
         conserve_counts=args.conserve_counts,
         key_added=args.key_added,
+        chunk_lr=args.chunk_lr,
         **_run(args),
     )
-    sdata.write(args.out, overwrite=True)
+    sdata.write(out, overwrite=args.overwrite and out.exists())
     written = [k for k in (args.key_added, Key.img.std(args.key_added)) if k in sdata.images]
-    logger.warning("wrote %s (images %s)", args.out, ", ".join(map(repr, written)))
+    logger.warning("wrote %s (images %s)", out, ", ".join(map(repr, written)))
     return 0
+
+
+def _source(args: argparse.Namespace) -> str:
+    """The input path (positional or ``--visium``), refused when missing or of no known kind."""
+    from ._cli_checks import CliError, is_zarr_store
+    from .io import is_visium_folder
+
+    if (args.input is None) == (args.visium is None):
+        raise CliError("pass the input: a SpatialData .zarr or a Space Ranger outs/ folder (or --visium OUTS), once.")
+    path = Path(args.visium or args.input)
+    if not path.exists():
+        raise CliError(f"the input {path} does not exist.")
+    if args.visium is not None and not is_visium_folder(path):
+        raise CliError(f"--visium {path} is not a Space Ranger outs/ folder (it has no spatial/ folder).")
+    if not is_zarr_store(path) and not is_visium_folder(path):
+        raise CliError(f"the input {path} is neither a SpatialData zarr store nor a Space Ranger outs/ folder.")
+    if (args.fullres_image or args.dataset_id) and not is_visium_folder(path):
+        raise CliError("--fullres-image and --dataset-id apply to a Space Ranger outs/ folder only.")
+    if args.fullres_image is not None:
+        outs = path if (path / "spatial").is_dir() else path / "outs"
+        here, there = Path(args.fullres_image), outs / args.fullres_image
+        if not here.exists() and not there.exists():
+            raise CliError(f"--fullres-image {args.fullres_image} does not exist (here or in {outs}).")
+        args.fullres_image = str(here.resolve()) if here.exists() else args.fullres_image
+    return str(path)
+
+
+def _read_input(args: argparse.Namespace, source: str):
+    """The input SpatialData: a zarr store, or a Space Ranger folder through ``sd.io.read_visium``."""
+    import spatialdata as sd_mod
+
+    from ._cli_checks import is_zarr_store
+    from .io import is_visium_folder, read_visium
+
+    if is_visium_folder(source) and not is_zarr_store(Path(source)):
+        return read_visium(source, dataset_id=args.dataset_id, fullres_image_file=args.fullres_image)
+    return sd_mod.read_zarr(source)
 
 
 def _train(args: argparse.Namespace) -> int:

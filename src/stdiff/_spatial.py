@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._constants import Key
+from ._image_windows import read_level_window
 from ._utils import logger
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +48,16 @@ def result_provenance(sdata: sd_mod.SpatialData, key: str, *, required: bool = T
             f"sd.tl.superresolve(sdata, key_added={key!r}) first."
         )
     return prov
+
+
+def valid_element_name(name: Any) -> bool:
+    """Whether spatialdata accepts ``name`` for an element: letters, digits, ``_``, ``-``, ``.``; not ``__…``."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not name.startswith("__")
+        and all(c.isalnum() or c in "_-." for c in name)
+    )
 
 
 def resolve_coordinate_system(
@@ -214,11 +225,11 @@ def resample_image(
     A0 = affine_to_cs(element, coordinate_system)
     src_um0 = float(np.sqrt(abs(np.linalg.det(A0[:2, :2]))))
     h0, w0 = levels[0].shape[-2:]
-    best, best_ds = levels[0], 1.0
-    for lev in levels[1:]:
+    best, best_ds, best_i = levels[0], 1.0, 0
+    for i, lev in enumerate(levels[1:], start=1):
         ds = h0 / lev.shape[-2]
         if src_um0 * ds <= pixel_um * 1.001:
-            best, best_ds = lev, ds
+            best, best_ds, best_i = lev, ds, i
     dtype = np.dtype(best.dtype)
     if fill is None:
         fill = 255.0 if (dtype == np.uint8 and best.shape[0] == 3) else 0.0
@@ -238,9 +249,7 @@ def resample_image(
     r1 = int(np.clip(np.ceil(intr[1].max()) + 2, r0, h))
     c0 = int(np.clip(np.floor(intr[0].min()) - 2, 0, w))
     c1 = int(np.clip(np.ceil(intr[0].max()) + 2, c0, w))
-    window = best.data if hasattr(best, "data") else best
-    window = window[:, r0 * block : r1 * block, c0 * block : c1 * block]
-    arr = np.asarray(window.compute() if hasattr(window, "compute") else window)
+    arr = read_level_window(levels, best_i, (r0 * block, r1 * block), (c0 * block, c1 * block))
     if block > 1:
         arr = arr.reshape(c, r1 - r0, block, c1 - c0, block).mean(axis=(2, 4))
     out = np.empty((c, H, W), dtype=np.float32)
@@ -330,3 +339,32 @@ def table_region(sdata: sd_mod.SpatialData, table_key: str) -> str | None:
     if isinstance(region, list | tuple | np.ndarray):
         region = region[0] if len(region) == 1 else None
     return region
+
+
+def copy_spatialdata(sdata: sd_mod.SpatialData) -> sd_mod.SpatialData:
+    """A copy of ``sdata`` to add elements to, without loading its images or points.
+
+    ``spatialdata.deepcopy`` computes every image and points element (a whole-slide H&E is loaded into
+    memory) and swaps the original's lazy arrays for in-memory ones. Here the containers, ``attrs``,
+    tables and shapes are copied, and the image, label and points elements are new objects over the
+    same lazy data, each with its own copy of the transformations (so changing a transformation or
+    adding an element in the copy leaves ``sdata`` as it was).
+    """
+    import copy
+
+    import spatialdata as sd_mod
+    from spatialdata.transformations import get_transformation, set_transformation
+
+    def shared(element: Any) -> Any:
+        out = element.copy(deep=False) if hasattr(element, "dims") or hasattr(element, "children") else element.copy()
+        set_transformation(out, copy.deepcopy(get_transformation(element, get_all=True)), set_all=True)
+        return out
+
+    return sd_mod.SpatialData(
+        images={k: shared(v) for k, v in sdata.images.items()},
+        labels={k: shared(v) for k, v in sdata.labels.items()},
+        points={k: shared(v) for k, v in sdata.points.items()},
+        shapes={k: sd_mod.deepcopy(v) for k, v in sdata.shapes.items()},
+        tables={k: v.copy() for k, v in sdata.tables.items()},
+        attrs=copy.deepcopy(dict(sdata.attrs or {})),
+    )

@@ -13,7 +13,7 @@ import pandas as pd
 from stdiff._utils import logger
 
 from .._spatial import pyramid_scale_factors
-from ..io import from_spots
+from ..io import from_spots, lazy_image
 from ._registry import dataset_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,31 +80,6 @@ def _files(section: str, data_dir: str | os.PathLike | None) -> tuple[Path, Path
         dataset_file(_FOLDER, spots_rel),
         dataset_file(_FOLDER, _HER2ST_IMAGES[section]),
     )
-
-
-def _read_jpeg(path: Path, *, strip: int = 1024) -> np.ndarray:
-    """Decode an RGB JPEG into a contiguous (c, y, x) uint8 array.
-
-    The her2st JPEGs (~9270 × 9920 px) exceed PIL's decompression-bomb limit, which is lifted locally. Rows
-    are copied out of PIL's buffer in strips so the peak memory is PIL's buffer plus the output only.
-    """
-    from PIL import Image
-
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with Image.open(path) as im:
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            im.load()
-            w, h = im.size
-            out = np.empty((3, h, w), dtype=np.uint8)
-            for y0 in range(0, h, strip):
-                y1 = min(y0 + strip, h)
-                out[:, y0:y1] = np.moveaxis(np.asarray(im.crop((0, y0, w, y1))), -1, 0)
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
-    return out
 
 
 def lattice_pixel_size(spots: pd.DataFrame, *, pitch_um: float = SPOT_PITCH_UM) -> tuple[float, np.ndarray]:
@@ -230,7 +205,7 @@ def _he_element(path: Path, um_per_px: float) -> tuple[Any, tuple[int, int]]:
     from spatialdata.models import Image2DModel
     from spatialdata.transformations import Scale
 
-    img = _read_jpeg(path)
+    img = lazy_image(path)  # a JPEG is decoded once and wrapped, not copied again
     _, h, w = img.shape
     he = Image2DModel.parse(
         img,

@@ -1,8 +1,9 @@
-"""A section in Space Ranger's on-disk format (Visium ``outs/``), to read with ``spatialdata_io.visium``.
+"""A section in Space Ranger's on-disk format (Visium ``outs/``), to read with :func:`stdiff.io.read_visium`.
 
 :func:`synthetic_visium_outs` writes a synthetic section as Space Ranger lays it out (counts in the
-10x HDF5 feature-barcode format, spot positions in full-resolution pixels, scalefactors, images), so
-that tutorials and tests can start from a section exactly as ``spatialdata_io.visium`` reads it.
+10x HDF5 feature-barcode format or the ``filtered_feature_bc_matrix/`` mtx folder, spot positions in
+full-resolution pixels, scalefactors, images), so that tutorials and tests can start from a section
+exactly as :func:`stdiff.io.read_visium` and ``spatialdata_io.visium`` read it.
 """
 
 from __future__ import annotations
@@ -67,6 +68,32 @@ def _write_10x_h5(path: Path, counts: np.ndarray, barcodes, genes) -> None:
         feat.create_dataset("_all_tag_keys", data=np.array([b"genome"]))
 
 
+def _write_10x_mtx(folder: Path, counts: np.ndarray, barcodes, genes) -> None:
+    """A 10x Genomics feature-barcode matrix folder (v3): ``matrix.mtx.gz`` (genes × barcodes), gzipped TSVs."""
+    import gzip
+
+    import scipy.io
+    import scipy.sparse as sp
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / "matrix.mtx.gz", "wb") as f:
+        scipy.io.mmwrite(f, sp.coo_matrix(np.asarray(counts, dtype=np.int64).T), field="integer")
+    with gzip.open(folder / "barcodes.tsv.gz", "wt") as f:
+        f.writelines(f"{b}\n" for b in barcodes)
+    with gzip.open(folder / "features.tsv.gz", "wt") as f:
+        f.writelines(f"ENSG{i:08d}\t{g}\tGene Expression\n" for i, g in enumerate(genes))
+
+
+def _write_positions(spatial: Path, pos: pd.DataFrame, positions: str) -> None:
+    """``tissue_positions.csv`` (Space Ranger ≥ 2, header) or ``tissue_positions_list.csv`` (< 2, no header)."""
+    if positions == "csv":
+        pos.to_csv(spatial / "tissue_positions.csv", index=False)
+    elif positions in ("list", "list_header"):
+        pos.to_csv(spatial / "tissue_positions_list.csv", index=False, header=positions == "list_header")
+    else:
+        raise ValueError(f"positions must be 'csv', 'list' or 'list_header', got {positions!r}.")
+
+
 def write_visium(
     folder: Path,
     he_rgb: np.ndarray,
@@ -77,12 +104,19 @@ def write_visium(
     um_per_px: float,
     hires_scalef: float = 0.25,
     lowres_scalef: float = 0.0625,
+    counts_format: str = "h5",
+    positions: str = "csv",
+    prefix: str = "",
 ) -> Path:
-    """A Space Ranger ``outs/`` folder: counts (``.h5``), ``spatial/`` positions, scalefactors and images.
+    """A Space Ranger ``outs/`` folder: counts, ``spatial/`` positions, scalefactors and images.
 
     ``he_rgb`` is the full-resolution ``(y, x, 3)`` image of ``um_per_px`` µm per pixel (written as
     ``fullres.tif``; pass ``fullres_image_file="fullres.tif"`` to the reader); hires / lowres PNGs
-    are block-averaged from it. Positions are written in full-resolution pixels.
+    are block-averaged from it. Positions are written in full-resolution pixels. ``counts_format``:
+    ``"h5"`` (``filtered_feature_bc_matrix.h5``) or ``"mtx"`` (the ``filtered_feature_bc_matrix/``
+    folder); ``positions``: ``"csv"`` (``tissue_positions.csv`` with a header, Space Ranger ≥ 2),
+    ``"list"`` (``tissue_positions_list.csv`` without one, Space Ranger 1) or ``"list_header"``;
+    ``prefix``: a library id the counts file is prefixed with (``"{prefix}_filtered_…"``).
     """
     import tifffile
     from PIL import Image
@@ -90,7 +124,13 @@ def write_visium(
     folder = Path(folder)
     (folder / "spatial").mkdir(parents=True, exist_ok=True)
     barcodes = [f"AAAC{i:06d}-1" for i in range(len(spots))]
-    _write_10x_h5(folder / "filtered_feature_bc_matrix.h5", counts, barcodes, genes)
+    name = f"{prefix}_filtered_feature_bc_matrix" if prefix else "filtered_feature_bc_matrix"
+    if counts_format == "h5":
+        _write_10x_h5(folder / f"{name}.h5", counts, barcodes, genes)
+    elif counts_format == "mtx":
+        _write_10x_mtx(folder / name, counts, barcodes, genes)
+    else:
+        raise ValueError(f"counts_format must be 'h5' or 'mtx', got {counts_format!r}.")
     pos = pd.DataFrame(
         {
             "barcode": barcodes,
@@ -101,7 +141,7 @@ def write_visium(
             "pxl_col_in_fullres": spots["x"].to_numpy() / um_per_px,
         }
     )
-    pos.to_csv(folder / "spatial" / "tissue_positions.csv", index=False)
+    _write_positions(folder / "spatial", pos, positions)
     scalefactors = {
         "spot_diameter_fullres": 65.0 / um_per_px,  # Space Ranger: pixels spanning a theoretical 65 µm spot
         "tissue_hires_scalef": hires_scalef,
@@ -125,13 +165,17 @@ def synthetic_visium_outs(
     n_genes: int = 50,
     seed: int = 0,
     um_per_px: float = 0.5,
+    counts_format: str = "h5",
 ) -> Path:
     """Write a synthetic section as a Space Ranger ``outs/`` folder (Visium spots, full-resolution H&E).
 
     Spots (55 µm, 100 µm apart on the hexagonal lattice) count the synthetic truth's transcripts
-    inside them. Read the folder with
-    ``spatialdata_io.visium(path, dataset_id=..., fullres_image_file="fullres.tif")``: its coordinate
-    system is in full-resolution pixels of ``um_per_px`` µm (see :func:`stdiff.pp.to_micrometres`).
+    inside them; the counts go to ``filtered_feature_bc_matrix.h5`` (``counts_format="h5"``) or the
+    ``filtered_feature_bc_matrix/`` folder (``"mtx"``). Read the folder with
+    ``sd.io.read_visium(path, fullres_image_file="fullres.tif")`` (in µm), or with
+    ``spatialdata_io.visium(path, dataset_id=..., fullres_image_file="fullres.tif")`` (``.h5`` only),
+    whose coordinate system is in full-resolution pixels of ``um_per_px`` µm (see
+    :func:`stdiff.pp.to_micrometres`).
 
     Returns
     -------
@@ -144,4 +188,4 @@ def synthetic_visium_outs(
     he = s.images["he"]
     he0 = he["scale0"].ds["image"] if hasattr(he, "children") and len(he.children) else he
     rgb = np.asarray(he0.data).transpose(1, 2, 0)
-    return write_visium(Path(path), rgb, spots, counts, genes, um_per_px=um_per_px)
+    return write_visium(Path(path), rgb, spots, counts, genes, um_per_px=um_per_px, counts_format=counts_format)

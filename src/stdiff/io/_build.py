@@ -35,6 +35,7 @@ from ._scale import (
     bounds_um,
     image_array,
     image_element,
+    is_element,
     own_element,
     pixel_scale,
     platform_diameter,
@@ -141,9 +142,11 @@ def from_spots(
         Spot centres ``(n, 2)`` as x, y (or a frame with ``x``, ``y``), in the counts' order: image pixels
         (``units="px"``, the default) or µm (``units="um"``).
     image
-        The histology: an array ``(H, W, 3)`` or ``(3, H, W)`` (the order is detected; 4 channels drop
-        alpha; 2-D is one stain channel), a file path, or a spatialdata image element whose
-        transformation to ``coordinate_system`` already maps its pixels to µm.
+        The histology: an array ``(H, W, 3)`` or ``(3, H, W)`` (numpy or dask; the order is detected; 4
+        channels drop alpha; 2-D is one stain channel), a file path, or a spatialdata image element
+        whose transformation to ``coordinate_system`` already maps its pixels to µm. The image is never
+        loaded whole: an array is wrapped (not copied), a TIFF or zarr file stays on disk and is read
+        window by window when the section is super-resolved (a PNG or JPEG file is decoded once).
     genes, spot_ids
         Gene names and spot ids when ``counts`` is a matrix.
     units
@@ -182,7 +185,7 @@ def from_spots(
     check_positions(xy, ids, "µm" if units == "um" else "px")
     declared = platform is not None
     element = chw = None
-    if not isinstance(image, np.ndarray | str | os.PathLike):  # a spatialdata image element
+    if is_element(image):  # a spatialdata image element
         element, px_to_um = own_element(image, coordinate_system)
         how: dict[str, Any] = {"scale": f"the image element's transformation to {coordinate_system!r}"}
     else:

@@ -24,53 +24,33 @@ ARRAY_STEP_UM = {"st": (200.0, 200.0), "visium": (50.0, 100.0 * np.sqrt(3) / 2)}
 SPOT_DIAMETER_UM = {"st": 100.0, "visium": 55.0}
 
 
-def image_array(image: Any) -> np.ndarray:
-    """``(c, y, x)`` uint8 (or as given) from an array in ``(H, W, C)`` / ``(C, H, W)`` order or a file path.
+def image_array(image: Any) -> Any:
+    """``(c, y, x)`` lazy image (:func:`~stdiff.io._image.lazy_image`) of an array in any axis order or a file.
 
-    The order is told from the channel axis (3 or 4 channels: RGB or RGBA, alpha dropped); a shape where
-    both ends or neither could be channels is refused with the order expected, and so are images with
-    no pixels or with NaN / infinite ones.
+    Never loaded whole: an array is wrapped, a TIFF or zarr file stays on disk. The order is told from the
+    channel axis (3 or 4 channels: RGB or RGBA, alpha dropped); a shape where both ends or neither could be
+    channels is refused with the order expected, and so are images with no pixels or with NaN / infinite
+    ones (:func:`~stdiff.io._checks.check_image_array`); a file that is not there or cannot be read is named.
     """
-    if isinstance(image, str | os.PathLike):
-        arr = _read_image_file(image)
-        chw = arr[None] if arr.ndim == 2 else np.ascontiguousarray(np.moveaxis(arr, -1, 0))
-    else:
-        arr = np.asarray(image)
-        if arr.ndim == 2:
-            chw = arr[None]
-        elif arr.ndim != 3:
-            raise ValueError(f"image must be 2-D or 3-D (H, W, C or C, H, W), got shape {arr.shape}.")
-        else:
-            first, last = arr.shape[0] in (1, 3, 4), arr.shape[-1] in (1, 3, 4)
-            if first == last:
-                raise ValueError(
-                    f"Cannot tell the channel axis of an image of shape {arr.shape}: expected (H, W, 3) or (3, H, W) "
-                    "for RGB (or 4 channels with alpha). Pass it in one of those orders."
-                )
-            chw = arr if first else np.moveaxis(arr, -1, 0)
-            chw = np.ascontiguousarray(chw[:3] if chw.shape[0] == 4 else chw)
-    check_image_array(chw)
-    return chw
+    import dask.array as da
 
+    from ._image import lazy_image
 
-def _read_image_file(path: str | os.PathLike) -> np.ndarray:
-    """The pixels of an image file (RGB, or one channel), naming the file when it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"No image file {str(path)!r}: pass the path of the H&E image (or the array).")
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # whole-slide JPEGs exceed PIL's decompression-bomb limit
+    if not isinstance(image, np.ndarray | da.Array | str | os.PathLike):
+        raise TypeError(
+            f"image must be an array, a file path or a spatialdata image element, not {type(image).__name__}."
+        )
+    if isinstance(image, str | os.PathLike) and not Path(image).exists():
+        raise FileNotFoundError(f"No image file {str(image)!r}: pass the path of the H&E image (or the array).")
     try:
-        with Image.open(Path(path)) as im:
-            return np.asarray(im.convert("RGB") if im.mode not in ("RGB", "L", "I;16", "F") else im)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+        chw = lazy_image(image)
+    except (OSError, SyntaxError) as err:
         raise ValueError(
-            f"Could not read the image {str(path)!r} ({type(err).__name__}: {err}); pass a PNG, JPEG or TIFF file, "
+            f"Could not read the image {str(image)!r} ({type(err).__name__}: {err}); pass a PNG, JPEG or TIFF file, "
             "or the image as an array."
         ) from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
+    check_image_array(chw)
+    return chw
 
 
 def fit_alignment(
@@ -222,17 +202,28 @@ def platform_diameter(centres_um: np.ndarray, platform: str | None, hint: str) -
     return SPOT_DIAMETER_UM[platform], platform
 
 
-def image_element(chw: np.ndarray, px_to_um: np.ndarray, coordinate_system: str) -> Any:
-    """An image ``(c, y, x)`` (:func:`image_array`) as a multiscale image element with the affine pixel → µm."""
+def is_element(image: Any) -> bool:
+    """Whether ``image`` is a spatialdata image element (an ``xarray`` DataArray or a multiscale DataTree)."""
+    import xarray as xr
+
+    return isinstance(image, xr.DataArray | xr.DataTree)
+
+
+def image_element(chw: Any, px_to_um: np.ndarray, coordinate_system: str) -> Any:
+    """A lazy image ``(c, y, x)`` (:func:`image_array`) as a multiscale image element with the affine pixel → µm.
+
+    Its levels are computed window by window from the array or the file when they are read.
+    """
     from spatialdata.models import Image2DModel
     from spatialdata.transformations import Affine
 
     from .._spatial import pyramid_scale_factors
+    from ._image import CHUNK_PX
 
     c = ["r", "g", "b"] if chw.shape[0] == 3 else [f"c{i}" for i in range(chw.shape[0])]
     transform = Affine(px_to_um, input_axes=("x", "y"), output_axes=("x", "y"))
     return Image2DModel.parse(
         chw, dims=("c", "y", "x"), c_coords=c, transformations={coordinate_system: transform},
         scale_factors=pyramid_scale_factors(chw.shape[1:], max_factor=8),
-        chunks=(chw.shape[0], 1024, 1024),
+        chunks=(chw.shape[0], CHUNK_PX, CHUNK_PX),
     )  # fmt: skip

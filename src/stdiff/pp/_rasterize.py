@@ -25,7 +25,7 @@ from .._spatial import (
 from .._utils import logger
 from ..spots import TOLERANCE
 from ._grid import Grid, Raster
-from ._read_histology import read_histology, tissue_masks
+from ._read_histology import check_histology_resolution, read_histology, tissue_masks
 from ._read_image import GeneImageSource
 from ._read_points import PointsSource
 from ._read_spots import SpotsSource, spot_section_maps
@@ -171,17 +171,6 @@ def image_um(sdata: sd_mod.SpatialData, image_key: str, cs: str) -> float:
 
     A = affine_to_cs(sdata[image_key], cs)
     return float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))
-
-
-def check_histology_resolution(sdata: sd_mod.SpatialData, image_key: str, cs: str, hr_um: float) -> None:
-    """Warn when the histology is much coarser than the HR grid (it cannot show what is inside an HR pixel)."""
-    um = image_um(sdata, image_key, cs)
-    if um > hr_um / 2:
-        logger.warning(
-            "The histology %r has %.3g µm pixels, coarser than half the HR pixel (%.3g µm): it cannot show structure "
-            "inside an HR pixel, so the histology will add little. Use a full-resolution image or a coarser hr_um.",
-            image_key, um, hr_um,
-        )  # fmt: skip
 
 
 def source_grid(sdata: sd_mod.SpatialData, source, image_key: str, cs: str, lr_um: float, factor: int) -> Grid:

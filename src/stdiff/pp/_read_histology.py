@@ -1,12 +1,15 @@
-"""The histology image on a grid and the tissue masks derived from it."""
+"""The histology image on a grid, the tissue masks derived from it, and whether it is fine enough."""
 
 from __future__ import annotations
 
+import math
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._spatial import resample_image
+from .._spatial import affine_to_cs, resample_image
+from .._utils import logger
 from ._grid import Grid, Raster
 from ._section import aggregate
 
@@ -67,8 +70,6 @@ def spot_tissue_mask(fp, he: np.ndarray, he_scale: int) -> np.ndarray:
     it (its counts come from somewhere). Without an RGB histology, or when it finds tissue on under
     5% of the spots' reach (faint or no staining), the mask is the spots' reach.
     """
-    from .._utils import logger
-
     reach = fp.reach()
     od = he_density(he, he_scale)
     if od is None:
@@ -126,3 +127,33 @@ def tissue_masks(raster: Raster, he: np.ndarray, factor: int, he_scale: int) -> 
         empty = np.kron(aggregate(refined.astype(np.int32), factor) == 0, np.ones((factor, factor), dtype=bool))
         mask_hr = refined | (mask_hr & empty)
     return mask_hr, mask_truth
+
+
+#: sections already warned about a coarse histology: ``{sdata: {(image_key, cs, hr_um)}}`` (once per section)
+_COARSE_WARNED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def check_histology_resolution(sdata: sd_mod.SpatialData, image_key: str, cs: str, hr_um: float) -> None:
+    """Warn, once per section, image and HR pixel, when the histology is coarser than half the HR pixel.
+
+    The warning names the ``hr_um`` that would suit the image (twice its pixel, rounded up).
+    """
+    A = affine_to_cs(sdata[image_key], cs)
+    um = float(np.sqrt(abs(np.linalg.det(A[:2, :2]))))  # the image's finest pixel in µm
+    if um <= hr_um / 2:
+        return
+    key = (image_key, cs, round(float(hr_um), 9))
+    try:
+        seen = _COARSE_WARNED.setdefault(sdata, set())
+    except TypeError:  # pragma: no cover - an object that cannot be weakly referenced: warn every time
+        seen = set()
+    if key in seen:
+        return
+    seen.add(key)
+    suit = math.ceil(2 * um) if 2 * um >= 2 else math.ceil(20 * um) / 10
+    logger.warning(
+        "The histology %r has %.3g µm pixels, coarser than half the HR pixel (%.3g µm): it cannot show structure "
+        "inside an HR pixel, so the histology will add little. Use a full-resolution image, or hr_um=%g (twice the "
+        "histology's pixel) for maps the histology can inform.",
+        image_key, um, hr_um, suit,
+    )  # fmt: skip

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._spatial import affine_to_cs
+from .._spatial import affine_to_cs, copy_spatialdata
 from .._utils import logger
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -268,7 +268,7 @@ def to_micrometres(
     name = key_added or f"{cs}_um"
     if name in available and name not in done:
         raise ValueError(f"A coordinate system {name!r} already exists; pass key_added= with another name.")
-    target = sd_mod.deepcopy(sdata) if copy else sdata
+    target = copy_spatialdata(sdata) if copy else sdata  # images stay lazy
     matrix = _units_to_um(affine if affine is not None else um_per_unit)
     scale = Affine(matrix, input_axes=("x", "y"), output_axes=("x", "y"))
     for _, _, el in _elements_in(target, cs):

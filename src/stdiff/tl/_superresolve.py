@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .._constants import Key
 from .._docs import fill_doc
+from .._spatial import copy_spatialdata
 from .._utils import logger
 from ..pp import open_input
 from ._checks import check_gene_list, check_options
@@ -166,8 +167,6 @@ def superresolve(
         Provenance: model hash, config, genes, factor, µm grid, sampler, steps, samples, seed, time,
         stdiff version (also on the elements' ``attrs``).
     """
-    import spatialdata as sd_mod
-
     t0 = time.perf_counter()
     _check_call(sdata, key_added, overwrite or copy)  # a copy's earlier result is not the user's object
     genes = check_gene_list(genes)
@@ -206,7 +205,7 @@ def superresolve(
         sdata, inp, mean, std, key_added=key_added, genes=out_genes, prov=prov, scale_factors=scale_factors
     )
     # the prediction is done (the images read it lazily from its store); only now touch the SpatialData
-    target = sd_mod.deepcopy(sdata) if copy else sdata
+    target = copy_spatialdata(sdata) if copy else sdata  # images stay lazy (spatialdata.deepcopy loads them)
     store_result(target, images, key_added=key_added, prov=prov, t0=t0)
     logger.info(
         "Super-resolved %d genes to %d×%d HR pixels (%.3g µm) in %.1f s → images %r, %r.",
