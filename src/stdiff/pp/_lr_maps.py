@@ -24,7 +24,8 @@ def lr_per_tissue_pixel(section: Section) -> np.ndarray:
     Spots (:attr:`Section.spots`): each spot's counts spread evenly over its footprint's tissue pixels
     and the gaps between spots filled by the normalised convolution of the spots' densities
     (:meth:`~stdiff.spots.Footprints.distribute` of a flat map), so every spot's footprint sums to its
-    count and there are no blocks and no holes.
+    count and there are no blocks and no holes; tissue beyond the spots' reach takes the nearest
+    reached tissue pixel's value.
     """
     if section.spots is not None:
         key = ("stdiff_spot_nearest", section.spots.fingerprint(), section.origin, section.mask_hr.shape,
@@ -50,6 +51,19 @@ def spread_over_spots(fp: Footprints, mask_hr: np.ndarray) -> np.ndarray:
 
     :meth:`~stdiff.spots.Footprints.distribute` of a flat map; ``(G, H, W)`` counts per HR pixel.
     """
-    G = fp.spots.counts.shape[0]
+    G, n = fp.spots.counts.shape
     flat = np.broadcast_to(mask_hr[None].astype(np.float64), (G, *mask_hr.shape))
-    return fp.distribute(flat, mask_hr)
+    out = fp.distribute(flat, mask_hr)
+    if n == 0:
+        return out
+    # tissue beyond every spot's kernel reach (the mask follows the histology, not the spots) takes
+    # the value of the nearest reached tissue pixel, so no tissue pixel of the base is an empty hole
+    reached = fp.interpolate(np.ones((1, n)), np.ones((1, n)))[0] > 0
+    far = np.asarray(mask_hr, bool) & ~reached
+    source = np.asarray(mask_hr, bool) & reached
+    if far.any() and source.any():
+        from scipy.ndimage import distance_transform_edt
+
+        _, (iy, ix) = distance_transform_edt(~source, return_indices=True)
+        out[:, far] = out[:, iy[far], ix[far]]
+    return out
