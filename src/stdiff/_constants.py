@@ -8,6 +8,8 @@ saved model's fields and format tags are :class:`Checkpoint`.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["Checkpoint", "Key"]
 
 
@@ -27,12 +29,17 @@ class Key:
             """Name of the standard deviation image of the result ``key``."""
             return f"{key}{cls.STD_SUFFIX}"
 
+        @staticmethod
+        def quantile(key: str, q: float) -> str:
+            """Name of the ``q`` quantile image of the result ``key`` (``0.05`` → ``f"{key}_q05"``)."""
+            return f"{key}_{Key.pred.quantile(q)}"
+
     class attrs:
         """Entries of ``sdata.attrs``, of each result element's ``attrs`` and of ``AnnData.uns``."""
 
         #: the provenance: ``sdata.attrs[STDIFF][key]``, ``element.attrs[STDIFF]``, ``adata.uns[STDIFF]``
         STDIFF = "stdiff"
-        #: on an element's provenance: ``"mean"`` or ``"std"``
+        #: on an element's provenance: ``"mean"``, ``"std"`` or a quantile's name (``"q05"``, :meth:`Key.pred.quantile`)
         KIND = "kind"
         #: on ``sdata.attrs[STDIFF][key]``: wall time of the call in seconds
         SECONDS = "seconds"
@@ -68,8 +75,10 @@ class Key:
         CONSERVE_COUNTS = "conserve_counts"
         UNITS = "units"
         STDIFF_VERSION = "stdiff_version"
-        #: the image elements the call wrote (the mean, and the std when there is one)
+        #: the image elements the call wrote (the mean, and the std and quantile images when there are some)
         IMAGES = "images"
+        #: the quantile levels the call asked for (``quantiles=``)
+        QUANTILES = "quantiles"
         #: key of the histology scale inside the ``CONFIG`` record
         HE_SCALE = "he_scale"
 
@@ -87,6 +96,11 @@ class Key:
             """Name of the ``q`` quantile (``0.05`` → ``"q05"``, ``0.975`` → ``"q97.5"``)."""
             p = round(float(q) * 100, 6)
             return f"q{int(p):02d}" if p == int(p) else f"q{p:g}"
+
+        @staticmethod
+        def is_quantile(name: object) -> bool:
+            """Whether ``name`` is a quantile's name as :meth:`quantile` writes it (``"q05"``, ``"q97.5"``)."""
+            return isinstance(name, str) and re.fullmatch(r"q\d+(\.\d+)?", name) is not None
 
 
 class Checkpoint:

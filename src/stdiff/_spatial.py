@@ -24,8 +24,9 @@ RGB_NAMES = ("r", "g", "b")
 def stdiff_outputs(sdata: sd_mod.SpatialData) -> set[str]:
     """Names of elements written by :func:`stdiff.tl.superresolve` (excluded from auto-detection)."""
     out: set[str] = set()
-    for key in (sdata.attrs or {}).get(Key.attrs.STDIFF, {}) or {}:
-        out |= {key, Key.img.std(key)}
+    for key, record in ((sdata.attrs or {}).get(Key.attrs.STDIFF, {}) or {}).items():
+        listed = record.get(Key.prov.IMAGES) if isinstance(record, dict) else None
+        out |= {key, Key.img.std(key), *(listed or [])}
     return out
 
 

@@ -8,11 +8,13 @@ the current whole-section sample is denoised and the tiles are blended before th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from .._constants import Key
 from .._utils import resolve_device, torch_generator
 from ..pp import Section
 from ._windows import Prepared
@@ -68,6 +70,7 @@ class DiffSTPrediction:
         progress: bool = True,
         return_samples: bool = False,
         knockout: str | None = None,
+        quantiles: Sequence[float] = (0.05, 0.95),
     ) -> dict[str, Any]:
         """Super-resolve a whole section: the stage-A mean and calibrated stage-B samples around it.
 
@@ -92,14 +95,17 @@ class DiffSTPrediction:
         knockout
             Switch one component off at inference (``"modulation"``, ``"cross_attention"``,
             ``"gene_graph"``) to measure what it contributes.
+        quantiles
+            Levels in (0, 1) of the predictive quantiles to return (with samples only).
 
         Returns
         -------
         A dict of ``(G, H, W)`` arrays on the section's HR grid, 0 off tissue: ``mean`` (counts per HR
-        pixel; stage A mapped back to counts), ``std`` (counts, from the samples), ``q05``, ``q95`` (a
-        central 90% prediction interval: mean ± Student-t quantile × sample sd × √(1 + 1/n) in the
-        normalised space, mapped to counts), ``z_mean`` (the mean in the normalised space), ``z_std``;
-        with ``return_samples`` also ``samples`` ``(n, G, H, W)`` (normalised, whole-section canvas samples).
+        pixel; stage A mapped back to counts), ``std`` (counts, from the samples), one array per level of
+        ``quantiles`` named by :meth:`Key.pred.quantile` (default ``q05``, ``q95``: a central 90% prediction
+        interval; each is mean + Student-t quantile × sample sd × √(1 + 1/n) in the normalised space, mapped
+        to counts), ``z_mean`` (the mean in the normalised space), ``z_std``; with ``return_samples`` also
+        ``samples`` ``(n, G, H, W)`` (normalised, whole-section canvas samples).
         """
         self._check_sections([section])
         if section.genes != self.genes:
@@ -124,7 +130,7 @@ class DiffSTPrediction:
                 steps = int(num_inference_steps or self.sampling_steps)
                 r = self._sample_with_bar(prep, canvas, n, steps, seed, device, batch_size, progress)
                 scale = (self.gene_sigma * self.spread_scale)[None, :, None, None]
-                result.update(predictive_summary(mu, r * scale, m, self.normalizer, return_samples))
+                result.update(predictive_summary(mu, r * scale, m, self.normalizer, return_samples, quantiles))
             else:
                 result["std"] = np.zeros_like(mu)
                 result["z_std"] = np.zeros_like(mu)
@@ -188,15 +194,22 @@ class DiffSTPrediction:
 
 
 def predictive_summary(
-    mu: np.ndarray, residuals: np.ndarray, mask: np.ndarray, normalizer, return_samples: bool = False
+    mu: np.ndarray,
+    residuals: np.ndarray,
+    mask: np.ndarray,
+    normalizer,
+    return_samples: bool = False,
+    quantiles: Sequence[float] = (0.05, 0.95),
 ) -> dict[str, np.ndarray]:
-    """Samples ``mu + residuals`` (normalised, ``(n, G, H, W)``) → their sd and a central 90% interval.
+    """Samples ``mu + residuals`` (normalised, ``(n, G, H, W)``) → their sd and predictive quantiles.
 
-    ``z_std`` and ``std`` (counts) are the samples' standard deviations; ``q05`` / ``q95`` (counts)
-    bound a central 90% prediction interval from few samples: mean ± Student-t quantile × sample sd ×
-    √(1 + 1/n) in the normalised space (empirical 5% / 95% quantiles of n = 8 samples cover ≈ 70% for
-    a calibrated ensemble), mapped back to counts (the map is monotone, so quantiles map to quantiles).
-    With ``return_samples`` also ``samples`` (normalised, clipped at 0, 0 off tissue).
+    ``z_std`` and ``std`` (counts) are the samples' standard deviations; the ``q`` quantile of each
+    level of ``quantiles`` (counts, named by :meth:`Key.pred.quantile`; ``q05`` / ``q95`` bound a
+    central 90% prediction interval) is that of the predictive Student-t of few Gaussian samples:
+    mean + t_q(n − 1) × sample sd × √(1 + 1/n) in the normalised space (empirical 5% / 95% quantiles
+    of n = 8 samples cover ≈ 70% for a calibrated ensemble), clipped at 0 and mapped back to counts
+    (the map is monotone, so quantiles map to quantiles). With ``return_samples`` also ``samples``
+    (normalised, clipped at 0, 0 off tissue).
     """
     from scipy.stats import t as student_t
 
@@ -207,9 +220,10 @@ def predictive_summary(
         "z_std": z.std(0, ddof=1) if n > 1 else np.zeros_like(mu),
         "std": (counts.std(0, ddof=1) if n > 1 else np.zeros_like(mu)) * mask,
     }
-    half = student_t.ppf(0.95, df=max(n - 1, 1)) * np.sqrt(1 + 1 / n) * out["z_std"]
-    for key, sgn in (("q05", -1.0), ("q95", 1.0)):
-        out[key] = normalizer.inverse(np.clip(mu + sgn * half, 0, None), axis=-3) * mask
+    for q in quantiles:  # t_q as ±t_{max(q, 1 − q)}: a central interval's bounds are symmetric exactly
+        t_q = np.sign(q - 0.5) * student_t.ppf(max(q, 1 - q), df=max(n - 1, 1))
+        half = t_q * np.sqrt(1 + 1 / n) * out["z_std"]
+        out[Key.pred.quantile(q)] = normalizer.inverse(np.clip(mu + half, 0, None), axis=-3) * mask
     if return_samples:
         out["samples"] = z
     return out

@@ -311,8 +311,9 @@ class SpotRate(BaseModel):
         out: dict[str, Any] = {Key.pred.MEAN: mean, Key.pred.STD: None}
         if s2 is not None:
             out[Key.pred.STD] = predictive_sd(mean, s2).astype(np.float32)
-            for q in quantiles:
-                out[Key.pred.quantile(q)] = predictive_quantile(q, mean, s2).astype(np.float32)
+            for q in quantiles:  # gene by gene: the inversion's float64 temporaries stay one map large
+                levels = [predictive_quantile(q, m, v) for m, v in zip(mean, s2)]
+                out[Key.pred.quantile(q)] = np.array(levels, np.float32)
         return out
 
     def sample(self, mean: np.ndarray, section: Section, n: int, *, seed: int = 0) -> np.ndarray | None:

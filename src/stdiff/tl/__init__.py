@@ -5,10 +5,10 @@
 torch is imported only when a function that needs it runs.
 """
 
+from ._conserve import rescale_to_lr
 from ._gene_graph import gene_graph
 from ._measure import measure
 from ._results import gene_names, section_of
-from ._stream import rescale_to_lr
 from ._superresolve import superresolve
 from ._to_anndata import to_anndata
 from ._train import train

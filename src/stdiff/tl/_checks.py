@@ -6,12 +6,24 @@ image, coordinate systems) is checked when the section is opened, still before a
 
 from __future__ import annotations
 
+import inspect
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["check_gene_list", "check_options", "positive_int", "positive_number"]
+from .._constants import Key
+
+__all__ = [
+    "check_gene_list",
+    "check_model_quantiles",
+    "check_options",
+    "check_quantile_support",
+    "check_quantiles",
+    "positive_int",
+    "positive_number",
+]
 
 
 def positive_int(value: Any, name: str, *, minimum: int = 1, fix: str = "") -> int | None:
@@ -89,3 +101,95 @@ def check_options(
         for s in scale_factors:
             positive_int(s, "each of scale_factors", minimum=2, fix="e.g. scale_factors=[2, 2], or [] for no pyramid.")
     positive_int(seed, "seed", minimum=0)
+
+
+def check_quantiles(quantiles: Any) -> tuple[float, ...]:
+    """``quantiles=`` as sorted levels in (0, 1), each with its own image name (``None`` passes: none).
+
+    A level's image is ``f"{key_added}_q05"`` (:meth:`Key.pred.quantile`), so two levels that round to one
+    name, or a level too close to 0 or 1 to be named, are refused; so are percents (``95``) and a bare number.
+    """
+    if quantiles is None:
+        return ()
+    example = "e.g. quantiles=(0.05, 0.95) for the bounds of a central 90% interval"
+    if isinstance(quantiles, str | bytes) or not hasattr(quantiles, "__iter__"):
+        fix = f"pass quantiles=({quantiles!r},)" if isinstance(quantiles, numbers.Real) else example
+        raise TypeError(f"quantiles must be a list of levels in (0, 1), got {quantiles!r}; {fix}.")
+    levels = list(quantiles)
+    bad = [
+        q for q in levels
+        if isinstance(q, bool) or not isinstance(q, numbers.Real) or not np.isfinite(q) or not 0 < q < 1
+    ]  # fmt: skip
+    if bad:
+        pct = any(isinstance(q, numbers.Real) and not isinstance(q, bool) and 1 < q < 100 for q in bad)
+        hint = " (levels, not percents: 0.05 for 5%)" if pct else ""
+        raise ValueError(f"quantiles must be levels strictly between 0 and 1{hint}, got {bad!r}; {example}.")
+    names: dict[str, float] = {}
+    for q in levels:
+        name = Key.pred.quantile(q)
+        if not Key.pred.is_quantile(name) or name in ("q00", "q100"):
+            raise ValueError(
+                f"quantiles: {q!r} is too close to 0 or 1 to name its image ({name!r}); use a level with at most 8 "
+                "decimals, e.g. 0.001."
+            )
+        if name in names:
+            raise ValueError(
+                f"quantiles {names[name]!r} and {q!r} would both write the image '<key_added>_{name}'; pass each "
+                "level once."
+            )
+        names[name] = q
+    return tuple(sorted(float(q) for q in levels))
+
+
+def check_quantile_support(model: Any, quantiles: Sequence[float], *, n_samples: int | None = None) -> None:
+    """Refuse ``quantiles`` that ``model`` (a model, or the class ``model=None`` will fit) cannot give.
+
+    A model gives quantiles when its ``predict_section`` takes ``quantiles=`` (:class:`~stdiff.models.SpotRate`
+    from its calibrated predictive distribution, :class:`~stdiff.models.DiffST` from its samples); a Diff-ST
+    model needs ``n_samples`` (the samples it draws; ``None`` for other models) of at least 2.
+    """
+    if not quantiles:
+        return
+    cls = model if isinstance(model, type) else type(model)
+    asked = f"quantiles={tuple(quantiles)!r}"
+    if "quantiles" not in inspect.signature(model.predict_section).parameters:
+        why = ""
+        if cls.__name__ == "SelfSupervisedEnsemble":
+            why = (
+                " (the aggregation ensemble, the default for square LR maps: its predictive, Poisson around the "
+                "mean times a log-normal error, has no quantiles in closed form)"
+            )
+        raise ValueError(
+            f"{asked} cannot be written: {cls.__name__} gives a mean and a standard deviation but no quantiles{why}. "
+            "Omit quantiles=, or use a model that gives them: self_supervised='likelihood' (SpotRate, spots or "
+            "square LR maps) or a trained DiffST (from its samples)."
+        )
+    if n_samples is not None and n_samples < 2:
+        raise ValueError(
+            f"{asked}: a Diff-ST model's quantiles come from its posterior samples, but n_samples={n_samples} draws "
+            "none. Pass n_samples ≥ 2, or omit quantiles=."
+        )
+
+
+def check_model_quantiles(
+    model: Any, learner: str | None, quantiles: Sequence[float], *, n_samples: int | None, config: Any
+) -> None:
+    """:func:`check_quantile_support` for ``model``, or without one for what ``learner`` will fit.
+
+    ``learner``: ``"likelihood"`` (:class:`~stdiff.models.SpotRate`), ``"aggregation"``
+    (:class:`~stdiff.models.SelfSupervisedEnsemble`) or ``"coarsen"`` (a Diff-ST model of ``config``);
+    a Diff-ST model draws ``n_samples`` samples, by default its config's.
+    """
+    from ..models import DiffST, SelfSupervisedEnsemble, SpotRate
+    from ._train import _config
+
+    if not quantiles:
+        return
+    if model is None:
+        model = {"likelihood": SpotRate, "aggregation": SelfSupervisedEnsemble}.get(learner, DiffST)
+        samples = _config(config).sampler.n_samples if model is DiffST else None
+    else:
+        samples = model.config.sampler.n_samples if isinstance(model, DiffST) else None
+    if samples is not None and n_samples is not None:
+        samples = n_samples
+    check_quantile_support(model, quantiles, n_samples=samples)

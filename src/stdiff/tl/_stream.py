@@ -8,7 +8,9 @@ weight that is 1 on the chunk and ramps down across the halo (constant over each
 so count conservation per LR block still holds), so chunks blend without seams. With several
 chunks, all share one stain reference taken from tissue chunks across the slide, and spot counts
 are conserved (``conserve_counts``) on the blended result, since a spot's footprint can cross a
-seam. The weighted sums live in a zarr store (in memory for small results, else in a temporary
+seam (:mod:`._conserve`). The mean, the std and each requested quantile map are blended with the
+same weights, so near a seam a blended quantile is the weighted mean of the chunks' quantiles. The
+weighted sums live in a zarr store (in memory for small results, else in a temporary
 folder); the result is their lazy ratio, which ``SpatialData.write`` streams to disk. A temporary
 folder lives as long as any array read from it: every returned dask graph holds its
 :class:`_TemporaryFolder`, which removes the folder only when the last of them is gone.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +29,7 @@ import numpy as np
 from .._constants import Key
 from .._utils import logger
 from ..pp import STAIN_REFERENCE_KEY
+from ._conserve import conserve, conserve_blended
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import DiffST
@@ -35,43 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
 CHUNK_BUDGET_MB = 2560
 #: results larger than this (MB) are kept in a temporary folder until written, smaller ones in memory
 IN_MEMORY_MB = 64
-
-
-def rescale_to_lr(mean: np.ndarray, lr: np.ndarray, factor: int, mask_lr: np.ndarray, *extra: np.ndarray):
-    """Rescale each LR pixel's ``factor × factor`` HR block so it sums to the LR value.
-
-    Blocks that are predicted empty receive the LR value spread uniformly. ``extra`` arrays (e.g. the
-    standard deviation) are rescaled by the same per-block ratio. Returns the rescaled arrays.
-    """
-    G, H, W = mean.shape
-    h, w = H // factor, W // factor
-    blocks = mean.reshape(G, h, factor, w, factor)
-    sums = blocks.sum(axis=(2, 4), dtype=np.float64)
-    target = lr.astype(np.float64) * mask_lr[None]
-    ratio = np.where(sums > 0, target / np.where(sums > 0, sums, 1.0), 0.0)
-    out = blocks * ratio[:, :, None, :, None]
-    empty = (sums <= 0) & (target > 0)
-    uniform = np.broadcast_to((target / factor**2)[:, :, None, :, None], blocks.shape)
-    out = np.where(empty[:, :, None, :, None], uniform, out).reshape(G, H, W).astype(np.float32)
-    rescaled = [
-        (e.reshape(G, h, factor, w, factor) * ratio[:, :, None, :, None]).reshape(G, H, W).astype(np.float32)
-        for e in extra
-    ]
-    return (out, *rescaled)
-
-
-def conserve(mean: np.ndarray, std: np.ndarray | None, section) -> tuple[np.ndarray, np.ndarray | None]:
-    """``mean`` rescaled so every measurement sums to its count (spot footprints or LR blocks); ``std`` alike."""
-    if section.spots is None:
-        extra = () if std is None else (std,)
-        out = rescale_to_lr(mean, section.lr, section.factor, section.mask_lr, *extra)
-        return out[0], (None if std is None else out[1])
-    fp = section.footprints()
-    scaled = fp.conserve(mean).astype(np.float32)
-    if std is None:
-        return scaled, None
-    ratio = np.where(mean > 0, scaled / np.where(mean > 0, mean, 1.0), 1.0)
-    return scaled, (std * ratio).astype(np.float32)
 
 
 def auto_chunk_lr(
@@ -171,19 +138,26 @@ def _held(array, holder: _TemporaryFolder | None):
 
 
 class _Store:
-    """Weighted sums of the mean and std and the sum of weights, in a zarr store.
+    """Weighted sums of the mean and of each spread map (std, quantiles) and the sum of weights, in a zarr store.
 
-    ``in_memory_mb`` (default :data:`IN_MEMORY_MB`): larger results go to a temporary folder that lives as
-    long as the arrays :meth:`result` returns.
+    ``names``: the maps besides the mean (default ``("std",)``); a map no chunk gives is left out of
+    :meth:`result`. Results over ``in_memory_mb`` (default :data:`IN_MEMORY_MB`) go to a temporary folder
+    that lives as long as the arrays :meth:`result` returns.
     """
 
     def __init__(
-        self, n_genes: int, shape_hr: tuple[int, int], chunk_hr: int, in_memory_mb: float | None = None
+        self,
+        n_genes: int,
+        shape_hr: tuple[int, int],
+        chunk_hr: int,
+        in_memory_mb: float | None = None,
+        names: tuple[str, ...] = ("std",),
     ) -> None:
         import zarr
 
         H, W = shape_hr
-        nbytes = 2 * 4 * n_genes * H * W
+        self.names = ("mean", *names)
+        nbytes = len(self.names) * 4 * n_genes * H * W
         limit = IN_MEMORY_MB if in_memory_mb is None else in_memory_mb
         self.folder = None
         if nbytes > limit * 2**20:
@@ -199,54 +173,75 @@ class _Store:
         cx = int(min(W, max(64, chunk_hr)))
         cg = int(min(n_genes, max(1, 2**22 // (cy * cx))))
         kw = dict(dtype="float32", fill_value=0.0)
-        self.mean = root.create_array("mean", shape=(n_genes, H, W), chunks=(cg, cy, cx), **kw)
-        self.std = root.create_array("std", shape=(n_genes, H, W), chunks=(cg, cy, cx), **kw)
+        self.sums = {n: root.create_array(n, shape=(n_genes, H, W), chunks=(cg, cy, cx), **kw) for n in self.names}
         self.weight = root.create_array("weight", shape=(H, W), chunks=(cy, cx), **kw)
-        self.has_std = False
+        self.given = {"mean"}  # the maps at least one chunk gave
         self.root = root
-        self.final = None  # (mean, std) after a pass over the blended result (per-spot conservation)
+        self.final = None  # {name: array} after a pass over the blended result (per-spot conservation)
 
-    def add(self, rows: slice, cols: slice, mean: np.ndarray, std: np.ndarray | None, weight: np.ndarray) -> None:
-        self.mean[:, rows, cols] = self.mean[:, rows, cols] + mean * weight
-        if std is not None:
-            self.std[:, rows, cols] = self.std[:, rows, cols] + std * weight
-            self.has_std = True
+    def add(self, rows: slice, cols: slice, maps: dict[str, np.ndarray | None], weight: np.ndarray) -> None:
+        """Add a window's maps (``{name: (G, h, w)}``; ``None``: not given) with their blending ``weight``."""
+        for name, arr in maps.items():
+            if arr is not None:
+                self.sums[name][:, rows, cols] = self.sums[name][:, rows, cols] + arr * weight
+                self.given.add(name)
         self.weight[rows, cols] = self.weight[rows, cols] + weight
 
-    def blended(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
-        """The blended ``(mean, std)`` of an HR window."""
+    def blended(self, rows: slice, cols: slice) -> dict[str, np.ndarray]:
+        """The blended maps of an HR window (those some chunk gave)."""
         w = np.asarray(self.weight[rows, cols])
         w = np.where(w > 0, w, 1.0)[None]
-        return np.asarray(self.mean[:, rows, cols]) / w, np.asarray(self.std[:, rows, cols]) / w
+        return {n: np.asarray(self.sums[n][:, rows, cols]) / w for n in self.names if n in self.given}
 
-    def write_final(self, rows: slice, cols: slice, mean: np.ndarray, std: np.ndarray) -> None:
+    def write_final(self, rows: slice, cols: slice, maps: dict[str, np.ndarray]) -> None:
         """Write an HR window of the final result (kept apart from the blended sums it is computed from)."""
         if self.final is None:
-            kw = dict(dtype="float32", fill_value=0.0, chunks=self.mean.chunks)
-            self.final = tuple(
-                self.root.create_array(k, shape=self.mean.shape, **kw) for k in ("final_mean", "final_std")
-            )
-        self.final[0][:, rows, cols] = mean
-        self.final[1][:, rows, cols] = std
+            kw = dict(dtype="float32", fill_value=0.0, chunks=self.sums["mean"].chunks, shape=self.sums["mean"].shape)
+            self.final = {n: self.root.create_array(f"final_{n}", **kw) for n in self.names if n in self.given}
+        for name, arr in maps.items():
+            self.final[name][:, rows, cols] = arr
 
-    def result(self):
-        """Lazy ``(mean, std)`` dask arrays (``std`` is ``None`` when no chunk gave one)."""
+    def result(self) -> dict[str, Any]:
+        """Lazy dask arrays ``{name: (G, H, W)}`` of the maps some chunk gave (``"mean"`` always)."""
         import dask.array as da
 
         w = da.from_zarr(self.weight)
         w = da.where(w > 0, w, 1.0)[None]
-        mean, std = (da.from_zarr(self.mean) / w).astype(np.float32), (da.from_zarr(self.std) / w).astype(np.float32)
+        names = [n for n in self.names if n in self.given]
         if self.final is not None:
-            mean, std = da.from_zarr(self.final[0]), da.from_zarr(self.final[1])
+            out = {n: da.from_zarr(self.final[n]) for n in names}
+        else:
+            out = {n: (da.from_zarr(self.sums[n]) / w).astype(np.float32) for n in names}
         if self.path is None:
             # a small result held in a zarr MemoryStore: hand it over as plain in-memory arrays, since
             # spatialdata's write(overwrite=True) inspects the stores behind dask graphs and cannot
             # handle a MemoryStore
-            chunks = self.mean.chunks
-            mean, std = (da.from_array(np.asarray(a.compute()), chunks=chunks) for a in (mean, std))
-        else:  # the folder lives as long as either array (or anything computed from them)
-            mean, std = _held(mean, self.folder), _held(std, self.folder)
-        return mean, (std if self.has_std else None)
+            chunks = self.sums["mean"].chunks
+            return {n: da.from_array(np.asarray(a.compute()), chunks=chunks) for n, a in out.items()}
+        return {n: _held(a, self.folder) for n, a in out.items()}  # the folder lives as long as any of them
+
+
+class Streamed(tuple):
+    """What :func:`predict_streamed` returns: unpacks as ``(mean, std)``; ``quantiles`` holds the quantile maps.
+
+    ``std`` is ``None`` when no chunk gave one; ``quantiles`` is ``{name: map}`` (names of
+    :meth:`Key.pred.quantile`, e.g. ``"q05"``) of the requested levels the model gave.
+    """
+
+    def __new__(cls, mean: Any, std: Any | None, quantiles: dict[str, Any]) -> Streamed:
+        out = super().__new__(cls, (mean, std))
+        out.quantiles = dict(quantiles)
+        return out
+
+    @property
+    def mean(self) -> Any:
+        """The blended mean."""
+        return self[0]
+
+    @property
+    def std(self) -> Any | None:
+        """The blended standard deviation (``None``: the model gave none)."""
+        return self[1]
 
 
 def slide_stain_reference(inp: InputGrid, chunks: list, max_windows: int = 8) -> dict[str, Any]:
@@ -281,43 +276,42 @@ def predict_streamed(
     seed: int = 0,
     progress: bool = True,
     in_memory_mb: float | None = None,
+    quantiles: Sequence[float] = (),
     **predict_kwargs: Any,
-):
+) -> Streamed:
     """Super-resolve ``inp`` chunk by chunk with ``model.predict_section``; lazy ``(mean, std)`` of ``out_genes``.
 
     ``predict_kwargs`` go to the model's ``predict_section`` (for a :class:`~stdiff.models.DiffST`:
-    ``n_samples``, ``num_inference_steps``, ``device``, ``batch_size``). Chunk ``k`` is sampled with seed
-    ``seed + k`` (the same seed gives the same result; a section in one chunk is sampled exactly as
-    by a single ``predict_section`` call). Results over ``in_memory_mb`` (default :data:`IN_MEMORY_MB`)
-    are kept in a temporary folder until written, which lives as long as the returned arrays.
+    ``n_samples``, ``num_inference_steps``, ``device``, ``batch_size``), and so do ``quantiles`` when
+    there are some. Chunk ``k`` is sampled with seed ``seed + k`` (the same seed gives the same
+    result; a section in one chunk is sampled exactly as by a single ``predict_section`` call).
+    Results over ``in_memory_mb`` (default :data:`IN_MEMORY_MB`) are kept in a temporary folder until
+    written, which lives as long as the returned arrays.
+
+    Every quantile map the model gives is blended like the mean and the std, with the same weights:
+    within a chunk's core it is the model's quantile, and where the halos of neighbouring chunks
+    overlap (near a seam) it is the weighted mean of the chunks' quantiles, close to but not exactly
+    the quantile of the blended distribution. With ``conserve_counts`` it is rescaled by the same
+    per-pixel ratio as the mean and the std.
+
+    Returns
+    -------
+    :class:`Streamed`: unpacks as ``(mean, std)`` (``std`` ``None`` when the model gave none); its
+    ``quantiles`` is ``{Key.pred.quantile(q): map}`` for each level the model gave.
     """
-    cfg = model.config
-    f = model.factor
-    n_samples = int(predict_kwargs.get("n_samples") or cfg.sampler.n_samples)
-    if chunk_lr is None:
-        per_px = getattr(model, "working_bytes_per_pixel", None)
-        if per_px is None:
-            chunk_lr = auto_chunk_lr(len(model.genes), f, cfg.tile_lr, n_samples, inp.he_scale)
-        else:  # a model that says what one HR pixel of a window costs it
-            side = int(np.sqrt(model.CHUNK_BUDGET_MB * 2**20 / per_px(len(model.genes), inp.he_scale)) // f)
-            chunk_lr = max(cfg.tile_lr, side - 2 * halo_lr(cfg.tile_lr))
-    chunk_lr = int(chunk_lr)
-    if chunk_lr < 1:
-        raise ValueError(f"chunk_lr must be ≥ 1, got {chunk_lr}.")
+    cfg, f = model.config, model.factor
+    qnames = tuple(Key.pred.quantile(q) for q in quantiles)
+    if quantiles:
+        predict_kwargs["quantiles"] = tuple(quantiles)
+    chunk_lr = _chunk_side(model, inp, chunk_lr, n_samples=predict_kwargs.get("n_samples"), n_maps=len(qnames))
     halo = halo_lr(cfg.tile_lr)
     chunks = plan_chunks(inp.shape_lr, chunk_lr, halo)
     idx = [model.genes.index(g) for g in out_genes]
     h, w = inp.shape_lr
-    store = _Store(len(out_genes), (h * f, w * f), chunk_lr * f, in_memory_mb=in_memory_mb)
-    logger.info(
-        "Super-resolving %d×%d LR pixels in %d chunk(s) of ≤%d×%d (+%d halo).",
-        h,
-        w,
-        len(chunks),
-        chunk_lr,
-        chunk_lr,
-        halo,
-    )
+    limit = IN_MEMORY_MB if in_memory_mb is None else in_memory_mb  # read now: a caller may change the default
+    store = _Store(len(out_genes), (h * f, w * f), chunk_lr * f, in_memory_mb=limit, names=("std", *qnames))
+    logger.info("Super-resolving %d×%d LR pixels in %d chunk(s) of ≤%d×%d (+%d halo).", h, w, len(chunks), chunk_lr,
+                chunk_lr, halo)  # fmt: skip
     reference = slide_stain_reference(inp, chunks) if len(chunks) > 1 else None
     bar = None
     if progress and len(chunks) > 1:
@@ -325,54 +319,47 @@ def predict_streamed(
 
         bar = tqdm(total=len(chunks), desc="chunks", leave=False)
     for k, (rows, cols, prow, pcol) in enumerate(chunks):
-        if not inp.mask_lr[prow, pcol].any():  # nothing on tissue here: the result stays 0
-            if bar is not None:
-                bar.update()
-            continue
-        section = inp.section(prow, pcol, name=f"chunk{k}")
-        if reference:
-            section.meta[STAIN_REFERENCE_KEY] = reference
-        pred = model.predict_section(section, seed=seed + k, progress=progress and bar is None, **predict_kwargs)
-        mean, std = pred[Key.pred.MEAN], pred[Key.pred.STD]
-        if conserve_counts:
-            mean, std = conserve(mean, std, section)
-        weight = np.kron(np.outer(_ramp(rows, prow), _ramp(cols, pcol)), np.ones((f, f), np.float32))
-        hr_rows = slice(prow.start * f, prow.stop * f)
-        hr_cols = slice(pcol.start * f, pcol.stop * f)
-        store.add(hr_rows, hr_cols, mean[idx], None if std is None else std[idx], weight)
-        del pred, mean, std, section
+        if inp.mask_lr[prow, pcol].any():  # else nothing on tissue here: the result stays 0
+            section = inp.section(prow, pcol, name=f"chunk{k}")
+            if reference:
+                section.meta[STAIN_REFERENCE_KEY] = reference
+            pred = model.predict_section(section, seed=seed + k, progress=progress and bar is None, **predict_kwargs)
+            mean = pred[Key.pred.MEAN]
+            spread = {n: pred[n] for n in (Key.pred.STD, *qnames) if pred.get(n) is not None}
+            if conserve_counts:
+                mean, spread = conserve(mean, spread, section)
+            weight = np.kron(np.outer(_ramp(rows, prow), _ramp(cols, pcol)), np.ones((f, f), np.float32))
+            maps = {"mean": mean[idx], **{n: arr[idx] for n, arr in spread.items()}}
+            store.add(slice(prow.start * f, prow.stop * f), slice(pcol.start * f, pcol.stop * f), maps, weight)
+            del pred, mean, spread, maps, section
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
     if conserve_counts and inp.spots is not None and len(chunks) > 1:
         conserve_blended(store, inp, chunks, idx)
-    return store.result()
+    out = store.result()
+    return Streamed(out["mean"], out.get("std"), {n: out[n] for n in qnames if n in out})
 
 
-def conserve_blended(store: _Store, inp: InputGrid, chunks: list, idx: list[int]) -> None:
-    """Per-spot conservation of a result blended from several chunks, chunk by chunk.
+def _chunk_side(model: DiffST, inp: InputGrid, chunk_lr: int | None, *, n_samples: int | None, n_maps: int) -> int:
+    """``chunk_lr``, or the LR side of a chunk whose prediction fits the model's memory budget.
 
-    Each chunk core is rescaled from the blended values of its padded window (whose halo holds the
-    whole footprint and taper ring of every spot touching the core), so a spot on a seam gets the
-    same factor from both sides; the results go to separate arrays, never read back here.
+    A model that says what one HR pixel of a window costs it (``working_bytes_per_pixel``) gets
+    chunks of its ``CHUNK_BUDGET_MB``, with 8 more bytes per gene for each of ``n_maps`` quantile
+    maps (the map and its blended copy); else :func:`auto_chunk_lr`.
     """
-    from ..spots import Footprints, spot_margin
-
-    f = inp.grid.factor
-    spots = inp.spots.genes_subset(idx)
-    for rows, cols, prow, pcol in chunks:
-        sub = inp.grid.crop(prow, pcol)
-        H, W = sub.shape_hr
-        far = (sub.origin[0] + W * sub.hr_um, sub.origin[1] + H * sub.hr_um)
-        fp = Footprints(spots.within(sub.origin, far, spot_margin(spots.geometry)), sub.origin, sub.hr_um, (H, W))
-        hr_rows, hr_cols = slice(prow.start * f, prow.stop * f), slice(pcol.start * f, pcol.stop * f)
-        mean, std = store.blended(hr_rows, hr_cols)
-        scaled = fp.conserve(mean)
-        ratio = np.where(mean > 0, scaled / np.where(mean > 0, mean, 1.0), 1.0)
-        core = (slice(None), slice((rows.start - prow.start) * f, (rows.stop - prow.start) * f),
-                slice((cols.start - pcol.start) * f, (cols.stop - pcol.start) * f))  # fmt: skip
-        store.write_final(
-            slice(rows.start * f, rows.stop * f), slice(cols.start * f, cols.stop * f),
-            scaled[core].astype(np.float32), (std * ratio)[core].astype(np.float32),
-        )  # fmt: skip
+    cfg, f = model.config, model.factor
+    if chunk_lr is None:
+        per_px = getattr(model, "working_bytes_per_pixel", None)
+        if per_px is None:
+            n = int(n_samples or cfg.sampler.n_samples)
+            chunk_lr = auto_chunk_lr(len(model.genes), f, cfg.tile_lr, n, inp.he_scale)
+        else:
+            cost = per_px(len(model.genes), inp.he_scale) + 8.0 * len(model.genes) * n_maps
+            side = int(np.sqrt(model.CHUNK_BUDGET_MB * 2**20 / cost) // f)
+            chunk_lr = max(cfg.tile_lr, side - 2 * halo_lr(cfg.tile_lr))
+    chunk_lr = int(chunk_lr)
+    if chunk_lr < 1:
+        raise ValueError(f"chunk_lr must be ≥ 1, got {chunk_lr}.")
+    return chunk_lr

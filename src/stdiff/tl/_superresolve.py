@@ -17,7 +17,7 @@ from .._docs import fill_doc
 from .._spatial import copy_spatialdata
 from .._utils import logger
 from ..pp import open_input
-from ._checks import check_gene_list, check_options
+from ._checks import check_gene_list, check_model_quantiles, check_options, check_quantiles
 from ._stream import predict_streamed
 from ._train import _config, sections_for_training
 from ._write import check_key_added, provenance, result_images, store_result
@@ -53,6 +53,7 @@ def superresolve(
     n_samples: int | None = None,
     num_inference_steps: int | None = None,
     conserve_counts: bool = False,
+    quantiles: Sequence[float] | None = None,
     key_added: str = Key.img.DEFAULT,
     overwrite: bool = False,
     scale_factors: Sequence[int] | None = None,
@@ -72,8 +73,7 @@ def superresolve(
     section is super-resolved over overlapping tiles blended with a smooth window (no seams). With
     a trained model the mean is its regression network (stage A); ``n_samples`` (per chunk, see
     ``chunk_lr``) samples of its residual diffusion model (stage B), calibrated on validation data
-    at training, give the standard deviation. (For 5% / 95% prediction bounds of a section, call
-    :meth:`~stdiff.models.DiffST.predict_section`, which returns ``q05`` and ``q95``.)
+    at training, give the standard deviation; ``quantiles`` adds images of predictive quantiles.
 
     With ``model=None`` the section teaches itself, from its own measurements and H&E
     (``self_supervised="auto"``, the default, picks by what the measurements are,
@@ -132,10 +132,21 @@ def superresolve(
         steps (default: chosen by CRPS on validation data at training). A trained model's samples only.
     conserve_counts
         Rescale the map so every measurement sums back to its count: each spot's footprint (pixels
-        between spots take a smoothly tapered scaling) or each LR pixel's block.
+        between spots take a smoothly tapered scaling) or each LR pixel's block (the std and the
+        quantiles take the same per-pixel ratio).
+    quantiles
+        Levels in (0, 1) of predictive quantiles to write, e.g. ``(0.05, 0.95)`` for the bounds of a
+        central 90% interval: each goes to the image ``f"{key_added}_q05"`` (``0.975`` → ``_q97.5``),
+        counts per HR pixel. From the default's calibrated predictive distribution (``"likelihood"``:
+        negative-binomial quantiles, whole counts before blending or rescaling) or a Diff-ST model's
+        samples (mean + Student-t quantile × sample sd, needs ``n_samples`` ≥ 2); the ``"aggregation"``
+        ensemble gives none and is refused (before any work), as are levels outside (0, 1). Where chunks
+        blend (near a seam, see ``chunk_lr``) a quantile is the weighted mean of the chunks' quantiles.
+        Not written when the spread cannot be calibrated (like the std).
     key_added
-        Name of the output image; the standard deviation goes to ``f"{key_added}_std"``. Names of
-        elements stdiff did not write are refused (before any work): stdiff never replaces them.
+        Name of the output image; the standard deviation goes to ``f"{key_added}_std"``, the quantiles
+        to ``f"{key_added}_q05"``…. Names of elements stdiff did not write are refused (before any
+        work): stdiff never replaces them.
     overwrite
         Replace an earlier stdiff result of the same ``key_added`` in ``sdata`` (refused without it; with
         ``copy=True`` only the copy's is replaced).
@@ -163,12 +174,14 @@ def superresolve(
         Per-pixel predictive standard deviation (same layout): from the calibrated samples of a
         trained model, or the held-out-spot calibration of the default; not written when it cannot
         be calibrated.
+    ``sdata.images[f"{key_added}_q05"]``…
+        One image per level of ``quantiles`` (same layout, transform and pyramid as the mean).
     ``sdata.attrs["stdiff"][key_added]``
         Provenance: model hash, config, genes, factor, µm grid, sampler, steps, samples, seed, time,
         stdiff version (also on the elements' ``attrs``).
     """
     t0 = time.perf_counter()
-    _check_call(sdata, key_added, overwrite or copy)  # a copy's earlier result is not the user's object
+    quantiles = _check_call(sdata, key_added, overwrite or copy, quantiles)  # a copy's result is not the user's
     genes = check_gene_list(genes)
     check_options(
         chunk_lr=chunk_lr, n_samples=n_samples, num_inference_steps=num_inference_steps, train_steps=train_steps,
@@ -186,42 +199,68 @@ def superresolve(
     )  # fmt: skip
     _check_section(inp, model, genes)
     trained_here = model is None
+    learner = _learner(inp, self_supervised) if model is None else None
+    check_model_quantiles(model, learner, quantiles, n_samples=n_samples, config=config)
     if model is None:
-        model = _learn(inp, config=config, self_supervised=self_supervised, train_steps=train_steps, device=device,
-                       seed=seed, progress=progress)  # fmt: skip
+        model = _learn(inp, config=config, self_supervised=learner, train_steps=train_steps, device=device, seed=seed,
+                       progress=progress)  # fmt: skip
     out_genes = list(genes) if genes is not None else list(model.genes)
-    mean, std = predict_streamed(
-        model, inp, out_genes=out_genes, chunk_lr=chunk_lr, conserve_counts=conserve_counts, seed=seed,
-        progress=progress, n_samples=n_samples, num_inference_steps=num_inference_steps, device=device,
+    mean, std, qmaps = _predict(
+        model, inp, out_genes=out_genes, chunk_lr=chunk_lr, conserve_counts=conserve_counts, progress=progress,
+        seed=seed, n_samples=n_samples, num_inference_steps=num_inference_steps, device=device, quantiles=quantiles,
     )  # fmt: skip
-    if n_samples == 0 and _samples_std(model):
-        std = None  # no samples: a std of zeros would read as certainty
     prov = provenance(
         model, inp, genes=out_genes, trained_here=trained_here, layer=layer,
         allow_non_integer=allow_non_integer, gene_symbols=gene_symbols, n_samples=n_samples,
-        num_inference_steps=num_inference_steps, seed=seed, conserve_counts=conserve_counts,
+        num_inference_steps=num_inference_steps, seed=seed, conserve_counts=conserve_counts, quantiles=quantiles,
     )  # fmt: skip
     images = result_images(
-        sdata, inp, mean, std, key_added=key_added, genes=out_genes, prov=prov, scale_factors=scale_factors
-    )
+        sdata, inp, mean, std, key_added=key_added, genes=out_genes, prov=prov, scale_factors=scale_factors,
+        quantiles=qmaps,
+    )  # fmt: skip
     # the prediction is done (the images read it lazily from its store); only now touch the SpatialData
     target = copy_spatialdata(sdata) if copy else sdata  # images stay lazy (spatialdata.deepcopy loads them)
     store_result(target, images, key_added=key_added, prov=prov, t0=t0)
     logger.info(
-        "Super-resolved %d genes to %d×%d HR pixels (%.3g µm) in %.1f s → images %r, %r.",
+        "Super-resolved %d genes to %d×%d HR pixels (%.3g µm) in %.1f s → images %s.",
         len(out_genes), mean.shape[1], mean.shape[2], inp.grid.lr_um / inp.grid.factor, time.perf_counter() - t0,
-        key_added, Key.img.std(key_added),
+        ", ".join(map(repr, images)),
     )  # fmt: skip
     return target if copy else None
 
 
-def _check_call(sdata: Any, key_added: Any, overwrite: bool) -> None:
-    """Refuse what is not a SpatialData and a ``key_added`` that is invalid or names the user's element."""
+def _check_call(sdata: Any, key_added: Any, overwrite: bool, quantiles: Any) -> tuple[float, ...]:
+    """The checked ``quantiles`` (:func:`check_quantiles`), after refusing a bad ``sdata`` or ``key_added``.
+
+    Refuses what is not a SpatialData and a ``key_added`` whose images (the mean, std and quantiles)
+    are invalid names or would replace the user's elements.
+    """
     import spatialdata as sd_mod
 
     if not isinstance(sdata, sd_mod.SpatialData):
         raise TypeError(f"sdata must be a spatialdata.SpatialData, not {type(sdata).__name__}.")
-    check_key_added(sdata, key_added, overwrite=bool(overwrite))
+    quantiles = check_quantiles(quantiles)
+    check_key_added(sdata, key_added, overwrite=bool(overwrite), quantiles=quantiles)
+    return quantiles
+
+
+def _learner(inp: InputGrid, self_supervised: str) -> str:
+    """What ``model=None`` fits: ``self_supervised``, or for ``"auto"`` :func:`~stdiff.models.default_learner`."""
+    from ..models import default_learner
+
+    return default_learner(inp) if self_supervised == "auto" else self_supervised  # it reads ``spots`` only
+
+
+def _predict(model: Any, inp: InputGrid, *, n_samples: int | None, quantiles: tuple[float, ...], **kwargs: Any):
+    """``(mean, std, {quantile name: map})`` of :func:`predict_streamed`; no std where ``n_samples=0`` drew none."""
+    pred = predict_streamed(model, inp, n_samples=n_samples, quantiles=quantiles, **kwargs)
+    mean, std = pred
+    if n_samples == 0 and _samples_std(model):
+        std = None  # no samples: a std of zeros would read as certainty
+    if len(pred.quantiles) < len(quantiles):
+        logger.warning("No quantile images: %s gave no predictive distribution (too few measurements to calibrate "
+                       "one; no std either).", type(model).__name__)  # fmt: skip
+    return mean, std, pred.quantiles
 
 
 def _samples_std(model: Any) -> bool:

@@ -1,9 +1,9 @@
 """The result of :func:`~stdiff.tl.superresolve` as SpatialData elements: its provenance and its images.
 
 Names that belong to the user are never overwritten: :func:`check_key_added` refuses (before any work)
-a ``key_added`` whose mean or std image would replace an element stdiff did not write, and replaces an
-earlier stdiff result only with ``overwrite=True``; :func:`store_result` removes a std left from an
-earlier call only when that call's provenance says stdiff wrote it.
+a ``key_added`` whose mean, std or quantile image would replace an element stdiff did not write, and
+replaces an earlier stdiff result only with ``overwrite=True``; :func:`store_result` removes a std or
+quantile image left from an earlier call only when that call's provenance says stdiff wrote it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def provenance(
     num_inference_steps: int | None,
     seed: int,
     conserve_counts: bool,
+    quantiles: Sequence[float] = (),
 ) -> dict[str, Any]:
     """What made the result: the model, the grid, the input read, the sampler and the call's options."""
     grid = inp.grid
@@ -62,6 +63,7 @@ def provenance(
         P.N_SAMPLES: int(model.config.sampler.n_samples if n_samples is None else n_samples),
         P.SEED: int(seed),
         P.CONSERVE_COUNTS: bool(conserve_counts),
+        P.QUANTILES: [float(q) for q in quantiles],
         P.UNITS: "counts per HR pixel",
         P.STDIFF_VERSION: __version__,
     }
@@ -84,8 +86,13 @@ def result_images(
     genes: list[str],
     prov: dict[str, Any],
     scale_factors: Sequence[int] | None,
+    quantiles: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The mean (and std) image elements, overlaying the histology image in each of its coordinate systems."""
+    """The mean, std and quantile image elements, overlaying the histology image in each of its coordinate systems.
+
+    ``quantiles`` is ``{Key.pred.quantile(q): map}`` (e.g. ``"q05"``); each map is written to
+    ``f"{key_added}_q05"`` with the mean's transform, pyramid and provenance, and ``kind`` its name.
+    """
     from spatialdata.models import Image2DModel
 
     transforms = composed_transform(
@@ -95,6 +102,8 @@ def result_images(
     outputs = {key_added: ("mean", mean)}
     if std is not None:
         outputs[Key.img.std(key_added)] = ("std", std)
+    for name, arr in (quantiles or {}).items():
+        outputs[f"{key_added}_{name}"] = (name, arr)
     images = {}
     for key, (kind, arr) in outputs.items():
         el = Image2DModel.parse(arr, dims=("c", "y", "x"), c_coords=genes, transformations=transforms, scale_factors=sf)
@@ -113,8 +122,10 @@ def written_by_stdiff(sdata: sd_mod.SpatialData, name: str) -> bool:
     if name not in sdata.images:
         return False
     own = (sdata.images[name].attrs or {}).get(Key.attrs.STDIFF)
-    if isinstance(own, dict) and own.get(Key.attrs.KIND) in ("mean", "std"):
-        return True
+    if isinstance(own, dict):
+        kind = own.get(Key.attrs.KIND)
+        if kind in ("mean", "std") or Key.pred.is_quantile(kind):
+            return True
     from .._spatial import channel_names
 
     for key, record in ((sdata.attrs or {}).get(Key.attrs.STDIFF, {}) or {}).items():
@@ -129,49 +140,58 @@ def written_by_stdiff(sdata: sd_mod.SpatialData, name: str) -> bool:
     return False
 
 
-def _free_name(sdata: sd_mod.SpatialData, base: str) -> str:
-    """A ``key_added`` whose mean and std names are both free in ``sdata`` (to suggest one)."""
+def result_names(key_added: str, quantiles: Sequence[float] = ()) -> list[str]:
+    """The images a result ``key_added`` may write: the mean, the std and one per quantile level."""
+    return [key_added, Key.img.std(key_added), *(Key.img.quantile(key_added, q) for q in quantiles)]
+
+
+def _free_name(sdata: sd_mod.SpatialData, base: str, quantiles: Sequence[float] = ()) -> str:
+    """A ``key_added`` whose image names (:func:`result_names`) are all free in ``sdata`` (to suggest one)."""
     taken = {name.lower() for _, name, _ in sdata.gen_elements()}
     for candidate in (base, f"{base}_stdiff", *(f"{base}_stdiff{i}" for i in range(2, 100))):
-        if candidate.lower() not in taken and Key.img.std(candidate).lower() not in taken:
+        if not any(name.lower() in taken for name in result_names(candidate, quantiles)):
             return candidate
     return f"{base}_{int(time.time())}"
 
 
-def check_key_added(sdata: sd_mod.SpatialData, key_added: Any, *, overwrite: bool) -> None:
+def check_key_added(
+    sdata: sd_mod.SpatialData, key_added: Any, *, overwrite: bool, quantiles: Sequence[float] = ()
+) -> None:
     """Refuse a ``key_added`` that is not a valid element name or would replace an element the user owns.
 
-    Its images ``key_added`` and ``key_added + "_std"`` may only replace images stdiff wrote, and those
-    only with ``overwrite=True``; spatialdata also forbids names that differ only in case across elements.
+    Its images (:func:`result_names`: ``key_added``, ``key_added + "_std"`` and one per level of
+    ``quantiles``, e.g. ``key_added + "_q05"``) may only replace images stdiff wrote, and those only
+    with ``overwrite=True``; spatialdata also forbids names that differ only in case across elements.
     """
     from spatialdata._core.validation import check_valid_name
 
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string (the name of the output image), got {key_added!r}.")
-    for name in (key_added, Key.img.std(key_added)):
+    names = result_names(key_added, quantiles)
+    for name in names:
         try:
             check_valid_name(name)
         except (TypeError, ValueError) as err:
             raise ValueError(
                 f"key_added={key_added!r} cannot name a SpatialData element ({name!r}: {err}) Use letters, digits, "
-                f"'_', '-' and '.', e.g. key_added={_free_name(sdata, 'stdiff')!r}."
+                f"'_', '-' and '.', e.g. key_added={_free_name(sdata, 'stdiff', quantiles)!r}."
             ) from None
     existing = {name: kind for kind, name, _ in sdata.gen_elements()}
-    for name in (key_added, Key.img.std(key_added)):
+    for name in names:
         for other in (n for n in existing if n.lower() == name.lower()):
             kind = existing[other]
+            free = _free_name(sdata, key_added, quantiles)
             if other == name and kind == "images" and written_by_stdiff(sdata, name):
                 if not overwrite:
                     raise ValueError(
                         f"sdata already holds image {name!r} from an earlier stdiff.tl.superresolve call. Pass "
-                        f"overwrite=True to replace that result, or key_added={_free_name(sdata, key_added)!r} to keep "
-                        "both."
+                        f"overwrite=True to replace that result, or key_added={free!r} to keep both."
                     )
                 continue
             raise ValueError(
                 f"key_added={key_added!r} would write image {name!r}, but sdata already has a {kind[:-1]} element "
                 f"{other!r} that stdiff did not write; stdiff never replaces your elements (overwrite=True only "
-                f"replaces its own results). Pass another name, e.g. key_added={_free_name(sdata, key_added)!r}."
+                f"replaces its own results). Pass another name, e.g. key_added={free!r}."
             )
 
 
@@ -180,15 +200,18 @@ def store_result(
 ) -> None:
     """Write ``images`` and the provenance into ``target``.
 
-    A std image left from an earlier call (and not written now) is removed only when stdiff wrote it.
+    A std or quantile image left from an earlier call of the same ``key_added`` (and not written now)
+    is removed only when stdiff wrote it: an earlier spread does not belong to this mean.
     """
     for key in images:
         if key in target.images:
             logger.info("Replacing image %r of an earlier stdiff result (overwrite=True).", key)
-    stale = Key.img.std(key_added)
-    if stale not in images and written_by_stdiff(target, stale):  # an earlier spread does not belong to this mean
-        logger.info("Removing image %r: the earlier result's std; this call wrote no std.", stale)
-        del target.images[stale]
+    earlier = ((target.attrs or {}).get(Key.attrs.STDIFF, {}) or {}).get(key_added)
+    listed = (earlier.get(P.IMAGES) if isinstance(earlier, dict) else None) or []
+    for stale in dict.fromkeys([Key.img.std(key_added), *listed]):
+        if stale != key_added and stale not in images and written_by_stdiff(target, stale):
+            logger.info("Removing image %r of the earlier result %r: this call did not write it.", stale, key_added)
+            del target.images[stale]
     for key, el in images.items():
         target.images[key] = el
     attrs = dict(target.attrs or {})
