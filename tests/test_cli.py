@@ -135,6 +135,7 @@ def test_cli_default_and_visium_folder(tmp_path, monkeypatch):
     out = tmp_path / "r.zarr"
     assert _run(outs, "--fullres-image", "fullres.tif", "--hr-um", "20", "--out", out) == 0
     assert calls[-1]["model"] is None and calls[-1]["hr_um"] == 20.0 and calls[-1]["chunk_lr"] is None
+    assert calls[-1]["quantiles"] is None
     back = spatialdata.read_zarr(out)
     assert {"sample_full_image", "stdiff", "sample"} <= set(back.images) | set(back.shapes)
     assert "sample_um" in back.coordinate_systems
@@ -143,3 +144,9 @@ def test_cli_default_and_visium_folder(tmp_path, monkeypatch):
     for args in (["--fullres-image", "nope.tif"], ["--dataset-id", "a b"], ["--visium", tmp_path]):
         assert _run(outs, *args, "--out", tmp_path / "r3.zarr") == 2
     assert len(calls) == 2 and not (tmp_path / "r3.zarr").exists()
+    # --quantiles: comma-separated levels go to superresolve as they are (it checks their range)
+    assert _run(outs, "--quantiles", "0.05,0.95", "--out", tmp_path / "q.zarr") == 0
+    assert calls[-1]["quantiles"] == [0.05, 0.95]
+    with pytest.raises(SystemExit):
+        _run(outs, "--quantiles", "5%", "--out", tmp_path / "q2.zarr")
+    assert len(calls) == 3 and not (tmp_path / "q2.zarr").exists()

@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: chosen at training)")
     p.add_argument("--chunk-lr", type=int, default=None, help="LR pixels per chunk side (default: by memory)")
     p.add_argument("--conserve-counts", action="store_true")
+    p.add_argument(
+        "--quantiles",
+        type=_levels,
+        default=None,
+        help="predictive quantiles to write as images, comma-separated levels, e.g. 0.05,0.95 (<key>_q05, <key>_q95)",
+    )
     p.add_argument("--key-added", default=Key.img.DEFAULT)
     _add_run(p)
 
@@ -142,6 +148,14 @@ def _run(args: argparse.Namespace) -> dict[str, object]:
     return {"seed": args.seed, "device": args.device, "progress": not args.no_progress}
 
 
+def _levels(text: str) -> list[float]:
+    """``--quantiles 0.05,0.95`` as a list of floats (their range is checked by :func:`stdiff.tl.superresolve`)."""
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated levels such as 0.05,0.95, got {text!r}") from None
+
+
 def _genes(args: argparse.Namespace) -> list[str] | None:
     """``--genes`` split at its commas (``None``: all)."""
     return args.genes.split(",") if args.genes else None
@@ -189,12 +203,14 @@ def _superresolve(args: argparse.Namespace) -> int:
         n_samples=args.n_samples,
         num_inference_steps=args.steps,
         conserve_counts=args.conserve_counts,
+        quantiles=args.quantiles,
         key_added=args.key_added,
         chunk_lr=args.chunk_lr,
         **_run(args),
     )
     sdata.write(out, overwrite=args.overwrite and out.exists())
-    written = [k for k in (args.key_added, Key.img.std(args.key_added)) if k in sdata.images]
+    record = (sdata.attrs.get(Key.attrs.STDIFF) or {}).get(args.key_added) or {}
+    written = [k for k in record.get(Key.prov.IMAGES) or [args.key_added] if k in sdata.images]
     logger.warning("wrote %s (images %s)", out, ", ".join(map(repr, written)))
     return 0
 
