@@ -14,14 +14,20 @@ on HR-sized ones, so the fit's cost follows the number of spots and genes, not t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..spots import SIGMAS, field_deviance, fit_class_rates, fold_kernels
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pp import HistologyClasses
+
 #: Histology weights tried for the total counts and for every gene's share.
 TOTAL_WEIGHTS: tuple[float, ...] = (0.0, 0.5, 1.0)
 SHARE_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Genes (those with the most counts) whose held-out deviance, with the totals', chooses the histology classes.
+CHOICE_GENES = 50
 
 
 @dataclass
@@ -64,6 +70,44 @@ def cross_fit(design: np.ndarray, totals: np.ndarray, counts: np.ndarray, fold: 
         W[i] = fit_class_rates(weighted[tr], counts[:, tr], exposure[tr])
         share[i] = (weighted @ W[i].T).T / np.maximum(total[i], 1e-300)[None]
     return Members(c=c, W=W, total=total, share=share)
+
+
+def choose_classes(
+    features: np.ndarray,
+    footprints,
+    totals: np.ndarray,
+    counts: np.ndarray,
+    fold: np.ndarray,
+    tried: tuple[int, ...],
+    *,
+    seed: int,
+) -> tuple[HistologyClasses, np.ndarray, Members | None, dict[int, float]]:
+    """``(classes, design (n, K), members, scores)``: the histology classes whose cross-fit predicts best.
+
+    ``features`` ``(P, F)``: the standardised features of the tissue pixels; ``footprints`` ``(n, P)``:
+    every spot's area over them. For each number of classes in ``tried`` (one: no choice, no score),
+    the classes are fitted (:class:`~stdiff.pp.HistologyClasses`, unsupervised) and scored by the
+    held-out deviance of what the histology alone predicts (:func:`histology_deviance`) for the
+    totals and the :data:`CHOICE_GENES` genes with the most counts, so the choice costs the same
+    for any panel. ``members`` is the chosen cross-fit when it covered every gene (else ``None``).
+    """
+    from ..pp import HistologyClasses
+
+    scored = np.sort(np.argsort(-counts.sum(1), kind="stable")[:CHOICE_GENES])
+    whole = len(scored) == len(counts)
+    best, scores = None, {}
+    for k in tried:
+        classes = HistologyClasses.fit(features.T[:, :, None], np.ones((len(features), 1), bool), n_classes=k,
+                                       seed=seed)  # fmt: skip
+        design = np.asarray(footprints @ classes.soft(features))
+        score, members = 0.0, None
+        if len(tried) > 1:
+            members = cross_fit(design, totals, counts[scored], fold)
+            score = histology_deviance(members, totals, counts[scored], fold)
+            scores[int(classes.n_classes)] = score
+        if best is None or score < best[0] - 1e-9:
+            best = (score, classes, design, members if whole else None)
+    return best[1], best[2], best[3], scores
 
 
 def histology_deviance(members: Members, totals: np.ndarray, counts: np.ndarray, fold: np.ndarray) -> float:

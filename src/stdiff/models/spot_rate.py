@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._constants import Checkpoint, Key
-from .._utils import logger, plain
+from .._utils import logger, one_blas_thread, plain
 from ..pp import STAIN_REFERENCE_KEY, HistologyClasses, Section, histology_features, stain_reference
 from ..spots import FLOOR, LEVEL, calibrate_error, distance_scale, gaussian_kernel, ratio_field
 from ..spots import predictive_quantile, predictive_sample, predictive_sd
@@ -91,6 +91,10 @@ class SpotRate(BaseModel):
     #: Working memory of one window's prediction (MB), which sets the chunks of :func:`stdiff.tl.superresolve`.
     CHUNK_BUDGET_MB: ClassVar[int] = 512
     UNHASHED: ClassVar[tuple[str, ...]] = (Checkpoint.TRAIN_INFO, "held_out", "calibration")
+    #: It reads a section's spots and histology, never its spot-native LR map (not computed for it), and
+    #: its value at a pixel does not depend on the window around it (chunks need no halo).
+    reads_lr_map: ClassVar[bool] = False
+    pointwise: ClassVar[bool] = True
 
     def __init__(self, *, n_folds: int = 5, n_classes: int | None = None, floor: float = FLOOR) -> None:
         if n_folds < 2:
@@ -108,6 +112,7 @@ class SpotRate(BaseModel):
         self.held_out: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ fit
+    @one_blas_thread
     def fit(self, section: Section, *, seed: int = 0, progress: bool = False, **_: Any) -> SpotRate:
         """Fit the rate to ``section``'s spots and histology, and calibrate the spread (its truth is never read).
 
@@ -159,35 +164,27 @@ class SpotRate(BaseModel):
         """The histology classes (one of :data:`CLASS_COUNTS`, or ``n_classes``) and the spots' data under them.
 
         With ``n_classes=None`` the number of classes is chosen by the held-out deviance of what the
-        histology alone predicts under cross-fitting (:func:`~._spot_rate_fit.histology_deviance`),
-        on the section's own spots.
+        histology alone predicts under cross-fitting (:func:`~._spot_rate_fit.choose_classes`), on the
+        section's own spots.
         """
         on_tissue = np.asarray(fp.matrix @ mask.ravel().astype(np.float64)).ravel()
         usable = fp.inside & (on_tissue > 0)
-        A = fp.matrix[usable]
         spots = measured.subset(usable)
         totals, counts = spots.library_size(), np.asarray(spots.counts, np.float64)
-        area = np.asarray(A @ mask.ravel().astype(np.float64)).ravel()
+        A = fp.matrix[usable][:, np.flatnonzero(mask.ravel())]  # footprints over the tissue pixels
+        area = np.asarray(A.sum(1)).ravel()
         fold = fitting.folds_of(len(totals), self.n_folds, seed)
-        best = None
-        for k in (CLASS_COUNTS if self.n_classes is None else (self.n_classes,)):
-            classes = HistologyClasses.fit(z, mask, n_classes=k, seed=seed)
-            psi = np.zeros((classes.n_classes, mask.size))
-            psi[:, mask.ravel()] = classes.soft(z[:, mask].T).T
-            design = np.asarray(A @ psi.T)
-            score = 0.0
-            if self.n_classes is None:
-                score = fitting.histology_deviance(fitting.cross_fit(design, totals, counts, fold), totals, counts, fold)
-                self.class_scores[int(classes.n_classes)] = score
-            if best is None or score < best[0] - 1e-9:
-                best = (score, classes, design)
-        data = _SpotData(xy=spots.xy.T, totals=totals, counts=counts, design=best[2], area=area)
-        return best[1], data
+        tried = CLASS_COUNTS if self.n_classes is None else (self.n_classes,)
+        classes, design, members, self.class_scores = fitting.choose_classes(
+            z[:, mask].T, A, totals, counts, fold, tried, seed=seed
+        )
+        data = _SpotData(xy=spots.xy.T, totals=totals, counts=counts, design=design, area=area, members=members)
+        return classes, data
 
     def _fit_spots(self, d: _SpotData, seed: int) -> None:
         """Cross-fit, choose the blends and widths, keep what prediction needs and calibrate."""
         fold = fitting.folds_of(len(d.totals), self.n_folds, seed)
-        members = fitting.cross_fit(d.design, d.totals, d.counts, fold)
+        members = d.members or fitting.cross_fit(d.design, d.totals, d.counts, fold)  # reused from the choice
         w_total, s_total, held_total = fitting.select_total(d.xy, self.pitch, d.area, d.totals, members, fold)
         w_share, s_share, held_share = fitting.select_genes(d.xy, self.pitch, d.totals, d.counts, members, fold)
         c, W = members.c.mean(0), members.W.mean(0)
@@ -304,6 +301,7 @@ class SpotRate(BaseModel):
         d = cKDTree(self.fitted["xy"]).query(_pixel_centres(section, np.arange(H * W)), k=1)[0].reshape(H, W)
         return (self.sigma[:, None, None] * distance_scale(d, self.pitch, self.floor)[None]) ** 2
 
+    @one_blas_thread
     def predict_section(self, section: Section, *, quantiles: tuple[float, ...] = (), **_: Any) -> dict[str, Any]:
         """``mean`` ``(G, H, W)`` counts per HR pixel, its predictive ``std`` (or ``None``) and ``q<p>`` bounds."""
         mean = self.rate(section)
@@ -377,6 +375,7 @@ class _SpotData:
     counts: np.ndarray
     design: np.ndarray
     area: np.ndarray
+    members: fitting.Members | None = None
 
 
 def default_learner(section: Section) -> str:

@@ -41,6 +41,9 @@ class InputGrid:
     lr_from: str
     he_range: tuple[np.ndarray, np.ndarray] | None = None
     spots: Any = None
+    #: the whole section's HR tissue mask (spots), once a whole section was read: its windows crop it, so every
+    #: window draws the same tissue (the mask's threshold is set on the whole section, not on each window)
+    tissue_hr: np.ndarray | None = None
 
     @property
     def geometry(self):
@@ -52,8 +55,14 @@ class InputGrid:
         """LR grid shape ``(h, w)``."""
         return self.grid.shape_lr
 
-    def section(self, rows: slice | None = None, cols: slice | None = None, *, name: str = "input") -> Section:
-        """The :class:`Section` of LR rows ``rows`` and columns ``cols`` (default: all), histology included."""
+    def section(
+        self, rows: slice | None = None, cols: slice | None = None, *, name: str = "input", native_lr: bool = True
+    ) -> Section:
+        """The :class:`Section` of LR rows ``rows`` and columns ``cols`` (default: all), histology included.
+
+        ``native_lr=False`` (spots only): the section's ``lr`` has no genes, ``(0, h, w)``, for a model that
+        reads the spots themselves (its ``reads_lr_map`` is ``False``); the spot-native map is not computed.
+        """
         h, w = self.shape_lr
         rows = slice(0, h) if rows is None else slice(*rows.indices(h)[:2])
         cols = slice(0, w) if cols is None else slice(*cols.indices(w)[:2])
@@ -65,7 +74,14 @@ class InputGrid:
         )
         fp = None
         if self.spots is not None:  # the window's own spot-native maps (spots around it included)
-            fp, mask_hr, lr, mask_lr = spot_section_maps(self.spots, sub, he, self.he_scale)
+            f = sub.factor
+            crop = None if self.tissue_hr is None else self.tissue_hr[rows.start * f : rows.stop * f,
+                                                                       cols.start * f : cols.stop * f]  # fmt: skip
+            fp, mask_hr, lr, mask_lr = spot_section_maps(
+                self.spots, sub, he, self.he_scale, native_lr=native_lr, mask_hr=crop
+            )
+            if self.tissue_hr is None and (rows, cols) == (slice(0, h), slice(0, w)):
+                self.tissue_hr = mask_hr.copy()
         else:
             mask_hr, _ = tissue_masks(Raster(lr=lr, hr=None, mask_lr=mask_lr), he, sub.factor, self.he_scale)
         section = Section(

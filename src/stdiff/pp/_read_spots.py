@@ -176,11 +176,17 @@ def spot_reach_lr(spots: Spots, grid: Grid) -> np.ndarray:
     return out
 
 
-def spot_section_maps(spots: Spots, grid: Grid, he: np.ndarray, he_scale: int):
+def spot_section_maps(
+    spots: Spots, grid: Grid, he: np.ndarray, he_scale: int, *, native_lr: bool = True, mask_hr: np.ndarray | None = None
+):
     """``(footprints, mask_hr, lr, mask_lr)`` of the spots on ``grid`` with its histology ``he``.
 
     ``spots`` may extend beyond the grid (they shape the interpolation near its edges); the mask is
-    the spots' reach refined by the histology and ``lr`` the spot-native map summed per LR pixel.
+    the tissue the histology shows (:func:`spot_tissue_mask`) and ``lr`` the spot-native map summed
+    per LR pixel, or with ``native_lr=False`` an array with no genes ``(0, h, w)``: that map costs a
+    full ``(G, H, W)`` pass, which a model reading only the spots (:class:`~stdiff.models.SpotRate`)
+    does not need, and an empty gene axis fails loudly wherever it would be read. ``mask_hr``: the
+    tissue mask to use (a window's crop of the whole section's), else :func:`spot_tissue_mask` of ``he``.
     """
     from ..spots import spot_margin
     from ._read_histology import spot_tissue_mask
@@ -188,8 +194,8 @@ def spot_section_maps(spots: Spots, grid: Grid, he: np.ndarray, he_scale: int):
     H, W = grid.shape_hr
     far = (grid.origin[0] + W * grid.hr_um, grid.origin[1] + H * grid.hr_um)
     fp = Footprints(spots.within(grid.origin, far, spot_margin(spots.geometry)), grid.origin, grid.hr_um, (H, W))
-    mask_hr = spot_tissue_mask(fp, he, he_scale)
-    lr = spot_native_lr(fp, mask_hr, grid.factor)
+    mask_hr = spot_tissue_mask(fp, he, he_scale) if mask_hr is None else np.asarray(mask_hr, bool).copy()
+    lr = spot_native_lr(fp, mask_hr, grid.factor) if native_lr else np.zeros((0, *grid.shape_lr), np.float32)
     return fp, mask_hr, lr, aggregate(mask_hr.astype(np.int32), grid.factor) > 0
 
 

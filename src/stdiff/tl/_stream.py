@@ -172,7 +172,9 @@ class _Store:
         cy = int(min(H, max(64, chunk_hr)))
         cx = int(min(W, max(64, chunk_hr)))
         cg = int(min(n_genes, max(1, 2**22 // (cy * cx))))
-        kw = dict(dtype="float32", fill_value=0.0)
+        # uncompressed: every window is read, added to and written back, and the blended sums are only
+        # kept until the result is written (compressing them cost a quarter of a whole-slide call)
+        kw = dict(dtype="float32", fill_value=0.0, compressors=None)
         self.sums = {n: root.create_array(n, shape=(n_genes, H, W), chunks=(cg, cy, cx), **kw) for n in self.names}
         self.weight = root.create_array("weight", shape=(H, W), chunks=(cy, cx), **kw)
         self.given = {"mean"}  # the maps at least one chunk gave
@@ -196,7 +198,8 @@ class _Store:
     def write_final(self, rows: slice, cols: slice, maps: dict[str, np.ndarray]) -> None:
         """Write an HR window of the final result (kept apart from the blended sums it is computed from)."""
         if self.final is None:
-            kw = dict(dtype="float32", fill_value=0.0, chunks=self.sums["mean"].chunks, shape=self.sums["mean"].shape)
+            kw = dict(dtype="float32", fill_value=0.0, chunks=self.sums["mean"].chunks, shape=self.sums["mean"].shape,
+                      compressors=None)  # fmt: skip
             self.final = {n: self.root.create_array(f"final_{n}", **kw) for n in self.names if n in self.given}
         for name, arr in maps.items():
             self.final[name][:, rows, cols] = arr
@@ -258,7 +261,7 @@ def slide_stain_reference(inp: InputGrid, chunks: list, max_windows: int = 8) ->
     pick = np.unique(np.linspace(0, len(tissue) - 1, min(max_windows, len(tissue))).round().astype(int))
     images = []
     for i in pick:
-        sec = inp.section(tissue[i][0], tissue[i][1], name="stain-reference")
+        sec = inp.section(tissue[i][0], tissue[i][1], name="stain-reference", native_lr=False)
         images.append(sec.he)
         del sec
     ref = stain_reference(images)
@@ -303,8 +306,12 @@ def predict_streamed(
     qnames = tuple(Key.pred.quantile(q) for q in quantiles)
     if quantiles:
         predict_kwargs["quantiles"] = tuple(quantiles)
-    chunk_lr = _chunk_side(model, inp, chunk_lr, n_samples=predict_kwargs.get("n_samples"), n_maps=len(qnames))
-    halo = halo_lr(cfg.tile_lr)
+    # a model whose value at a pixel does not depend on the window around it needs no halo, unless spots
+    # are conserved across seams (the halo then holds the footprints of the spots touching the core)
+    pointwise = bool(getattr(model, "pointwise", False)) and not (conserve_counts and inp.spots is not None)
+    halo = 0 if pointwise else halo_lr(cfg.tile_lr)
+    chunk_lr = _chunk_side(model, inp, chunk_lr, n_samples=predict_kwargs.get("n_samples"), n_maps=len(qnames),
+                           halo=halo)  # fmt: skip
     chunks = plan_chunks(inp.shape_lr, chunk_lr, halo)
     idx = [model.genes.index(g) for g in out_genes]
     h, w = inp.shape_lr
@@ -312,15 +319,20 @@ def predict_streamed(
     store = _Store(len(out_genes), (h * f, w * f), chunk_lr * f, in_memory_mb=limit, names=("std", *qnames))
     logger.info("Super-resolving %d×%d LR pixels in %d chunk(s) of ≤%d×%d (+%d halo).", h, w, len(chunks), chunk_lr,
                 chunk_lr, halo)  # fmt: skip
+    native_lr = bool(getattr(model, "reads_lr_map", True))  # SpotRate reads the spots, not the LR map
     reference = slide_stain_reference(inp, chunks) if len(chunks) > 1 else None
     bar = None
     if progress and len(chunks) > 1:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(chunks), desc="chunks", leave=False)
+    # chunks within a halo of the measurements' LR mask (a spot section's tissue reaches beyond its spots)
+    from scipy.ndimage import binary_dilation
+
+    near = binary_dilation(inp.mask_lr, iterations=halo_lr(cfg.tile_lr)) if inp.mask_lr.any() else inp.mask_lr
     for k, (rows, cols, prow, pcol) in enumerate(chunks):
-        if inp.mask_lr[prow, pcol].any():  # else nothing on tissue here: the result stays 0
-            section = inp.section(prow, pcol, name=f"chunk{k}")
+        if near[prow, pcol].any():  # else nothing on tissue here: the result stays 0
+            section = inp.section(prow, pcol, name=f"chunk{k}", native_lr=native_lr)
             if reference:
                 section.meta[STAIN_REFERENCE_KEY] = reference
             pred = model.predict_section(section, seed=seed + k, progress=progress and bar is None, **predict_kwargs)
@@ -342,7 +354,9 @@ def predict_streamed(
     return Streamed(out["mean"], out.get("std"), {n: out[n] for n in qnames if n in out})
 
 
-def _chunk_side(model: DiffST, inp: InputGrid, chunk_lr: int | None, *, n_samples: int | None, n_maps: int) -> int:
+def _chunk_side(
+    model: DiffST, inp: InputGrid, chunk_lr: int | None, *, n_samples: int | None, n_maps: int, halo: int
+) -> int:
     """``chunk_lr``, or the LR side of a chunk whose prediction fits the model's memory budget.
 
     A model that says what one HR pixel of a window costs it (``working_bytes_per_pixel``) gets
@@ -358,7 +372,7 @@ def _chunk_side(model: DiffST, inp: InputGrid, chunk_lr: int | None, *, n_sample
         else:
             cost = per_px(len(model.genes), inp.he_scale) + 8.0 * len(model.genes) * n_maps
             side = int(np.sqrt(model.CHUNK_BUDGET_MB * 2**20 / cost) // f)
-            chunk_lr = max(cfg.tile_lr, side - 2 * halo_lr(cfg.tile_lr))
+            chunk_lr = max(cfg.tile_lr, side - 2 * halo)
     chunk_lr = int(chunk_lr)
     if chunk_lr < 1:
         raise ValueError(f"chunk_lr must be ≥ 1, got {chunk_lr}.")

@@ -336,9 +336,9 @@ def _learn(
     """A model learnt from the section itself (its spots and histology), by ``self_supervised``."""
     from ..models import DiffST, SelfSupervisedEnsemble, SpotRate, default_learner
 
-    section = inp.section(name="input")
     if self_supervised == "auto":
-        self_supervised = default_learner(section)
+        self_supervised = default_learner(inp)  # it reads ``spots`` only
+    section = inp.section(name="input", native_lr=self_supervised != "likelihood")
     if self_supervised == "likelihood":
         return SpotRate().fit(section, seed=seed, progress=progress)
     if self_supervised == "aggregation":
