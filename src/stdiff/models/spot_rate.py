@@ -36,7 +36,7 @@ import numpy as np
 from .._constants import Checkpoint, Key
 from .._utils import logger, one_blas_thread, plain
 from ..pp import STAIN_REFERENCE_KEY, HistologyClasses, Section, histology_features, stain_reference
-from ..spots import FLOOR, LEVEL, calibrate_error, distance_scale, gaussian_kernel, ratio_field
+from ..spots import CUTOFF, FLOOR, LEVEL, calibrate_error, distance_scale, gaussian_kernel, ratio_field
 from ..spots import predictive_quantile, predictive_sample, predictive_sd
 from . import _spot_rate_fit as fitting
 from ._measurements import measured_spots
@@ -286,10 +286,14 @@ class SpotRate(BaseModel):
             out[np.ix_(genes, idx)] = (field * share * total[None]).astype(np.float32)
         return out.reshape(G, *mask.shape)
 
-    @staticmethod
-    def working_bytes_per_pixel(n_genes: int, he_scale: int) -> float:
-        """Bytes one HR pixel of a window costs :meth:`predict_section` (float64 temporaries per gene, histology)."""
-        return 56.0 * n_genes + 4.0 * 3 * he_scale**2 + 8.0 * 64
+    def working_bytes_per_pixel(self, n_genes: int, he_scale: int) -> float:
+        """Bytes one HR pixel of a window costs :meth:`predict_section`: float64 temporaries per gene, the
+        histology, and the sparse kernel of the widest fitted field (~40 bytes per spot in its reach)."""
+        out = 56.0 * n_genes + 4.0 * 3 * he_scale**2 + 8.0 * 64
+        if self.fitted:
+            widest = max(self.fitted["total_width"], float(np.max(self.fitted["share_width"]))) * self.pitch
+            out += 40.0 * np.pi * (CUTOFF * widest) ** 2 / (0.866 * self.pitch**2)
+        return out
 
     def error_variance(self, section: Section) -> np.ndarray | None:
         """``(G, H, W)`` log-variance of the rate's error at every HR pixel (``None`` when not calibrated)."""
