@@ -10,7 +10,10 @@ spots. This script fits the default on the *validation* part of each benchmark's
 benchmark's space: 90% interval coverage and spread-skill, per dataset and seed. Run::
 
     STDIFF_DATA_DIR=../shared/data python benchmarks/default_spread.py \
-        > benchmarks/results/validation/default_spread.txt
+        > benchmarks/results/validation/default_spread_spot_rate.txt
+
+(``default_spread.txt`` beside it is the same choice for the aggregation ensemble, made with this
+script before it fitted ``SpotRate``.)
 """
 
 from __future__ import annotations
