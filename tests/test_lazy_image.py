@@ -148,3 +148,14 @@ def test_windows_of_derived_levels_equal_spatialdata_levels(dtype):
         for r0, r1, c0, c1 in ((0, h, 0, w), (h // 3, h // 2 + 1, 1, w - 1), (h - 1, h, w - 3, w)):
             expected = np.asarray(level.data[:, r0:r1, c0:c1])
             np.testing.assert_array_equal(read_level_window(levels, i, (r0, r1), (c0, c1)), expected)
+
+
+def test_the_default_reads_a_huge_lazy_image_window_by_window(synthetic_small):
+    """``model=None`` fits on the spots' section of a 40k × 40k H&E without loading the image."""
+    centres, counts, genes, _ = spot_counts(synthetic_small)
+    sdata = sd.io.from_spots(counts, centres + np.array([4000.0, 3000.0]), huge_image(40_000), genes=genes, units="um",
+                             um_per_px=0.25, spot_diameter_um=55)  # fmt: skip
+    out, peak = _peak(lambda: sd.tl.superresolve(sdata, hr_um=20, chunk_lr=3, progress=False, copy=True))
+    mean = np.asarray(image_levels(out.images["stdiff"])[0].data)
+    assert out.attrs["stdiff"]["stdiff"]["model"] == "SpotRate" and mean.sum() > 0 and np.isfinite(mean).all()
+    assert peak < 400 * MB, f"the default traced {peak / MB:.0f} MB on a lazy 4.8 GB image"
