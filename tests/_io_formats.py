@@ -26,6 +26,18 @@ def spots_in_um(he, spots: pd.DataFrame, counts: np.ndarray, genes, *, radius_um
                             spot_diameter_um=2 * radius_um, coordinate_system=cs)  # fmt: skip
 
 
+def assert_same_section(a, b, *, exact_hr: bool = False):
+    """Two readings of one section give the same grid, maps, masks and histology (to rounding)."""
+    np.testing.assert_allclose(b.origin, a.origin, atol=1e-6)
+    assert b.shape_lr == a.shape_lr and b.genes == a.genes
+    np.testing.assert_allclose(b.lr, a.lr, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(b.mask_lr, a.mask_lr)
+    np.testing.assert_array_equal(b.mask_hr, a.mask_hr)
+    assert np.abs(b.he.astype(int) - a.he.astype(int)).max() <= 1
+    if exact_hr:
+        np.testing.assert_array_equal(b.hr, a.hr)
+
+
 def write_xenium(
     folder: Path,
     transcripts: pd.DataFrame,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from _io_formats import hex_spots, spots_in_um, write_visium, write_xenium
+from _io_formats import assert_same_section, hex_spots, spots_in_um, write_visium, write_xenium
 from _sdata_helpers import assert_unchanged, snapshot
 
 import stdiff as sd
@@ -47,17 +47,6 @@ def _img(sdata, key):
     return np.asarray(arr)
 
 
-def _assert_same_section(a, b, *, exact_hr: bool = False):
-    np.testing.assert_allclose(b.origin, a.origin, atol=1e-6)
-    assert b.shape_lr == a.shape_lr and b.genes == a.genes
-    np.testing.assert_allclose(b.lr, a.lr, rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(b.mask_lr, a.mask_lr)
-    np.testing.assert_array_equal(b.mask_hr, a.mask_hr)
-    assert np.abs(b.he.astype(int) - a.he.astype(int)).max() <= 1
-    if exact_hr:
-        np.testing.assert_array_equal(b.hr, a.hr)
-
-
 def test_visium_folder_read_by_spatialdata_io(tmp_path, source, tiny_model):
     from spatialdata.transformations import Scale
 
@@ -92,7 +81,7 @@ def test_visium_folder_read_by_spatialdata_io(tmp_path, source, tiny_model):
     a = rasterize(direct, **GRID)
     b = rasterize(read, **GRID)  # the µm system is picked by default
     assert b.coordinate_system == "sectionA_um" and b.image_key == "sectionA_full_image"
-    _assert_same_section(a, b)
+    assert_same_section(a, b)
     centres_px = read.shapes["sectionA"].geometry
     np.testing.assert_allclose(centres_px.x.to_numpy() * info["um_per_unit"], spots["x"].to_numpy(), atol=1e-6)
 
@@ -185,7 +174,7 @@ def test_xenium_folder_read_by_spatialdata_io(tmp_path, source, tiny_model):
     a = rasterize(direct, genes, **GRID)
     b = rasterize(read, genes, **GRID)
     assert b.coordinate_system == "global_um" and b.image_key == "he_image" and b.source == "points"
-    _assert_same_section(a, b, exact_hr=True)
+    assert_same_section(a, b, exact_hr=True)
 
     out_a = sd.tl.superresolve(direct, model=tiny_model, progress=False, copy=True)
     out_b = sd.tl.superresolve(read, model=tiny_model, progress=False, copy=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _io_formats import hex_spots, spots_in_um, write_visium
+from _io_formats import assert_same_section, hex_spots, spots_in_um, write_visium
 
 import stdiff as sd
 from stdiff.pp import rasterize
@@ -30,15 +30,6 @@ def source():
     return rgb, spots, counts, genes, spots_in_um(he, spots, counts, genes)
 
 
-def _same_section(a, b):
-    np.testing.assert_allclose(b.origin, a.origin, atol=1e-6)
-    assert b.shape_lr == a.shape_lr and b.genes == a.genes
-    np.testing.assert_allclose(b.lr, a.lr, rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(b.mask_lr, a.mask_lr)
-    np.testing.assert_array_equal(b.mask_hr, a.mask_hr)
-    assert np.abs(b.he.astype(int) - a.he.astype(int)).max() <= 1
-
-
 @pytest.mark.parametrize(
     ("counts_format", "positions"), [("h5", "csv"), ("mtx", "csv"), ("mtx", "list"), ("h5", "list_header")]
 )
@@ -59,7 +50,7 @@ def test_read_visium_formats_give_the_direct_section(tmp_path, source, counts_fo
     np.testing.assert_array_equal(X[order], counts)
     # the full-resolution TIFF is not loaded: its levels are dask arrays read window by window
     assert isinstance(s.images["run_full_image"]["scale0"].ds["image"].data, da.Array)
-    _same_section(rasterize(direct, **GRID), rasterize(s, **GRID))
+    assert_same_section(rasterize(direct, **GRID), rasterize(s, **GRID))
 
 
 def test_read_visium_paths_ids_and_errors(tmp_path, source):

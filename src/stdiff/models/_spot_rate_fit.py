@@ -73,7 +73,8 @@ def cross_fit(design: np.ndarray, totals: np.ndarray, counts: np.ndarray, fold: 
 
 
 def choose_classes(
-    features: np.ndarray,
+    z: np.ndarray,
+    mask: np.ndarray,
     footprints,
     totals: np.ndarray,
     counts: np.ndarray,
@@ -84,8 +85,8 @@ def choose_classes(
 ) -> tuple[HistologyClasses, np.ndarray, Members | None, dict[int, float]]:
     """``(classes, design (n, K), members, scores)``: the histology classes whose cross-fit predicts best.
 
-    ``features`` ``(P, F)``: the standardised features of the tissue pixels; ``footprints`` ``(n, P)``:
-    every spot's area over them. For each number of classes in ``tried`` (one: no choice, no score),
+    ``z`` ``(F, H, W)``: the standardised histology features; ``mask`` ``(H, W)``: the tissue, whose ``P``
+    pixels the classes are fitted on; ``footprints`` ``(n, P)``: every spot's area over those pixels. For each number of classes in ``tried`` (one: no choice, no score),
     the classes are fitted (:class:`~stdiff.pp.HistologyClasses`, unsupervised) and scored by the
     held-out deviance of what the histology alone predicts (:func:`histology_deviance`) for the
     totals and the :data:`CHOICE_GENES` genes with the most counts, so the choice costs the same
@@ -96,9 +97,9 @@ def choose_classes(
     scored = np.sort(np.argsort(-counts.sum(1), kind="stable")[:CHOICE_GENES])
     whole = len(scored) == len(counts)
     best, scores = None, {}
+    features = z[:, mask].T  # (P, F)
     for k in tried:
-        classes = HistologyClasses.fit(features.T[:, :, None], np.ones((len(features), 1), bool), n_classes=k,
-                                       seed=seed)  # fmt: skip
+        classes = HistologyClasses.fit(z, mask, n_classes=k, seed=seed)
         design = np.asarray(footprints @ classes.soft(features))
         score, members = 0.0, None
         if len(tried) > 1:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +24,36 @@ from .._constants import Checkpoint, Key
 from .._utils import logger
 
 __all__ = ["BaseModel"]
+
+
+@dataclass(frozen=True)
+class LearnerCount:
+    """What a model without a diffusion sampler reports as its "sampler": its learners and how they are made."""
+
+    n_samples: int
+    solver: str
+
+
+@dataclass(frozen=True)
+class ChunkGeometry:
+    """The parts of a :class:`~stdiff.models.DiffSTConfig` that chunked prediction needs, for models without one.
+
+    ``count_name``: the provenance key of the learner count (``"n_models"``, ``"n_folds"``).
+    """
+
+    tile_lr: int
+    he_scale: int
+    sampler: LearnerCount
+    count_name: str = "n_models"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python representation (provenance)."""
+        return {"tile_lr": self.tile_lr, "he_scale": self.he_scale, self.count_name: self.sampler.n_samples}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any], **overrides: Any) -> ChunkGeometry:
+        """Rebuild from ``dataclasses.asdict`` of one (a checkpoint's ``config``)."""
+        return cls(**{**state, "sampler": LearnerCount(**state["sampler"]), **overrides})
 
 
 class BaseModel:

@@ -25,7 +25,7 @@ it chunk by chunk like a trained model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,7 +36,7 @@ from ..pp import Section
 from ..spots import RENDER_CUTOFF, RENDER_SIGMA
 from ._measurements import measurements
 from .aggregation_consistency import AggregationConsistency
-from .base import BaseModel
+from .base import BaseModel, ChunkGeometry, LearnerCount
 
 #: Fewest tissue measurements (spots) a section needs to teach itself.
 MIN_SPOTS = 16
@@ -50,27 +50,6 @@ LEVEL = 0.9
 #: 90% coverage from 0.90 over four datasets (0.047 against 0.054 for a constant error;
 #: benchmarks/default_spread.py, benchmarks/results/validation/default_spread.txt).
 FLOOR = 0.25
-
-
-@dataclass(frozen=True)
-class _Sampler:
-    """What the ensemble's "sampler" is: its members."""
-
-    n_samples: int
-    solver: str = "aggregation-ensemble"
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """The parts of a :class:`~stdiff.models.DiffSTConfig` that chunked prediction needs."""
-
-    tile_lr: int
-    he_scale: int
-    sampler: _Sampler
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python representation (provenance)."""
-        return {"tile_lr": self.tile_lr, "he_scale": self.he_scale, "n_models": self.sampler.n_samples}
 
 
 def _centres(section: Section) -> tuple[np.ndarray, float]:
@@ -205,7 +184,7 @@ class SelfSupervisedEnsemble(BaseModel):
         self.genes: list[str] = []
         self.factor = 1
         self.lr_um = 1.0
-        self.config = _Geometry(tile_lr=4, he_scale=1, sampler=_Sampler(self.n_models))
+        self.config = _geometry(1, self.n_models)
         self.sampling_steps = 0
         self.sigma: np.ndarray | None = None
         self.calibration: dict[str, Any] = {}
@@ -225,7 +204,7 @@ class SelfSupervisedEnsemble(BaseModel):
                 "trained model= (stdiff.tl.train on a reference) instead."
             )
         self.genes, self.factor, self.lr_um = list(section.genes), section.factor, section.lr_um
-        self.config = _Geometry(tile_lr=4, he_scale=section.he_scale, sampler=_Sampler(self.n_models))
+        self.config = _geometry(section.he_scale, self.n_models)
         rng = np.random.default_rng(seed)
         fold = np.full(usable.shape, -1)
         idx = np.nonzero(usable)[0]
@@ -360,7 +339,7 @@ class SelfSupervisedEnsemble(BaseModel):
         ens.genes, ens.factor, ens.lr_um = list(state["genes"]), int(state["factor"]), float(state["lr_um"])
         ens.pitch = float(state["pitch"])
         geometry = dict(state["geometry"])
-        ens.config = _Geometry(**{**geometry, "sampler": _Sampler(**geometry["sampler"])})
+        ens.config = ChunkGeometry.from_dict(geometry, count_name="n_models")
         ens.sigma = None if state["sigma"] is None else np.asarray(state["sigma"], np.float32)
         ens.held_out = {k: np.asarray(v) for k, v in state["held_out"].items()}
         ens.calibration = dict(state["calibration"])
@@ -380,3 +359,9 @@ def _torch(a: np.ndarray):
     import torch
 
     return torch.as_tensor(a, dtype=torch.float32)
+
+
+def _geometry(he_scale: int, learners: int) -> ChunkGeometry:
+    """What chunked prediction reads of this model: 4-LR-pixel tiles, the histology scale, its learners."""
+    learners_ = LearnerCount(learners, "aggregation-ensemble")
+    return ChunkGeometry(tile_lr=4, he_scale=he_scale, sampler=learners_, count_name="n_models")

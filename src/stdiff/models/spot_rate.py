@@ -40,7 +40,7 @@ from ..spots import CUTOFF, FLOOR, LEVEL, calibrate_error, distance_scale, gauss
 from ..spots import predictive_quantile, predictive_sample, predictive_sd
 from . import _spot_rate_fit as fitting
 from ._measurements import measured_spots
-from .base import BaseModel
+from .base import BaseModel, ChunkGeometry, LearnerCount
 
 #: Fewest measured spots a section needs to teach itself.
 MIN_SPOTS = 16
@@ -50,27 +50,6 @@ MIN_CALIBRATION = 20
 CLASS_COUNTS: tuple[int, ...] = (16, 32, 64)
 #: Tissue scales of the histology features (µm; ``None``: the HR pixel itself).
 FEATURE_SCALES: tuple[float | None, ...] = (None, 30.0, 100.0)
-
-
-@dataclass(frozen=True)
-class _Sampler:
-    """What the model's "sampler" is: its cross-fitted folds (no diffusion sampler)."""
-
-    n_samples: int
-    solver: str = "spot-likelihood"
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """The parts of a :class:`~stdiff.models.DiffSTConfig` that chunked prediction needs."""
-
-    tile_lr: int
-    he_scale: int
-    sampler: _Sampler
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python representation (provenance)."""
-        return {"tile_lr": self.tile_lr, "he_scale": self.he_scale, "n_folds": self.sampler.n_samples}
 
 
 class SpotRate(BaseModel):
@@ -104,7 +83,7 @@ class SpotRate(BaseModel):
         self.class_scores: dict[int, float] = {}
         self.genes: list[str] = []
         self.factor, self.lr_um, self.pitch = 1, 1.0, 1.0
-        self.config = _Geometry(tile_lr=4, he_scale=1, sampler=_Sampler(self.n_folds))
+        self.config = _geometry(1, self.n_folds)
         self.sampling_steps = 0
         self.fitted: dict[str, Any] = {}
         self.sigma: np.ndarray | None = None
@@ -137,7 +116,7 @@ class SpotRate(BaseModel):
             )
         self.genes, self.factor, self.lr_um = list(section.genes), section.factor, section.lr_um
         self.pitch = float(measured.geometry.pitch_um)
-        self.config = _Geometry(tile_lr=4, he_scale=section.he_scale, sampler=_Sampler(self.n_folds))
+        self.config = _geometry(section.he_scale, self.n_folds)
         self.stain = dict(section.meta.get(STAIN_REFERENCE_KEY) or stain_reference([section.he]))
         bar.set_postfix_str("histology features")
         x = self._features(section)
@@ -176,7 +155,7 @@ class SpotRate(BaseModel):
         fold = fitting.folds_of(len(totals), self.n_folds, seed)
         tried = CLASS_COUNTS if self.n_classes is None else (self.n_classes,)
         classes, design, members, self.class_scores = fitting.choose_classes(
-            z[:, mask].T, A, totals, counts, fold, tried, seed=seed
+            z, mask, A, totals, counts, fold, tried, seed=seed
         )
         data = _SpotData(xy=spots.xy.T, totals=totals, counts=counts, design=design, area=area, members=members)
         return classes, data
@@ -184,7 +163,9 @@ class SpotRate(BaseModel):
     def _fit_spots(self, d: _SpotData, seed: int) -> None:
         """Cross-fit, choose the blends and widths, keep what prediction needs and calibrate."""
         fold = fitting.folds_of(len(d.totals), self.n_folds, seed)
-        members = d.members or fitting.cross_fit(d.design, d.totals, d.counts, fold)  # reused from the choice
+        members = d.members  # the class choice's cross-fit when it covered every gene
+        if members is None:
+            members = fitting.cross_fit(d.design, d.totals, d.counts, fold)
         w_total, s_total, held_total = fitting.select_total(d.xy, self.pitch, d.area, d.totals, members, fold)
         w_share, s_share, held_share = fitting.select_genes(d.xy, self.pitch, d.totals, d.counts, members, fold)
         c, W = members.c.mean(0), members.W.mean(0)
@@ -359,7 +340,7 @@ class SpotRate(BaseModel):
         m = cls(**state["options"])
         m.genes, m.factor, m.lr_um, m.pitch = list(state["genes"]), int(state["factor"]), float(state["lr_um"]), float(state["pitch"])
         geometry = dict(state["geometry"])
-        m.config = _Geometry(**{**geometry, "sampler": _Sampler(**geometry["sampler"])})
+        m.config = ChunkGeometry.from_dict(geometry, count_name="n_folds")
         m.stain = dict(state["stain"])
         m.feature_mean, m.feature_sd = np.asarray(state["feature_mean"]), np.asarray(state["feature_sd"])
         m.classes = HistologyClasses.from_state(state["classes"])
@@ -398,3 +379,9 @@ def _pixel_centres(section: Section, idx: np.ndarray) -> np.ndarray:
     H, W = section.mask_hr.shape
     ii, jj = np.divmod(np.asarray(idx), W)
     return np.stack([section.origin[0] + (jj + 0.5) * section.hr_um, section.origin[1] + (ii + 0.5) * section.hr_um], 1)
+
+
+def _geometry(he_scale: int, learners: int) -> ChunkGeometry:
+    """What chunked prediction reads of this model: 4-LR-pixel tiles, the histology scale, its learners."""
+    learners_ = LearnerCount(learners, "spot-likelihood")
+    return ChunkGeometry(tile_lr=4, he_scale=he_scale, sampler=learners_, count_name="n_folds")
